@@ -1,0 +1,141 @@
+"""The one place that answers "may this user do this to that?".
+
+Views, link issuers, API endpoints and job submissions call these functions;
+none re-implements a rule. Each answer carries a message that tells the user
+what happened and what to do next.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django.db.models import Exists, OuterRef, Q, QuerySet
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.formats import date_format
+
+from datasets_app.models import AccessRequest, Grant, Resource
+
+
+@dataclass(frozen=True)
+class Decision:
+    allowed: bool
+    code: str
+    message: str = ""
+    action_url: str = ""
+    grant: Grant | None = None
+
+    def __bool__(self) -> bool:
+        return self.allowed
+
+
+def _day(value) -> str:
+    return date_format(timezone.localtime(value), "j F Y")
+
+
+def can_download(user, resource: Resource) -> Decision:
+    policy = resource.access_policy
+    if policy == Resource.Policy.OPEN:
+        return Decision(True, "open")
+    if not user.is_authenticated:
+        return Decision(
+            False, "login_required",
+            f"Sign in to download {resource.repo_id}.", reverse("account_login"),
+        )
+    if policy == Resource.Policy.REGISTERED:
+        return Decision(True, "registered")
+
+    request_url = reverse("access_request", kwargs={"namespace": resource.namespace, "slug": resource.slug})
+    now = timezone.now()
+    grant = Grant.objects.filter(user=user, resource=resource, status=Grant.Status.ACTIVE).select_related("license_version").first()
+    if grant is not None and grant.expires_at > now:
+        if grant.needs_reacceptance:
+            current = resource.license_version
+            return Decision(
+                False, "license_changed",
+                f"The license of {resource.repo_id} changed to version {current.version}. "
+                "Accept it to keep downloading.",
+                reverse("grant_reaccept", kwargs={"pk": grant.pk}), grant,
+            )
+        return Decision(True, "granted", grant=grant)
+
+    latest = grant or Grant.objects.filter(user=user, resource=resource).order_by("-created_at").first()
+    if latest is not None and (latest.status == Grant.Status.EXPIRED or (latest.status == Grant.Status.ACTIVE and latest.expires_at <= now)):
+        return Decision(
+            False, "expired",
+            f"Your access to {resource.repo_id} expired on {_day(latest.expires_at)}. Request renewal below.",
+            request_url, latest,
+        )
+    if latest is not None and latest.status == Grant.Status.REVOKED:
+        reason = f" Reason: {latest.end_reason}" if latest.end_reason else ""
+        return Decision(
+            False, "revoked",
+            f"Your access to {resource.repo_id} was revoked on {_day(latest.ended_at)}.{reason} "
+            "You may apply again if the situation has changed.",
+            request_url, latest,
+        )
+    pending = AccessRequest.objects.filter(user=user, resource=resource, status__in=AccessRequest.OPEN_STATUSES).first()
+    if pending is not None and pending.status == AccessRequest.Status.CHANGES_REQUESTED:
+        return Decision(
+            False, "changes_requested",
+            f"The reviewers asked for changes to your request for {resource.repo_id}: {pending.decision_reason}",
+            request_url,
+        )
+    if pending is not None:
+        return Decision(
+            False, "pending",
+            f"Your request for {resource.repo_id} is waiting for review. You will get an e-mail when it is decided.",
+            reverse("my_access"),
+        )
+    rejected = AccessRequest.objects.filter(user=user, resource=resource).order_by("-submitted_at").first()
+    if rejected is not None and rejected.status == AccessRequest.Status.REJECTED:
+        return Decision(
+            False, "rejected",
+            f"Your request for {resource.repo_id} was not approved: {rejected.decision_reason} "
+            "You may apply again if you can address this.",
+            request_url,
+        )
+    return Decision(
+        False, "request_required",
+        f"{resource.repo_id} is gated: read its license and request access.", request_url,
+    )
+
+
+def downloadable_resources(user, queryset: QuerySet[Resource] | None = None) -> QuerySet[Resource]:
+    """The queryset twin of can_download: the resources it would allow."""
+    queryset = Resource.objects.all() if queryset is None else queryset
+    if not user.is_authenticated:
+        return queryset.filter(access_policy=Resource.Policy.OPEN)
+    current_grant = Grant.objects.filter(
+        user=user, resource=OuterRef("pk"), status=Grant.Status.ACTIVE, expires_at__gt=timezone.now(),
+    ).filter(Q(license_version=OuterRef("license_version")) | Q(resource__license_version__isnull=True))
+    return queryset.filter(
+        Q(access_policy__in=[Resource.Policy.OPEN, Resource.Policy.REGISTERED]) | Exists(current_grant)
+    )
+
+
+def reviewable_resources(user) -> QuerySet[Resource]:
+    """Reviewers are assigned per resource; being staff is not enough."""
+    if not user.is_authenticated or not user.is_active:
+        return Resource.objects.none()
+    if user.is_superuser:
+        return Resource.objects.all()
+    return Resource.objects.filter(reviewers=user)
+
+
+def can_review(user, resource: Resource) -> bool:
+    return reviewable_resources(user).filter(pk=resource.pk).exists()
+
+
+def can_request_access(user, resource: Resource) -> Decision:
+    if not resource.is_gated:
+        return Decision(False, "not_gated", f"{resource.repo_id} needs no request.", resource.get_absolute_url())
+    if not user.is_authenticated:
+        return Decision(False, "login_required", "Sign in to request access.", reverse("account_login"))
+    if resource.license_version_id is None:
+        return Decision(
+            False, "no_license",
+            f"{resource.repo_id} has no published license yet, so requests are closed. Please check back later.",
+            resource.get_absolute_url(),
+        )
+    return Decision(True, "ok")

@@ -1,0 +1,103 @@
+from __future__ import annotations
+
+from datetime import datetime, time, timedelta
+
+from django import forms
+from django.utils import timezone
+from django_countries import countries
+
+from datasets_app.models import AccessQuestion, Resource
+
+
+class AccessRequestForm(forms.Form):
+    """The license, the resource's own questions, and a typed signature."""
+
+    intended_use = forms.CharField(
+        label="Intended use", widget=forms.Textarea(attrs={"rows": 5}), min_length=20, max_length=5000,
+        help_text="What you will do with it, for which project, and who will have access.",
+        error_messages={"required": "Intended use: describe what you will do with the data.",
+                        "min_length": "Intended use: give at least %(limit_value)d characters so the reviewers can decide."},
+    )
+
+    def __init__(self, *args, resource: Resource, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.resource = resource
+        self.questions = list(resource.questions.all())
+        for question in self.questions:
+            self.fields[f"q_{question.pk}"] = self._field_for(question)
+        self.fields["signature"] = forms.CharField(
+            label="Signature", max_length=200,
+            help_text="Type your full name, as on your profile, to sign the agreement.",
+            error_messages={"required": "Signature: type your full name to sign."},
+        )
+        self.fields["accept"] = forms.BooleanField(
+            label="I have read the license above and accept its terms.",
+            error_messages={"required": "Accept the license to continue."},
+        )
+
+    @staticmethod
+    def _field_for(question: AccessQuestion) -> forms.Field:
+        common = {"label": question.label, "help_text": question.help_text, "required": question.required,
+                  "error_messages": {"required": f"{question.label}: this answer is required."}}
+        if question.kind == AccessQuestion.Kind.CHECKBOX:
+            return forms.BooleanField(**common)
+        if question.kind == AccessQuestion.Kind.CHOICE:
+            return forms.ChoiceField(choices=[("", "—")] + [(c, c) for c in question.choice_list()], **common)
+        if question.kind == AccessQuestion.Kind.COUNTRY:
+            return forms.ChoiceField(choices=[("", "—")] + list(countries), **common)
+        return forms.CharField(max_length=2000, widget=forms.Textarea(attrs={"rows": 2}), **common)
+
+    def answers(self) -> list[dict]:
+        return [
+            {"question_id": q.pk, "question": q.label, "kind": q.kind, "answer": self.cleaned_data.get(f"q_{q.pk}")}
+            for q in self.questions
+        ]
+
+
+def _end_of_day(day) -> datetime:
+    return timezone.make_aware(datetime.combine(day, time(23, 59, 59)))
+
+
+class ApproveForm(forms.Form):
+    expires_on = forms.DateField(label="Access expires on", widget=forms.DateInput(attrs={"type": "date"}),
+                                 error_messages={"required": "Expires on: choose a date.", "invalid": "Expires on: enter a date as YYYY-MM-DD."})
+    note = forms.CharField(label="Note to the applicant (optional)", required=False, widget=forms.Textarea(attrs={"rows": 2}), max_length=2000)
+
+    def clean_expires_on(self):
+        day = self.cleaned_data["expires_on"]
+        if day <= timezone.localdate():
+            raise forms.ValidationError("Expires on: choose a date after today.")
+        if day > timezone.localdate() + timedelta(days=3653):
+            raise forms.ValidationError("Expires on: access cannot be granted for more than ten years.")
+        return day
+
+    def expires_at(self) -> datetime:
+        return _end_of_day(self.cleaned_data["expires_on"])
+
+
+class ReasonForm(forms.Form):
+    reason = forms.CharField(label="Reason", widget=forms.Textarea(attrs={"rows": 3}), max_length=2000,
+                             error_messages={"required": "Reason: say why; the applicant will read it."})
+
+    def clean_reason(self):
+        reason = self.cleaned_data["reason"].strip()
+        if not reason:
+            raise forms.ValidationError("Reason: say why; the applicant will read it.")
+        return reason
+
+
+class BulkForm(forms.Form):
+    ACTIONS = [("approve", "Approve selected"), ("reject", "Reject selected")]
+    action = forms.ChoiceField(choices=ACTIONS, error_messages={"invalid_choice": "Action: choose approve or reject."})
+    requests = forms.ModelMultipleChoiceField(queryset=None, error_messages={"required": "Select at least one request."})
+    reason = forms.CharField(required=False, max_length=2000, widget=forms.Textarea(attrs={"rows": 2}))
+
+    def __init__(self, *args, queryset, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["requests"].queryset = queryset
+
+    def clean(self):
+        data = super().clean()
+        if data.get("action") == "reject" and not (data.get("reason") or "").strip():
+            self.add_error("reason", "Reason: a bulk rejection needs a reason; every applicant will read it.")
+        return data

@@ -1,0 +1,244 @@
+from __future__ import annotations
+
+import hashlib
+
+from django.conf import settings
+from django.core.validators import RegexValidator
+from django.db import models
+from django.db.models import Q
+from django.urls import reverse
+from django.utils import timezone
+
+slug_validator = RegexValidator(
+    r"^[a-z0-9](?:[a-z0-9._-]{0,94}[a-z0-9])?$",
+    "Use lowercase letters, digits, '.', '_' and '-', starting and ending with a letter or digit.",
+)
+
+
+class License(models.Model):
+    slug = models.SlugField(max_length=100, unique=True)
+    title = models.CharField(max_length=200)
+
+    def __str__(self) -> str:
+        return self.title
+
+
+class LicenseVersion(models.Model):
+    """The exact text of one version of a license; never edited once saved."""
+
+    license = models.ForeignKey(License, on_delete=models.PROTECT, related_name="versions")
+    version = models.CharField(max_length=32)
+    text = models.TextField()
+    sha256 = models.CharField(max_length=64, editable=False)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["license", "version"], name="license_version_unique")]
+        ordering = ["license", "-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.license.title} v{self.version}"
+
+    @staticmethod
+    def digest(text: str) -> str:
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+class Resource(models.Model):
+    class Kind(models.TextChoices):
+        DATASET = "dataset", "Dataset"
+        CHECKPOINT = "checkpoint", "Model checkpoint"
+
+    class Policy(models.TextChoices):
+        OPEN = "open", "Open to everyone"
+        REGISTERED = "registered", "Registered users"
+        GATED_AUTO = "gated_auto", "Gated, approved automatically"
+        GATED_MANUAL = "gated_manual", "Gated, reviewed by the committee"
+
+    namespace = models.CharField(max_length=100, validators=[slug_validator])
+    slug = models.CharField(max_length=100, validators=[slug_validator])
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    title = models.CharField(max_length=200)
+    summary = models.CharField(max_length=300, blank=True)
+    description = models.TextField(blank=True)
+    access_policy = models.CharField(max_length=16, choices=Policy.choices, default=Policy.GATED_MANUAL)
+    license_version = models.ForeignKey(
+        LicenseVersion, on_delete=models.PROTECT, null=True, blank=True, related_name="resources",
+        help_text="The license users accept now. Pointing this at a newer version asks every holder to re-accept.",
+    )
+    auto_approve_domains = models.TextField(
+        blank=True,
+        help_text="One e-mail domain per line (e.g. inria.fr). Applicants with a verified institutional "
+        "address at one of them are approved without review.",
+    )
+    default_grant_days = models.PositiveIntegerField(default=365)
+    reviewers = models.ManyToManyField(settings.AUTH_USER_MODEL, blank=True, related_name="reviewed_resources")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["namespace", "slug"], name="resource_id_unique")]
+        ordering = ["namespace", "slug"]
+
+    def __str__(self) -> str:
+        return self.repo_id
+
+    @property
+    def repo_id(self) -> str:
+        return f"{self.namespace}/{self.slug}"
+
+    @property
+    def is_gated(self) -> bool:
+        return self.access_policy in (self.Policy.GATED_AUTO, self.Policy.GATED_MANUAL)
+
+    def get_absolute_url(self) -> str:
+        return reverse("resource_detail", kwargs={"namespace": self.namespace, "slug": self.slug})
+
+    def auto_approve_domain_list(self) -> list[str]:
+        return [d.strip().lower().lstrip("@") for d in self.auto_approve_domains.split() if d.strip()]
+
+
+class Version(models.Model):
+    """An immutable published state of a resource (files arrive with storage)."""
+
+    resource = models.ForeignKey(Resource, on_delete=models.PROTECT, related_name="versions")
+    name = models.CharField(max_length=64, validators=[slug_validator])
+    revision = models.CharField(max_length=40, blank=True, help_text="40-hex id derived from the manifest.")
+    changelog = models.TextField(blank=True)
+    published_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["resource", "name"], name="version_name_unique"),
+            models.CheckConstraint(
+                condition=Q(published_at__isnull=True) | Q(revision__regex=r"^[0-9a-f]{40}$"),
+                name="version_published_has_revision",
+            ),
+        ]
+        ordering = ["resource", "-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.resource.repo_id}@{self.name}"
+
+
+class AccessQuestion(models.Model):
+    """A custom question on a resource's access form, defined by an admin."""
+
+    class Kind(models.TextChoices):
+        TEXT = "text", "Text"
+        CHECKBOX = "checkbox", "Checkbox"
+        CHOICE = "choice", "Choice"
+        COUNTRY = "country", "Country"
+
+    resource = models.ForeignKey(Resource, on_delete=models.CASCADE, related_name="questions")
+    label = models.CharField(max_length=300)
+    help_text = models.CharField(max_length=300, blank=True)
+    kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.TEXT)
+    choices = models.TextField(blank=True, help_text="For a choice question: one option per line.")
+    required = models.BooleanField(default=True)
+    position = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["resource", "position", "id"]
+
+    def __str__(self) -> str:
+        return self.label
+
+    def choice_list(self) -> list[str]:
+        return [c.strip() for c in self.choices.splitlines() if c.strip()]
+
+
+class AccessRequest(models.Model):
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending review"
+        CHANGES_REQUESTED = "changes_requested", "Changes requested"
+        APPROVED = "approved", "Approved"
+        REJECTED = "rejected", "Rejected"
+
+    OPEN_STATUSES = (Status.PENDING, Status.CHANGES_REQUESTED)
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="access_requests")
+    resource = models.ForeignKey(Resource, on_delete=models.PROTECT, related_name="access_requests")
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.PENDING)
+    license_version = models.ForeignKey(LicenseVersion, on_delete=models.PROTECT, null=True, related_name="+")
+    license_sha256 = models.CharField(max_length=64, blank=True)
+    intended_use = models.TextField()
+    answers = models.JSONField(default=list, blank=True)
+    signature = models.CharField(max_length=200)
+    submitted_at = models.DateTimeField(default=timezone.now)
+    ip = models.GenericIPAddressField(null=True, blank=True)
+    user_agent = models.CharField(max_length=400, blank=True)
+    decided_at = models.DateTimeField(null=True, blank=True)
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    decision_reason = models.TextField(blank=True)
+    auto_approved = models.BooleanField(default=False)
+
+    class Meta:
+        constraints = [
+            # Submitting twice (double click, two tabs) cannot open two requests.
+            models.UniqueConstraint(
+                fields=["user", "resource"],
+                condition=Q(status__in=["pending", "changes_requested"]),
+                name="one_open_request_per_user_resource",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["status", "submitted_at"], name="request_queue_idx", condition=Q(status="pending")),
+        ]
+        ordering = ["submitted_at"]
+
+    def __str__(self) -> str:
+        return f"{self.user} → {self.resource} ({self.status})"
+
+    @property
+    def is_open(self) -> bool:
+        return self.status in self.OPEN_STATUSES
+
+
+class Grant(models.Model):
+    class Status(models.TextChoices):
+        ACTIVE = "active", "Active"
+        EXPIRED = "expired", "Expired"
+        REVOKED = "revoked", "Revoked"
+        SUPERSEDED = "superseded", "Renewed"
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="grants")
+    resource = models.ForeignKey(Resource, on_delete=models.PROTECT, related_name="grants")
+    request = models.OneToOneField(AccessRequest, on_delete=models.PROTECT, null=True, blank=True, related_name="grant")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE)
+    license_version = models.ForeignKey(LicenseVersion, on_delete=models.PROTECT, null=True, related_name="+")
+    license_accepted_at = models.DateTimeField(default=timezone.now)
+    granted_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+")
+    reason = models.TextField(blank=True, help_text="Why it was granted outside a request (command line).")
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField()
+    reminder_sent_at = models.DateTimeField(null=True, blank=True)
+    ended_at = models.DateTimeField(null=True, blank=True)
+    ended_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+")
+    end_reason = models.TextField(blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["user", "resource"], condition=Q(status="active"), name="one_active_grant_per_user_resource"
+            ),
+            models.CheckConstraint(condition=Q(expires_at__gt=models.F("created_at")), name="grant_expires_after_creation"),
+        ]
+        indexes = [
+            models.Index(fields=["expires_at"], name="grant_active_expiry_idx", condition=Q(status="active")),
+        ]
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.user} ← {self.resource} ({self.status})"
+
+    @property
+    def is_current(self) -> bool:
+        return self.status == self.Status.ACTIVE and self.expires_at > timezone.now()
+
+    @property
+    def needs_reacceptance(self) -> bool:
+        current = self.resource.license_version_id
+        return current is not None and current != self.license_version_id

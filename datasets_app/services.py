@@ -1,0 +1,349 @@
+"""Writes of the governance workflow: requests, review, grants, licenses.
+
+Every function here is keyword-only, runs in one transaction, records an audit
+event with the change, and queues its e-mails to be sent after commit.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from datasets_app import notifications
+from datasets_app.authz import can_request_access
+from datasets_app.models import AccessRequest, Grant, License, LicenseVersion, Resource
+from portal.audit import audit_record
+
+User = get_user_model()
+
+
+class GovernanceError(Exception):
+    """A refused action; its message is shown to the person who tried it."""
+
+
+def _normalise_name(name: str) -> str:
+    return " ".join(name.split()).casefold()
+
+
+def _verified_institutional_domain(user) -> str | None:
+    from allauth.account.models import EmailAddress
+
+    email = getattr(getattr(user, "profile", None), "institutional_email", "")
+    if not email or not EmailAddress.objects.filter(user=user, email__iexact=email, verified=True).exists():
+        return None
+    return email.rsplit("@", 1)[-1].lower()
+
+
+def _grant_summary(grant: Grant) -> dict[str, Any]:
+    return {
+        "grant_id": grant.pk,
+        "user": grant.user.get_username(),
+        "expires_at": grant.expires_at,
+        "license_version": str(grant.license_version) if grant.license_version else None,
+        "license_sha256": grant.license_version.sha256 if grant.license_version else None,
+    }
+
+
+# --- Licenses ------------------------------------------------------------------------
+
+
+@transaction.atomic
+def license_version_publish(
+    *, license: License, version: str, text: str, actor, resources: list[Resource] | None = None
+) -> LicenseVersion:
+    """Publish a new license text and make it current for `resources`.
+
+    Without `resources`, every resource currently on an earlier version of this
+    license moves to the new one. Holders of grants on those resources must
+    re-accept before their next download, and are told so by e-mail.
+    """
+    text = text.strip()
+    if not text:
+        raise GovernanceError("The license text is empty: paste the full text of the new version.")
+    if LicenseVersion.objects.filter(license=license, version=version).exists():
+        raise GovernanceError(f"{license.title} already has a version {version}: choose a new version number.")
+    new = LicenseVersion.objects.create(license=license, version=version, text=text, sha256=LicenseVersion.digest(text))
+    targets = resources if resources is not None else list(Resource.objects.filter(license_version__license=license))
+    for resource in targets:
+        resource.license_version = new
+        resource.save(update_fields=["license_version"])
+        audit_record(
+            action="license_published", actor=actor, target=new, resource=resource.repo_id,
+            data={"version": version, "sha256": new.sha256},
+        )
+        holders = Grant.objects.filter(resource=resource, status=Grant.Status.ACTIVE).exclude(license_version=new).select_related("user")
+        for grant in holders:
+            notifications.license_changed(grant=grant)
+    if not targets:
+        audit_record(action="license_published", actor=actor, target=new, data={"version": version, "sha256": new.sha256})
+    return new
+
+
+# --- Access requests ---------------------------------------------------------------------
+
+
+def access_request_submit(
+    *, user, resource: Resource, intended_use: str, answers: list[dict[str, Any]], signature: str, request=None
+) -> tuple[AccessRequest, bool]:
+    """Submit (or resubmit after changes were asked) a request. Returns (request, created).
+
+    A second submission while one is pending returns the pending one unchanged.
+    """
+    decision = can_request_access(user, resource)
+    if not decision:
+        raise GovernanceError(decision.message)
+    full_name = getattr(user.profile, "full_name", "")
+    if not full_name:
+        raise GovernanceError("Fill in your full name on your profile before requesting access.")
+    if _normalise_name(signature) != _normalise_name(full_name):
+        raise GovernanceError(f"Sign with your full name exactly as on your profile: {full_name}.")
+    if not intended_use.strip():
+        raise GovernanceError("Describe your intended use of the data.")
+
+    license_version = resource.license_version
+    fields = {
+        "intended_use": intended_use.strip(),
+        "answers": answers,
+        "signature": signature.strip(),
+        "license_version": license_version,
+        "license_sha256": license_version.sha256,
+        "submitted_at": timezone.now(),
+        "ip": request.META.get("REMOTE_ADDR") if request else None,
+        "user_agent": request.META.get("HTTP_USER_AGENT", "")[:400] if request else "",
+    }
+    try:
+        with transaction.atomic():
+            existing = (
+                AccessRequest.objects.select_for_update()
+                .filter(user=user, resource=resource, status__in=AccessRequest.OPEN_STATUSES)
+                .first()
+            )
+            if existing is not None and existing.status == AccessRequest.Status.PENDING:
+                return existing, False
+            if existing is not None:
+                for name, value in fields.items():
+                    setattr(existing, name, value)
+                existing.status = AccessRequest.Status.PENDING
+                existing.save()
+                access_request, action = existing, "request_resubmitted"
+            else:
+                access_request = AccessRequest.objects.create(user=user, resource=resource, **fields)
+                action = "request_submitted"
+            audit_record(
+                action=action, actor=user, target=access_request, resource=resource.repo_id, request=request,
+                data={"license_version": str(license_version), "license_sha256": license_version.sha256, "answers": answers, "intended_use": fields["intended_use"]},
+            )
+            audit_record(
+                action="license_accepted", actor=user, target=license_version, resource=resource.repo_id, request=request,
+                data={"version": license_version.version, "sha256": license_version.sha256, "signature": fields["signature"]},
+            )
+            auto_reason = _auto_approval_reason(user, resource)
+            if auto_reason:
+                access_request_approve(
+                    access_request=access_request, reviewer=None,
+                    expires_at=timezone.now() + timedelta(days=resource.default_grant_days), note=auto_reason,
+                )
+                access_request.refresh_from_db()
+            else:
+                notifications.request_submitted(access_request=access_request)
+    except IntegrityError:
+        # A concurrent submission won the race for the one open request.
+        existing = AccessRequest.objects.filter(user=user, resource=resource, status__in=AccessRequest.OPEN_STATUSES).first()
+        if existing is None:
+            raise
+        return existing, False
+    return access_request, True
+
+
+def _auto_approval_reason(user, resource: Resource) -> str:
+    if resource.access_policy == Resource.Policy.GATED_AUTO:
+        return "Approved automatically: this resource approves every complete request."
+    domains = resource.auto_approve_domain_list()
+    if domains:
+        domain = _verified_institutional_domain(user)
+        if domain and any(domain == d or domain.endswith("." + d) for d in domains):
+            return f"Approved automatically: verified institutional e-mail at {domain}."
+    return ""
+
+
+def _claim(access_request: AccessRequest, *, status: str, reviewer, reason: str) -> None:
+    """Decide a request exactly once: a second reviewer acting at the same time loses."""
+    claimed = AccessRequest.objects.filter(pk=access_request.pk, status__in=AccessRequest.OPEN_STATUSES).update(
+        status=status, decided_by=reviewer, decided_at=timezone.now(), decision_reason=reason,
+        auto_approved=reviewer is None,
+    )
+    if claimed != 1:
+        access_request.refresh_from_db()
+        raise GovernanceError(
+            f"This request was already decided ({access_request.get_status_display().lower()}) "
+            f"by {access_request.decided_by or 'the system'}; reload the queue."
+        )
+    access_request.refresh_from_db()
+
+
+@transaction.atomic
+def access_request_approve(*, access_request: AccessRequest, reviewer, expires_at: datetime, note: str = "") -> Grant:
+    if expires_at <= timezone.now():
+        raise GovernanceError("The expiry date must be in the future.")
+    _claim(access_request, status=AccessRequest.Status.APPROVED, reviewer=reviewer, reason=note)
+    grant = _grant_open(
+        user=access_request.user, resource=access_request.resource, granted_by=reviewer, expires_at=expires_at,
+        license_version=access_request.license_version, access_request=access_request, reason=note,
+    )
+    audit_record(
+        action="request_approved", actor=reviewer, target=access_request, resource=access_request.resource.repo_id,
+        data={**_grant_summary(grant), "note": note, "automatic": reviewer is None},
+    )
+    notifications.request_decided(access_request=access_request, grant=grant)
+    return grant
+
+
+@transaction.atomic
+def access_request_reject(*, access_request: AccessRequest, reviewer, reason: str) -> AccessRequest:
+    if not reason.strip():
+        raise GovernanceError("Give a reason for the rejection: the applicant will read it.")
+    _claim(access_request, status=AccessRequest.Status.REJECTED, reviewer=reviewer, reason=reason.strip())
+    audit_record(
+        action="request_rejected", actor=reviewer, target=access_request, resource=access_request.resource.repo_id,
+        data={"user": access_request.user.get_username(), "reason": reason.strip()},
+    )
+    notifications.request_decided(access_request=access_request, grant=None)
+    return access_request
+
+
+@transaction.atomic
+def access_request_request_changes(*, access_request: AccessRequest, reviewer, message: str) -> AccessRequest:
+    if not message.strip():
+        raise GovernanceError("Say what the applicant should change.")
+    if access_request.status != AccessRequest.Status.PENDING:
+        raise GovernanceError("Changes can only be asked of a pending request.")
+    updated = AccessRequest.objects.filter(pk=access_request.pk, status=AccessRequest.Status.PENDING).update(
+        status=AccessRequest.Status.CHANGES_REQUESTED, decided_by=reviewer, decided_at=timezone.now(),
+        decision_reason=message.strip(),
+    )
+    if updated != 1:
+        raise GovernanceError("This request was decided meanwhile; reload the queue.")
+    access_request.refresh_from_db()
+    audit_record(
+        action="request_changes_requested", actor=reviewer, target=access_request,
+        resource=access_request.resource.repo_id, data={"user": access_request.user.get_username(), "message": message.strip()},
+    )
+    notifications.request_decided(access_request=access_request, grant=None)
+    return access_request
+
+
+# --- Grants ----------------------------------------------------------------------------------
+
+
+def _grant_open(
+    *, user, resource: Resource, granted_by, expires_at: datetime, license_version: LicenseVersion | None,
+    access_request: AccessRequest | None = None, reason: str = "",
+) -> Grant:
+    now = timezone.now()
+    # A renewal replaces the current grant; the database allows one active grant.
+    previous = Grant.objects.select_for_update().filter(user=user, resource=resource, status=Grant.Status.ACTIVE).first()
+    if previous is not None:
+        previous.status = Grant.Status.SUPERSEDED
+        previous.ended_at = now
+        previous.ended_by = granted_by
+        previous.end_reason = "Renewed"
+        previous.save(update_fields=["status", "ended_at", "ended_by", "end_reason"])
+    return Grant.objects.create(
+        user=user, resource=resource, request=access_request, license_version=license_version,
+        license_accepted_at=access_request.submitted_at if access_request else now,
+        granted_by=granted_by, reason=reason, created_at=now, expires_at=expires_at,
+    )
+
+
+@transaction.atomic
+def grant_create(*, user, resource: Resource, granted_by, expires_at: datetime | None, reason: str) -> Grant:
+    """A grant without an application (scripted or class-wide grants by operators)."""
+    expires_at = expires_at or timezone.now() + timedelta(days=resource.default_grant_days)
+    if expires_at <= timezone.now():
+        raise GovernanceError("The expiry date must be in the future.")
+    if not resource.is_gated:
+        raise GovernanceError(f"{resource.repo_id} is not gated ({resource.get_access_policy_display().lower()}); it needs no grant.")
+    grant = _grant_open(
+        user=user, resource=resource, granted_by=granted_by, expires_at=expires_at,
+        license_version=resource.license_version, reason=reason,
+    )
+    audit_record(
+        action="grant_created", actor=granted_by, target=grant, resource=resource.repo_id,
+        data={**_grant_summary(grant), "reason": reason},
+    )
+    notifications.grant_created(grant=grant)
+    return grant
+
+
+@transaction.atomic
+def grant_revoke(*, grant: Grant, revoked_by, reason: str) -> Grant:
+    if not reason.strip():
+        raise GovernanceError("Give a reason for revoking: the holder will read it.")
+    updated = Grant.objects.filter(pk=grant.pk, status=Grant.Status.ACTIVE).update(
+        status=Grant.Status.REVOKED, ended_at=timezone.now(), ended_by=revoked_by, end_reason=reason.strip()
+    )
+    if updated != 1:
+        grant.refresh_from_db()
+        raise GovernanceError(f"This grant is no longer active ({grant.get_status_display().lower()}).")
+    grant.refresh_from_db()
+    audit_record(
+        action="grant_revoked", actor=revoked_by, target=grant, resource=grant.resource.repo_id,
+        data={"user": grant.user.get_username(), "reason": reason.strip()},
+    )
+    notifications.grant_revoked(grant=grant)
+    return grant
+
+
+@transaction.atomic
+def grant_reaccept(*, grant: Grant, user, request=None) -> Grant:
+    if grant.user_id != user.pk:
+        raise GovernanceError("This grant belongs to someone else.")
+    if not grant.is_current:
+        raise GovernanceError("This grant is no longer active: request access again.")
+    current = grant.resource.license_version
+    if current is None or current.pk == grant.license_version_id:
+        return grant
+    grant.license_version = current
+    grant.license_accepted_at = timezone.now()
+    grant.save(update_fields=["license_version", "license_accepted_at"])
+    audit_record(
+        action="license_accepted", actor=user, target=current, resource=grant.resource.repo_id, request=request,
+        data={"version": current.version, "sha256": current.sha256, "grant_id": grant.pk},
+    )
+    return grant
+
+
+def grants_expire_due(*, now: datetime | None = None) -> int:
+    """Mark active grants past their expiry as expired. Safe to run concurrently."""
+    now = now or timezone.now()
+    expired = 0
+    for grant_id in Grant.objects.filter(status=Grant.Status.ACTIVE, expires_at__lte=now).values_list("pk", flat=True):
+        with transaction.atomic():
+            if Grant.objects.filter(pk=grant_id, status=Grant.Status.ACTIVE).update(status=Grant.Status.EXPIRED, ended_at=now) != 1:
+                continue
+            grant = Grant.objects.select_related("user", "resource").get(pk=grant_id)
+            audit_record(action="grant_expired", target=grant, resource=grant.resource.repo_id, data=_grant_summary(grant))
+            expired += 1
+    return expired
+
+
+def grants_send_reminders(*, now: datetime | None = None, days: int = 14) -> int:
+    """E-mail holders whose grant ends within `days`; each grant is reminded once."""
+    now = now or timezone.now()
+    due = Grant.objects.filter(
+        status=Grant.Status.ACTIVE, reminder_sent_at__isnull=True, expires_at__gt=now, expires_at__lte=now + timedelta(days=days)
+    ).values_list("pk", flat=True)
+    sent = 0
+    for grant_id in due:
+        with transaction.atomic():
+            if Grant.objects.filter(pk=grant_id, reminder_sent_at__isnull=True).update(reminder_sent_at=now) != 1:
+                continue
+            grant = Grant.objects.select_related("user", "resource").get(pk=grant_id)
+            notifications.grant_expiring(grant=grant)
+            audit_record(action="grant_reminder_sent", target=grant, resource=grant.resource.repo_id, data=_grant_summary(grant))
+            sent += 1
+    return sent

@@ -1,0 +1,17 @@
+from django.urls import path
+
+from datasets_app import review_views, views
+
+urlpatterns = [
+    path("catalogue/", views.catalogue, name="catalogue"),
+    path("resources/<str:namespace>/<str:slug>/", views.resource_detail, name="resource_detail"),
+    path("resources/<str:namespace>/<str:slug>/request/", views.access_request, name="access_request"),
+    path("access/", views.my_access, name="my_access"),
+    path("access/grants/<int:pk>/reaccept/", views.grant_reaccept_view, name="grant_reaccept"),
+    path("review/", review_views.review_queue, name="review_queue"),
+    path("review/requests/<int:pk>/", review_views.review_detail, name="review_detail"),
+    path("review/bulk/", review_views.review_bulk, name="review_bulk"),
+    path("review/grants/", review_views.review_grants, name="review_grants"),
+    path("review/grants/<int:pk>/revoke/", review_views.review_revoke, name="review_revoke"),
+    path("review/resources/<str:namespace>/<str:slug>/report.csv", review_views.review_report, name="review_report"),
+]

@@ -1,0 +1,30 @@
+from django import forms
+
+from portal.models import Profile
+from portal.validators import normalize_orcid
+
+
+class ProfileForm(forms.ModelForm):
+    class Meta:
+        model = Profile
+        fields = ["full_name", "affiliation", "institutional_email", "country", "position", "orcid"]
+        help_texts = {
+            "institutional_email": "Your address at your institution. We send it a verification link; "
+            "some releases approve verified institutional addresses automatically.",
+            "orcid": "Optional, like 0000-0002-1825-0097.",
+        }
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        for name in ("full_name", "affiliation", "country", "position"):
+            self.fields[name].required = True
+            self.fields[name].error_messages["required"] = f"{self.fields[name].label}: this field is required."
+
+    def clean_orcid(self):
+        value = normalize_orcid(self.cleaned_data.get("orcid") or "")
+        if value:
+            # The model validator runs again on save; normalise first so URLs and lowercase x pass.
+            from portal.validators import validate_orcid
+
+            validate_orcid(value)
+        return value

@@ -1,0 +1,106 @@
+"""Demo data for the embedded default: two releases, a license, two users."""
+
+from allauth.account.models import EmailAddress
+from allauth.mfa.models import Authenticator
+from allauth.mfa.totp.internal.auth import TOTP, generate_totp_secret
+from allauth.mfa.utils import decrypt
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand
+from django.db import transaction
+
+from datasets_app.models import AccessQuestion, License, LicenseVersion, Resource
+
+DEMO_LICENSE = """Responsible Data Use Agreement, version 1.0
+
+1. You may use the released data for research and for building and evaluating language technology.
+2. You will not try to identify any person described in the data, nor link it to other data to do so.
+3. You will not redistribute the data or substantial parts of it; point others to this portal instead.
+4. You will remove any content the collaboration asks you to remove after a takedown request.
+5. You will cite the collaboration's release in any publication that uses the data.
+6. Access is personal. Your institution's staff need their own access.
+"""
+
+MODEL_LICENSE = """Open Responsible AI License for the released model, version 1.0
+
+1. You may run, study and fine-tune the model and share derivatives under these same terms.
+2. You will not use the model for the uses listed in Attachment A (surveillance, disinformation, discrimination, medical advice without oversight).
+3. You will pass these use restrictions on to anyone you share the model or a derivative with.
+"""
+
+PASSWORDS = {"admin": "admin-demo-pass", "researcher": "researcher-demo-pass"}
+
+
+class Command(BaseCommand):
+    help = "Load demo releases, a license and demo accounts (idempotent)."
+
+    @transaction.atomic
+    def handle(self, *args, **options):
+        User = get_user_model()
+        data_license, _ = License.objects.get_or_create(slug="responsible-data-use", defaults={"title": "Responsible Data Use Agreement"})
+        data_v1 = self._license_version(data_license, "1.0", DEMO_LICENSE)
+        model_license, _ = License.objects.get_or_create(slug="open-rail-m", defaults={"title": "Open RAIL-M"})
+        model_v1 = self._license_version(model_license, "1.0", MODEL_LICENSE)
+
+        admin = self._user(User, "admin", "admin@example.org", superuser=True,
+                           profile={"full_name": "Ada Reviewer", "affiliation": "Data Governance Committee", "country": "FR", "position": "Committee chair"})
+        researcher = self._user(User, "researcher", "researcher@example.org",
+                                profile={"full_name": "Rosa Researcher", "affiliation": "University of Lisbon", "country": "PT", "position": "PhD student"})
+
+        corpus, _ = Resource.objects.get_or_create(namespace="bigscience", slug="roots-udhr", defaults={
+            "kind": Resource.Kind.DATASET, "title": "UDHR multilingual corpus (464 translations)",
+            "summary": "The Universal Declaration of Human Rights in 464 translations, one config per language.",
+            "description": "Paragraph-level text of the Universal Declaration of Human Rights in hundreds of languages and "
+                           "40+ scripts, including right-to-left and CJK scripts. Access is reviewed by the data governance committee.",
+            "access_policy": Resource.Policy.GATED_MANUAL, "license_version": data_v1, "default_grant_days": 365,
+            "auto_approve_domains": "inria.fr\nhuggingface.co",
+        })
+        corpus.reviewers.add(admin)
+        if not corpus.questions.exists():
+            AccessQuestion.objects.create(resource=corpus, position=1, kind=AccessQuestion.Kind.CHOICE, label="Sector",
+                                          choices="Academia\nNon-profit\nIndustry\nGovernment")
+            AccessQuestion.objects.create(resource=corpus, position=2, kind=AccessQuestion.Kind.COUNTRY,
+                                          label="Country where the data will be processed")
+            AccessQuestion.objects.create(resource=corpus, position=3, kind=AccessQuestion.Kind.CHECKBOX,
+                                          label="I will not try to identify people described in the data")
+        model, _ = Resource.objects.get_or_create(namespace="bigscience", slug="polyglot-176b", defaults={
+            "kind": Resource.Kind.CHECKPOINT, "title": "Polyglot 176B checkpoint",
+            "summary": "The released 176-billion-parameter multilingual model, bf16 safetensors shards.",
+            "description": "Weights of the final checkpoint. Approval is automatic once you accept the license.",
+            "access_policy": Resource.Policy.GATED_AUTO, "license_version": model_v1, "default_grant_days": 730,
+        })
+        model.reviewers.add(admin)
+        Resource.objects.get_or_create(namespace="bigscience", slug="tokenizer", defaults={
+            "kind": Resource.Kind.CHECKPOINT, "title": "Multilingual tokenizer",
+            "summary": "The 250k-token byte-level BPE tokenizer, open to everyone.", "access_policy": Resource.Policy.OPEN,
+        })
+
+        secret = self._totp(admin)
+        self.stdout.write(self.style.SUCCESS("Demo data ready."))
+        self.stdout.write(f"  admin and reviewer:  admin / {PASSWORDS['admin']}   (TOTP secret {secret}; "
+                          "current code: .venv/bin/python manage.py demo_totp admin)")
+        self.stdout.write(f"  researcher:          researcher / {PASSWORDS['researcher']}")
+
+    @staticmethod
+    def _license_version(license, version, text):
+        existing = LicenseVersion.objects.filter(license=license, version=version).first()
+        return existing or LicenseVersion.objects.create(license=license, version=version, text=text, sha256=LicenseVersion.digest(text))
+
+    @staticmethod
+    def _user(User, username, email, *, profile, superuser=False):
+        user = User.objects.filter(username=username).first()
+        if user is None:
+            user = User(username=username, email=email, is_staff=superuser, is_superuser=superuser)
+            user.set_password(PASSWORDS[username])
+            user.save()
+        EmailAddress.objects.get_or_create(user=user, email=email, defaults={"verified": True, "primary": True})
+        for name, value in profile.items():
+            setattr(user.profile, name, value)
+        user.profile.save()
+        return user
+
+    @staticmethod
+    def _totp(user) -> str:
+        authenticator = Authenticator.objects.filter(user=user, type=Authenticator.Type.TOTP).first()
+        if authenticator is None:
+            authenticator = TOTP.activate(user, generate_totp_secret()).instance
+        return decrypt(authenticator.data["secret"])

@@ -1,0 +1,36 @@
+import re
+
+from django.core.exceptions import ValidationError
+
+_ORCID_RE = re.compile(r"^\d{4}-\d{4}-\d{4}-\d{3}[\dX]$")
+
+
+def orcid_checksum(base_digits: str) -> str:
+    """ISO 7064 MOD 11-2 check character, as ORCID defines it."""
+    total = 0
+    for digit in base_digits:
+        total = (total + int(digit)) * 2
+    result = (12 - total % 11) % 11
+    return "X" if result == 10 else str(result)
+
+
+def validate_orcid(value: str) -> None:
+    if not _ORCID_RE.match(value):
+        raise ValidationError(
+            "Enter an ORCID iD as four groups of four characters, like 0000-0002-1825-0097.",
+            code="orcid_format",
+        )
+    digits = value.replace("-", "")
+    if orcid_checksum(digits[:-1]) != digits[-1]:
+        raise ValidationError(
+            "This ORCID iD's check digit is wrong: copy it again from your ORCID record.",
+            code="orcid_checksum",
+        )
+
+
+def normalize_orcid(value: str) -> str:
+    value = value.strip()
+    for prefix in ("https://orcid.org/", "http://orcid.org/", "orcid.org/"):
+        if value.lower().startswith(prefix):
+            value = value[len(prefix):]
+    return value.upper()

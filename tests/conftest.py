@@ -1,0 +1,135 @@
+"""The cast every test draws on, built through the real services.
+
+Roles: admin, reviewer of resource A, reviewer of resource B, granted researcher,
+pending, rejected, revoked, expired, stranger, anonymous.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+import pytest
+from allauth.account.models import EmailAddress
+from allauth.mfa.totp.internal.auth import TOTP, generate_totp_secret
+from django.contrib.auth import get_user_model
+from django.utils import timezone
+
+from datasets_app import services
+from datasets_app.models import AccessQuestion, AccessRequest, Grant, License, LicenseVersion, Resource
+from portal.celery import app as celery_app
+
+LICENSE_TEXT = "Test Data License 1.0\n\nUse for research; do not re-identify anyone; do not redistribute."
+PASSWORD = "correct-horse-battery-staple"
+ROLES = ["admin", "reviewer_a", "reviewer_b", "granted", "pending", "rejected", "revoked", "expired", "stranger", "anonymous"]
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _eager_celery():
+    """Tasks run in-process unless a test starts a real worker (tests/test_worker.py)."""
+    celery_app.conf.task_always_eager = True
+    yield
+    celery_app.conf.task_always_eager = False
+
+
+@dataclass
+class Cast:
+    resource_a: Resource
+    resource_b: Resource
+    open_resource: Resource
+    license_version: LicenseVersion
+    users: dict = field(default_factory=dict)
+    totp_secrets: dict = field(default_factory=dict)
+    requests: dict = field(default_factory=dict)
+    grants: dict = field(default_factory=dict)
+
+    def __getattr__(self, name):
+        users = self.__dict__.get("users", {})
+        if name in users:
+            return users[name]
+        raise AttributeError(name)
+
+
+def make_user(username: str, *, superuser: bool = False, full_name: str | None = None, totp: bool = False):
+    User = get_user_model()
+    user = User.objects.create_user(username=username, email=f"{username}@example.org", password=PASSWORD,
+                                    is_staff=superuser, is_superuser=superuser)
+    EmailAddress.objects.create(user=user, email=user.email, verified=True, primary=True)
+    profile = user.profile
+    profile.full_name = full_name or username.replace("_", " ").title()
+    profile.affiliation = "Example University"
+    profile.country = "FR"
+    profile.position = "Researcher"
+    profile.save()
+    secret = None
+    if totp:
+        secret = generate_totp_secret()
+        TOTP.activate(user, secret)
+    return user, secret
+
+
+def apply(user, resource, intended_use="Training multilingual evaluation baselines for low-resource languages."):
+    answers = [{"question_id": q.pk, "question": q.label, "kind": q.kind, "answer": "Academia"} for q in resource.questions.all()]
+    access_request, _ = services.access_request_submit(
+        user=user, resource=resource, intended_use=intended_use, answers=answers, signature=user.profile.full_name,
+    )
+    return access_request
+
+
+@pytest.fixture
+def cast(db) -> Cast:
+    license = License.objects.create(slug="test-data-license", title="Test Data License")
+    v1 = LicenseVersion.objects.create(license=license, version="1.0", text=LICENSE_TEXT, sha256=LicenseVersion.digest(LICENSE_TEXT))
+    resource_a = Resource.objects.create(namespace="test", slug="corpus-a", kind=Resource.Kind.DATASET, title="Corpus A",
+                                         access_policy=Resource.Policy.GATED_MANUAL, license_version=v1, default_grant_days=365)
+    AccessQuestion.objects.create(resource=resource_a, label="Sector", kind=AccessQuestion.Kind.CHOICE,
+                                  choices="Academia\nIndustry", position=1)
+    resource_b = Resource.objects.create(namespace="test", slug="corpus-b", kind=Resource.Kind.DATASET, title="Corpus B",
+                                         access_policy=Resource.Policy.GATED_MANUAL, license_version=v1)
+    open_resource = Resource.objects.create(namespace="test", slug="tokenizer", kind=Resource.Kind.CHECKPOINT,
+                                            title="Tokenizer", access_policy=Resource.Policy.OPEN)
+    cast = Cast(resource_a=resource_a, resource_b=resource_b, open_resource=open_resource, license_version=v1)
+    for name in ROLES[:-1]:
+        user, secret = make_user(name, superuser=name == "admin", totp=name in ("admin", "reviewer_a", "reviewer_b"))
+        cast.users[name] = user
+        cast.totp_secrets[name] = secret
+    resource_a.reviewers.add(cast.users["reviewer_a"])
+    resource_b.reviewers.add(cast.users["reviewer_b"])
+    reviewer = cast.users["reviewer_a"]
+    in_a_year = timezone.now() + timedelta(days=365)
+
+    for name in ("granted", "pending", "rejected", "revoked", "expired"):
+        cast.requests[name] = apply(cast.users[name], resource_a)
+    cast.grants["granted"] = services.access_request_approve(access_request=cast.requests["granted"], reviewer=reviewer, expires_at=in_a_year)
+    services.access_request_reject(access_request=cast.requests["rejected"], reviewer=reviewer, reason="Intended use is outside the license.")
+    revoked = services.access_request_approve(access_request=cast.requests["revoked"], reviewer=reviewer, expires_at=in_a_year)
+    cast.grants["revoked"] = services.grant_revoke(grant=revoked, revoked_by=reviewer, reason="Redistributed the data.")
+    expired = services.access_request_approve(access_request=cast.requests["expired"], reviewer=reviewer, expires_at=in_a_year)
+    # Move the grant into the past, as if a year had gone by.
+    Grant.objects.filter(pk=expired.pk).update(created_at=timezone.now() - timedelta(days=400), expires_at=timezone.now() - timedelta(days=35))
+    services.grants_expire_due()
+    cast.grants["expired"] = Grant.objects.get(pk=expired.pk)
+    for access_request in cast.requests.values():
+        access_request.refresh_from_db()
+    return cast
+
+
+def mfa_login(client, user, *, mfa: bool = True) -> None:
+    """Sign `user` in on a test client; with mfa, as if they had entered a TOTP code."""
+    client.force_login(user)
+    if mfa:
+        session = client.session
+        now = time.time()
+        session["account_authentication_methods"] = [
+            {"method": "password", "at": now, "username": user.get_username()},
+            {"method": "mfa", "at": now, "type": "totp"},
+        ]
+        session["account_authentication_methods_user"] = str(user.pk)
+        session.save()
+
+
+def client_for(client, cast: Cast, role: str, *, mfa: bool = True):
+    if role != "anonymous":
+        mfa_login(client, cast.users[role], mfa=mfa)
+    return client
