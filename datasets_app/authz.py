@@ -59,6 +59,21 @@ def can_download(user, resource: Resource) -> Decision:
             )
         return Decision(True, "granted", grant=grant)
 
+    # An open request is the next step, even after an expiry or a revocation: telling
+    # someone who already re-applied to "apply again" sends them in a circle.
+    pending = AccessRequest.objects.filter(user=user, resource=resource, status__in=AccessRequest.OPEN_STATUSES).first()
+    if pending is not None and pending.status == AccessRequest.Status.CHANGES_REQUESTED:
+        return Decision(
+            False, "changes_requested",
+            f"The reviewers asked for changes to your request for {resource.repo_id}: {pending.decision_reason}",
+            request_url,
+        )
+    if pending is not None:
+        return Decision(
+            False, "pending",
+            f"Your request for {resource.repo_id} is waiting for review. You will get an e-mail when it is decided.",
+            reverse("my_access"),
+        )
     latest = grant or Grant.objects.filter(user=user, resource=resource).order_by("-created_at").first()
     if latest is not None and (latest.status == Grant.Status.EXPIRED or (latest.status == Grant.Status.ACTIVE and latest.expires_at <= now)):
         return Decision(
@@ -73,19 +88,6 @@ def can_download(user, resource: Resource) -> Decision:
             f"Your access to {resource.repo_id} was revoked on {_day(latest.ended_at)}.{reason} "
             "You may apply again if the situation has changed.",
             request_url, latest,
-        )
-    pending = AccessRequest.objects.filter(user=user, resource=resource, status__in=AccessRequest.OPEN_STATUSES).first()
-    if pending is not None and pending.status == AccessRequest.Status.CHANGES_REQUESTED:
-        return Decision(
-            False, "changes_requested",
-            f"The reviewers asked for changes to your request for {resource.repo_id}: {pending.decision_reason}",
-            request_url,
-        )
-    if pending is not None:
-        return Decision(
-            False, "pending",
-            f"Your request for {resource.repo_id} is waiting for review. You will get an e-mail when it is decided.",
-            reverse("my_access"),
         )
     rejected = AccessRequest.objects.filter(user=user, resource=resource).order_by("-submitted_at").first()
     if rejected is not None and rejected.status == AccessRequest.Status.REJECTED:

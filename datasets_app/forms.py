@@ -38,7 +38,8 @@ class AccessRequestForm(forms.Form):
     @staticmethod
     def _field_for(question: AccessQuestion) -> forms.Field:
         common = {"label": question.label, "help_text": question.help_text, "required": question.required,
-                  "error_messages": {"required": f"{question.label}: this answer is required."}}
+                  "error_messages": {"required": f"{question.label}: this answer is required.",
+                                     "invalid_choice": f"{question.label}: choose one of the options."}}
         if question.kind == AccessQuestion.Kind.CHECKBOX:
             return forms.BooleanField(**common)
         if question.kind == AccessQuestion.Kind.CHOICE:
@@ -89,7 +90,12 @@ class ReasonForm(forms.Form):
 class BulkForm(forms.Form):
     ACTIONS = [("approve", "Approve selected"), ("reject", "Reject selected")]
     action = forms.ChoiceField(choices=ACTIONS, error_messages={"invalid_choice": "Action: choose approve or reject."})
-    requests = forms.ModelMultipleChoiceField(queryset=None, error_messages={"required": "Select at least one request."})
+    requests = forms.ModelMultipleChoiceField(queryset=None, error_messages={
+        "required": "Select at least one request.",
+        # Another reviewer deciding a request while this page was open lands here.
+        "invalid_choice": "Request %(value)s is no longer pending (another reviewer decided it) or is not yours "
+                          "to review. Nothing was changed; reload the queue and select again.",
+    })
     reason = forms.CharField(required=False, max_length=2000, widget=forms.Textarea(attrs={"rows": 2}))
 
     def __init__(self, *args, queryset, **kwargs):

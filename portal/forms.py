@@ -5,13 +5,16 @@ from portal.validators import normalize_orcid
 
 
 class ProfileForm(forms.ModelForm):
+    # Longer than the stored iD: people paste their ORCID URL, which clean_orcid shortens.
+    orcid = forms.CharField(label="ORCID iD", required=False, max_length=64,
+                            help_text="Optional, like 0000-0002-1825-0097 (your ORCID URL works too).")
+
     class Meta:
         model = Profile
         fields = ["full_name", "affiliation", "institutional_email", "country", "position", "orcid"]
         help_texts = {
             "institutional_email": "Your address at your institution. We send it a verification link; "
             "some releases approve verified institutional addresses automatically.",
-            "orcid": "Optional, like 0000-0002-1825-0097.",
         }
 
     def __init__(self, *args, **kwargs):
@@ -19,6 +22,8 @@ class ProfileForm(forms.ModelForm):
         for name in ("full_name", "affiliation", "country", "position"):
             self.fields[name].required = True
             self.fields[name].error_messages["required"] = f"{self.fields[name].label}: this field is required."
+        self.fields["institutional_email"].error_messages["invalid"] = "Institutional email: enter an address like name@university.edu."
+        self.fields["country"].error_messages["invalid_choice"] = "Country: choose a country from the list."
 
     def clean_orcid(self):
         value = normalize_orcid(self.cleaned_data.get("orcid") or "")

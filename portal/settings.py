@@ -26,7 +26,7 @@ if DEBUG:
     SECRET_KEY = env_str("SECRET_KEY", _INSECURE_KEY)
 else:
     SECRET_KEY = env_str("SECRET_KEY", required=True)
-    if len(SECRET_KEY) < 50 or SECRET_KEY == _INSECURE_KEY:
+    if len(SECRET_KEY) < 50 or len(set(SECRET_KEY)) < 5 or SECRET_KEY.startswith("django-insecure"):
         raise ImproperlyConfigured(
             "SECRET_KEY must be at least 50 random characters in production (DEBUG=0): "
             "generate one with `python -c 'import secrets; print(secrets.token_urlsafe(64))'`."
@@ -48,11 +48,13 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django.contrib.humanize",
+    # Before allauth: templates resolve in app order, and portal's
+    # allauth/layouts/base.html must win so account pages share the site's layout.
+    "portal",
     "allauth",
     "allauth.account",
     "allauth.mfa",
     "django_countries",
-    "portal",
     "datasets_app",
     "inference",
 ]

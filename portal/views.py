@@ -7,6 +7,7 @@ from django.views.decorators.http import require_http_methods
 from datasets_app.authz import downloadable_resources
 from datasets_app.models import Resource
 from portal.forms import ProfileForm
+from portal.models import Profile
 from portal.services import profile_update
 
 
@@ -22,7 +23,9 @@ def home(request):
 @require_http_methods(["GET", "POST"])
 def profile(request):
     profile = request.user.profile
-    form = ProfileForm(request.POST or None, instance=profile)
+    # A ModelForm writes the submitted values onto its instance while validating; it gets
+    # its own copy so that profile_update still sees the stored values and what changed.
+    form = ProfileForm(request.POST or None, instance=Profile.objects.get(pk=profile.pk))
     if request.method == "POST" and form.is_valid():
         changed = profile_update(profile=profile, changes=form.cleaned_data, request=request)
         if "institutional_email" in changed and profile.institutional_email:

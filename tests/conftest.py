@@ -6,6 +6,7 @@ pending, rejected, revoked, expired, stranger, anonymous.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -23,6 +24,17 @@ from portal.celery import app as celery_app
 LICENSE_TEXT = "Test Data License 1.0\n\nUse for research; do not re-identify anyone; do not redistribute."
 PASSWORD = "correct-horse-battery-staple"
 ROLES = ["admin", "reviewer_a", "reviewer_b", "granted", "pending", "rejected", "revoked", "expired", "stranger", "anonymous"]
+
+
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix):
+    """Give each test run its own test database, so runs side by side never collide."""
+    from django.conf import settings
+
+    for db in settings.DATABASES.values():
+        test = db.setdefault("TEST", {})
+        base = test.get("NAME") or f"test_{db['NAME']}"
+        test["NAME"] = f"{base}_{os.getpid()}"
 
 
 @pytest.fixture(autouse=True, scope="session")

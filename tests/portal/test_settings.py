@@ -1,0 +1,62 @@
+"""Start-up refuses bad settings with a message naming them; production passes check --deploy."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+PRODUCTION = {
+    "DEBUG": "0",
+    "SECRET_KEY": "kq3Vd9-fT0pLm2Zx8WcR7yHn4bGs1JuEaQ6oKiY5_vXwD0rNtB3hF8gCjMlPzS2e",
+    "ALLOWED_HOSTS": "portal.example.org",
+    "DATABASE_URL": "postgres://portal:secret@db.example.org:5432/portal",
+    "CELERY_BROKER_URL": "redis://redis.example.org:6379/0",
+    "CACHE_URL": "redis://redis.example.org:6379/1",
+    "EMAIL_HOST": "smtp.example.org",
+    "PORTAL_BASE_URL": "https://portal.example.org",
+}
+
+
+def manage(*args, env):
+    clean = {k: v for k, v in os.environ.items() if k not in PRODUCTION and not k.startswith(("S3_", "EMAIL_", "CACHE_"))}
+    clean["PORTAL_VAR_DIR"] = str(ROOT / "var" / "settings-test")
+    return subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env={**clean, **env}, capture_output=True, text=True, timeout=120)
+
+
+def test_it_passes_check_deploy_in_the_production_profile():
+    result = manage("check", "--deploy", "--fail-level", "WARNING", env=PRODUCTION)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "System check identified no issues" in result.stdout
+
+
+def test_it_warns_when_production_runs_on_embedded_parts():
+    env = {k: v for k, v in PRODUCTION.items() if k not in ("DATABASE_URL", "CELERY_BROKER_URL", "CACHE_URL", "EMAIL_HOST")}
+    result = manage("check", "--deploy", "--fail-level", "WARNING", env=env)
+    assert result.returncode != 0
+    for code in ("portal.W001", "portal.W002", "portal.W003", "portal.W004"):
+        assert code in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"DEBUG": "0"}, "SECRET_KEY is required"),
+        ({**PRODUCTION, "SECRET_KEY": "short"}, "SECRET_KEY must be at least 50 random characters"),
+        ({**PRODUCTION, "ALLOWED_HOSTS": ""}, "ALLOWED_HOSTS is required in production"),
+        ({"DEBUG": "maybe"}, "DEBUG='maybe' is not a boolean"),
+        ({"DATABASE_URL": "mysql://root@localhost/portal"}, "DATABASE_URL='mysql://root@localhost/portal' must start with one of: postgres://"),
+        ({"DATABASE_URL": "postgres://u:hunter2@db/portal", "CELERY_BROKER_URL": "kafka://x"}, "CELERY_BROKER_URL='kafka://x' must start with one of"),
+        ({"EMAIL_HOST": "smtp.example.org", "EMAIL_PORT": "smtp"}, "EMAIL_PORT='smtp' is not an integer"),
+        ({"EMAIL_HOST": "smtp.example.org", "EMAIL_PORT": "70000"}, "EMAIL_PORT=70000 is above the maximum of 65535"),
+        ({"S3_BUCKET": "releases"}, "S3_ACCESS_KEY_ID is required"),
+        ({"PORTAL_BASE_URL": "portal.example.org"}, "PORTAL_BASE_URL='portal.example.org' must start with one of: http://, https://"),
+    ],
+)
+def test_it_refuses_to_start_with_a_bad_setting(env, message):
+    result = manage("check", env=env)
+    assert result.returncode != 0
+    assert message in result.stderr
+    assert "hunter2" not in result.stderr, "a password leaked into an error message"
