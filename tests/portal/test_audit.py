@@ -3,10 +3,17 @@ import threading
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
-from django.db import connections, transaction
+from django.db import DatabaseError, connection, connections, transaction
 
 from portal.audit import GENESIS_HASH, audit_record, audit_verify
 from portal.models import AuditEvent
+
+
+def _tamper():
+    """Act as a database superuser would: on PostgreSQL, switch the append-only trigger off first."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("ALTER TABLE portal_auditevent DISABLE TRIGGER portal_auditevent_append_only")
 
 
 def _seed(n=5):
@@ -32,6 +39,7 @@ def test_it_reports_intact_trail(capsys):
 @pytest.mark.django_db
 def test_it_catches_an_edited_row():
     events = _seed(5)
+    _tamper()
     AuditEvent.objects.filter(pk=events[2].pk).update(data={"i": 99})
     with pytest.raises(CommandError, match=r"broken at row #3: row #3 \(test_event\) was edited"):
         call_command("verify_audit")
@@ -42,6 +50,7 @@ def test_it_catches_an_edited_row_whose_hash_was_recomputed():
     events = _seed(5)
     from portal.audit import event_hash
 
+    _tamper()
     forged = AuditEvent.objects.get(pk=events[1].pk)
     forged.actor = "someone-else"
     forged.hash = event_hash(forged)
@@ -53,9 +62,22 @@ def test_it_catches_an_edited_row_whose_hash_was_recomputed():
 @pytest.mark.django_db
 def test_it_catches_a_deleted_row():
     events = _seed(5)
+    _tamper()
     AuditEvent.objects.filter(pk=events[1].pk).delete()
     with pytest.raises(CommandError, match=r"row #2 is missing \(next row is #3\): a row was deleted"):
         call_command("verify_audit")
+
+
+@pytest.mark.django_db
+def test_it_refuses_updates_and_deletes_in_postgresql():
+    if connection.vendor != "postgresql":
+        pytest.skip("the append-only trigger is PostgreSQL's; SQLite relies on the hash chain")
+    event = _seed(1)[0]
+    for attempt in (lambda: AuditEvent.objects.filter(pk=event.pk).update(actor="x"),
+                    lambda: AuditEvent.objects.filter(pk=event.pk).delete()):
+        with pytest.raises(DatabaseError, match="append-only"):
+            with transaction.atomic():
+                attempt()
 
 
 @pytest.mark.django_db
