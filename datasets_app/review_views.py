@@ -111,8 +111,10 @@ def review_detail(request, pk):
         except GovernanceError as error:
             messages.error(request, str(error))
             return redirect("review_detail", pk=pk)
-    history = AccessRequest.objects.filter(user=access_request.user).exclude(pk=pk).select_related("resource", "decided_by").order_by("-submitted_at")
-    grants = Grant.objects.filter(user=access_request.user).select_related("resource").order_by("-created_at")
+    # The applicant's history on other committees' resources (their decisions, their reasons) is not this reviewer's to see.
+    reviewable = reviewable_resources(request.user)
+    history = AccessRequest.objects.filter(user=access_request.user, resource__in=reviewable).exclude(pk=pk).select_related("resource", "decided_by").order_by("-submitted_at")
+    grants = Grant.objects.filter(user=access_request.user, resource__in=reviewable).select_related("resource").order_by("-created_at")
     return render(request, "datasets_app/review/detail.html", {
         "access_request": access_request, "resource": resource, "profile": access_request.user.profile,
         "history": history, "grants": grants, "approve_form": approve_form, "reason_form": reason_form,

@@ -128,6 +128,8 @@ def access_request_submit(
                 for name, value in fields.items():
                     setattr(existing, name, value)
                 existing.status = AccessRequest.Status.PENDING
+                # The change request stays in the audit trail; the row describes the new submission.
+                existing.decided_by, existing.decided_at, existing.decision_reason = None, None, ""
                 existing.save()
                 access_request, action = existing, "request_resubmitted"
             else:

@@ -13,4 +13,4 @@ class PortalConfig(AppConfig):
 
 class PortalAdminConfig(admin_apps.AdminConfig):
     default = False
-    default_site = "portal.admin.PortalAdminSite"
+    default_site = "portal.admin_site.PortalAdminSite"

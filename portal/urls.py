@@ -3,8 +3,6 @@ from django.urls import include, path
 
 from portal import views
 
-admin.site.site_header = "Release portal administration"
-
 urlpatterns = [
     path("", views.home, name="home"),
     path("accounts/profile/", views.profile, name="profile"),

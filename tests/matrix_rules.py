@@ -7,17 +7,28 @@ status, or a redirect and where to. `why` says why that is the right answer.
 
 The admin site wraps every one of its views the same way, so its patterns share
 one family rule (ADMIN_FAMILY) and list only where the MFA-verified admin gets
-something other than 200 (ADMIN_AS_ADMIN).
+something other than 200 (ADMIN_AS_ADMIN); ADMIN_OBJECTS names the object each
+admin page with an object id is opened on.
+
+POST_RULES covers the requests that change state: who gets which answer, and
+that nothing changes for anyone not allowed to change it.
+
+"world" below is the cast plus a few objects (see the `world` fixture of
+tests/test_authorization_matrix.py); "role" is one of ALL_ROLES.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Callable, Mapping
 
+from allauth.account.models import EmailAddress
+from allauth.mfa.models import Authenticator
 from django.utils import timezone
 
+from datasets_app.models import AccessRequest, Grant
+from portal.models import AuditEvent
 from tests.conftest import ROLES
 
 # The cast's roles, plus a reviewer and an admin who signed in with a password
@@ -29,6 +40,9 @@ RESEARCHERS = ("granted", "pending", "rejected", "revoked", "expired", "stranger
 LOGIN = "/accounts/login/"
 MFA_STEP = "/accounts/2fa/reauthenticate/"
 ADMIN_LOGIN = "/admin/login/"
+REAUTH = "/accounts/reauthenticate/"
+# Who has an authenticator app (the conftest gives one to the admin and the reviewers).
+TOTP_ROLES = ("admin", "reviewer_a", "reviewer_b", *NO_MFA_ROLES)
 
 
 @dataclass(frozen=True)
@@ -102,16 +116,12 @@ class PostRule:
     """A state-changing POST: who gets what, and what must have changed for those allowed."""
 
     expect: Mapping[str, Expect]
-    data: Callable[..., dict]  # world -> form data
+    data: Callable[..., dict]  # (world, role) -> form data
     changes: frozenset[str]  # the roles whose POST takes effect; for all others nothing may change
-    effect: Callable[..., bool]  # world -> True when the change happened
+    effect: Callable[..., bool]  # (world, role) -> True once the change has happened
     why: str
     kwargs: Callable[..., dict] | None = None
     label: str = ""
-
-
-def _to(status_or_redirect):
-    return status_or_redirect
 
 
 # --- Shared answers -------------------------------------------------------------------------
@@ -190,35 +200,56 @@ RULES: dict[str, Rule | tuple[Rule, ...]] = {
              "The CSV of resource B: B's reviewer and the superuser only.",
              kwargs=_B, label="resource B"),
     ),
-    # --- allauth: accounts ------------------------------------------------------------------------
-    "account_login": Rule(_SIGNED_OUT_ONLY, "Sign-in form; a signed-in user is sent on."),
-    "account_logout": Rule(by_role(200, anonymous=Redirect("/")), "GET shows a confirmation; signing out needs a POST."),
+    # --- allauth: accounts ----------------------------------------------------------------------
+    # The cast signs in with force_login plus the records allauth keeps of how a session
+    # signed in; no session holds a *re*-authentication record, so allauth's
+    # reauthentication_required pages ask for the password again (REAUTH).
+    "account_login": Rule(_SIGNED_OUT_ONLY, "Sign-in form; a signed-in user is sent on to LOGIN_REDIRECT_URL."),
+    "account_logout": Rule(by_role(200, anonymous=Redirect("/")),
+                           "GET only shows a confirmation (signing out needs a POST); nobody to sign out when anonymous."),
     "account_inactive": Rule(by_role(200), "Static notice shown after signing in to a deactivated account."),
     "account_signup": Rule(_SIGNED_OUT_ONLY, "Sign-up is open (SIGNUP_OPEN); a signed-in user is sent on."),
-    "account_reauthenticate": Rule(_OWN, "Re-enter the password for a sensitive action."),
+    "account_reauthenticate": Rule(_OWN, "Re-enter one's own password before a sensitive action."),
     "account_email": Rule(_OWN, "Manage one's own e-mail addresses."),
     "account_email_verification_sent": Rule(by_role(200), "Static 'we sent you a link' page."),
     "account_change_password": Rule(_OWN, "Change one's own password."),
     "account_set_password": Rule(by_role(Redirect("/accounts/password/change/"), anonymous=Redirect(LOGIN)),
                                  "Every cast member has a password, so 'set' sends them to 'change'."),
-    "account_reset_password": Rule(by_role(200), "Request a reset link by e-mail."),
-    "account_confirm_login_code": Rule(by_role(Redirect(LOGIN)),
-                                       "Only reachable half-way through a login by code; without that state, back to login."),
-    "account_confirm_email": Rule(by_role(200), "Sample key 'not-a-real-key': the page says the link is invalid or expired.",
+    "account_reset_password": Rule(by_role(200), "Ask for a reset link by e-mail; says nothing about who has an account."),
+    "account_confirm_login_code": Rule(
+        by_role(Redirect("/catalogue/"), anonymous=Redirect(LOGIN)),
+        "Only reachable half-way through a login by code (a login stage in the session); "
+        "without one, back to sign-in, or on to LOGIN_REDIRECT_URL when already signed in.",
+    ),
+    "account_confirm_email": Rule(by_role(200), "Sample key: the page says the link is invalid or expired; "
+                                  "confirming needs a POST with a real key (ACCOUNT_CONFIRM_EMAIL_ON_GET is off).",
                                   kwargs=lambda w: {"key": "not-a-real-key"}),
     "account_reset_password_from_key_done": Rule(by_role(200), "Static 'password changed' page."),
-    "account_reset_password_from_key": Rule(by_role(200), "Sample uid/key: the page says the link is invalid.",
+    "account_reset_password_from_key": Rule(by_role(200), "Sample uid and key: the page says the link is invalid.",
                                             kwargs=lambda w: {"uidb36": "1", "key": "not-a-real-key"}),
     "account_reset_password_done": Rule(by_role(200), "Static 'we sent you a link' page."),
     # --- allauth: second factor -------------------------------------------------------------------
     "mfa_index": Rule(_OWN, "One's own two-factor settings."),
-    "mfa_authenticate": Rule(by_role(Redirect(LOGIN)), "Only reachable half-way through a login; without that state, back to login."),
-    "mfa_reauthenticate": Rule(_OWN, "Enter a code again."),
-    "mfa_activate_totp": Rule(_OWN, "Set up an authenticator app."),
-    "mfa_deactivate_totp": Rule(_OWN, "Remove the authenticator app."),
-    "mfa_view_recovery_codes": Rule(_OWN, "One's own recovery codes."),
-    "mfa_generate_recovery_codes": Rule(_OWN, "New recovery codes."),
-    "mfa_download_recovery_codes": Rule(_OWN, "Recovery codes as a file."),
+    "mfa_authenticate": Rule(
+        by_role(Redirect("/catalogue/"), anonymous=Redirect(LOGIN)),
+        "The code step of a login; only reachable with a login stage in the session, like account_confirm_login_code.",
+    ),
+    "mfa_reauthenticate": Rule(
+        by_role(Redirect(REAUTH), anonymous=Redirect(LOGIN), **{role: 200 for role in TOTP_ROLES}),
+        "Enter a code again; a user without an authenticator app is offered the password instead.",
+    ),
+    "mfa_activate_totp": Rule(by_role(Redirect(REAUTH), anonymous=Redirect(LOGIN)),
+                              "Changing the second factor needs a fresh re-authentication."),
+    "mfa_deactivate_totp": Rule(
+        by_role(404, anonymous=Redirect(LOGIN), **{role: Redirect(REAUTH) for role in TOTP_ROLES}),
+        "Removing one's own app needs a fresh re-authentication; without an app there is nothing to remove (404).",
+    ),
+    "mfa_view_recovery_codes": Rule(by_role(404, anonymous=Redirect(LOGIN)),
+                                    "The cast has no recovery codes (TOTP.activate makes none): nothing to show."),
+    "mfa_generate_recovery_codes": Rule(by_role(Redirect(REAUTH), anonymous=Redirect(LOGIN)),
+                                        "New recovery codes need a fresh re-authentication."),
+    "mfa_download_recovery_codes": Rule(by_role(404, anonymous=Redirect(LOGIN)),
+                                        "No recovery codes to download, as for mfa_view_recovery_codes."),
 }
 
 
@@ -229,12 +260,12 @@ RULES: dict[str, Rule | tuple[Rule, ...]] = {
 ADMIN_FAMILY = by_role(Redirect(ADMIN_LOGIN), admin=200)
 ADMIN_FAMILY_WHY = "admin site: staff with a second factor in this session only; everyone else to admin:login"
 
-# Where the MFA-verified superuser does not get 200, and why.
+# Where the MFA-verified superuser does not get 200, and why. The portal_auditevent
+# entries wait for AuditEventAdmin to reach the admin site (see portal/admin.py).
 ADMIN_AS_ADMIN: dict[str, tuple[Expect | int, str]] = {
-    "admin:logout": (405, "Django 5 signs out on POST only."),
     "admin:autocomplete": (403, "Called without app_label/model_name/field_name."),
     "admin:view_on_site": (Redirect("/resources/test/corpus-a/"), "Redirects to the object's page."),
-    "admin:(?P<url>.*)$": (404, "An unknown admin URL, once past the permission check."),
+    "admin:admin/(?P<url>.*)$": (404, "An unknown admin URL, once past the permission check."),
     "admin:datasets_app_accessrequest_add": (403, "Decisions happen in the review pages; the admin is read-only here."),
     "admin:datasets_app_accessrequest_delete": (403, "Read-only in the admin."),
     "admin:datasets_app_grant_add": (403, "Read-only in the admin."),
@@ -246,10 +277,27 @@ ADMIN_AS_ADMIN: dict[str, tuple[Expect | int, str]] = {
 # The unnamed "<path:object_id>/" pattern of every model admin redirects to the change page.
 ADMIN_OBJECT_REDIRECT = Redirect("{url}change/")
 
-# Explicit rules for the two admin patterns that are not wrapped by admin_view.
+# The object each admin page with an object id (change, delete, history, password) is opened on.
+ADMIN_OBJECTS: dict[str, Callable[..., int]] = {
+    "auth.user": lambda w: w.cast.users["granted"].pk,
+    "auth.group": lambda w: w.group.pk,
+    "account.emailaddress": lambda w: EmailAddress.objects.get(user=w.cast.users["granted"]).pk,
+    "mfa.authenticator": lambda w: Authenticator.objects.get(user=w.cast.users["reviewer_a"]).pk,
+    "datasets_app.resource": lambda w: w.cast.resource_a.pk,
+    "datasets_app.license": lambda w: w.cast.license_version.license_id,
+    "datasets_app.licenseversion": lambda w: w.cast.license_version.pk,
+    "datasets_app.version": lambda w: w.version.pk,
+    "datasets_app.accessrequest": lambda w: w.cast.requests["pending"].pk,
+    "datasets_app.grant": lambda w: w.cast.grants["granted"].pk,
+    "portal.profile": lambda w: w.cast.users["granted"].profile.pk,
+    "portal.auditevent": lambda w: AuditEvent.objects.order_by("-seq").first().pk,
+}
+
+# The two admin patterns whose answers differ from the family's for more than the admin.
 RULES["admin:login"] = Rule(
-    by_role(Redirect(LOGIN), admin=Redirect(MFA_STEP), admin_no_mfa=Redirect(MFA_STEP)),
-    "The admin has no login form of its own: staff go to the second factor, everyone else to the portal's sign-in.",
+    by_role(Redirect(LOGIN), admin=Redirect("/admin/"), admin_no_mfa=Redirect(MFA_STEP)),
+    "The admin has no login form of its own (PortalAdminSite.login): staff who passed the second factor go "
+    "to the admin, other staff to the second factor, and everyone else to the portal's sign-in.",
 )
 RULES["admin:logout"] = Rule(
     by_role(Redirect("/admin/"), admin=405),
@@ -259,8 +307,116 @@ RULES["admin:logout"] = Rule(
 
 
 # --- State-changing POSTs ----------------------------------------------------------------------------
+# Each POST runs in a transaction that is rolled back afterwards, so every role
+# posts against the same state. For a role outside `changes`, the requests, grants,
+# resources and audit trail must be exactly as before.
+
 def _in_a_month() -> str:
     return (timezone.localdate() + timedelta(days=30)).isoformat()
 
 
-POST_RULES: dict[str, PostRule | tuple[PostRule, ...]] = {}
+def _status_of(model, pk) -> str:
+    return model.objects.get(pk=pk).status
+
+
+def _pending_a(w) -> int:
+    return w.cast.requests["pending"].pk
+
+
+def _granted_a(w) -> int:
+    return w.cast.grants["granted"].pk
+
+
+_REVIEWERS_OF_A = frozenset({"reviewer_a", "admin"})
+_REVIEWERS_OF_B = frozenset({"reviewer_b", "admin"})
+_APPLICANTS_OF_A = frozenset(set(ALL_ROLES) - {"anonymous", "pending"})
+
+
+POST_RULES: dict[str, PostRule | tuple[PostRule, ...]] = {
+    "review_detail": (
+        PostRule(
+            by_role(**_REVIEW_GATE, reviewer_a=Redirect("/review/"), reviewer_b=404, admin=Redirect("/review/")),
+            data=lambda w, role: {"action": "approve", "expires_on": _in_a_month()},
+            changes=_REVIEWERS_OF_A,
+            effect=lambda w, role: _status_of(AccessRequest, _pending_a(w)) == "approved",
+            why="Approving A's request: A's reviewer and the superuser; B's reviewer cannot tell it exists.",
+            kwargs=lambda w: {"pk": _pending_a(w)}, label="approve on A",
+        ),
+        PostRule(
+            by_role(**_REVIEW_GATE, reviewer_a=404, reviewer_b=Redirect("/review/"), admin=Redirect("/review/")),
+            data=lambda w, role: {"action": "reject", "reason": "Intended use is outside the license."},
+            changes=_REVIEWERS_OF_B,
+            effect=lambda w, role: _status_of(AccessRequest, w.request_b.pk) == "rejected",
+            why="Rejecting B's request: B's reviewer and the superuser.",
+            kwargs=lambda w: {"pk": w.request_b.pk}, label="reject on B",
+        ),
+    ),
+    "review_bulk": (
+        PostRule(
+            by_role(**_REVIEW_GATE, reviewer_a=Redirect("/review/"), reviewer_b=Redirect("/review/"), admin=Redirect("/review/")),
+            data=lambda w, role: {"action": "approve", "requests": [_pending_a(w)]},
+            changes=_REVIEWERS_OF_A,
+            effect=lambda w, role: _status_of(AccessRequest, _pending_a(w)) == "approved",
+            why="B's reviewer posting the id of A's request gets a form error on the queue and nothing changes.",
+            label="approve A's request",
+        ),
+        PostRule(
+            by_role(**_REVIEW_GATE, reviewer_a=Redirect("/review/"), reviewer_b=Redirect("/review/"), admin=Redirect("/review/")),
+            data=lambda w, role: {"action": "reject", "reason": "Out of scope.", "requests": [_pending_a(w), w.request_b.pk]},
+            changes=frozenset({"admin"}),
+            effect=lambda w, role: (_status_of(AccessRequest, _pending_a(w)), _status_of(AccessRequest, w.request_b.pk))
+            == ("rejected", "rejected"),
+            why="A selection reaching beyond the reviewer's own resources is refused as a whole, not done in part.",
+            label="reject A's and B's requests",
+        ),
+    ),
+    "review_revoke": (
+        PostRule(
+            by_role(**_REVIEW_GATE, reviewer_a=Redirect("/review/grants/"), reviewer_b=404, admin=Redirect("/review/grants/")),
+            data=lambda w, role: {"reason": "Redistributed the data."},
+            changes=_REVIEWERS_OF_A,
+            effect=lambda w, role: _status_of(Grant, _granted_a(w)) == "revoked",
+            why="Revoking a grant on A: A's reviewer and the superuser.",
+            kwargs=lambda w: {"pk": _granted_a(w)}, label="grant on A",
+        ),
+        PostRule(
+            by_role(**_REVIEW_GATE, reviewer_a=404, reviewer_b=Redirect("/review/grants/"), admin=Redirect("/review/grants/")),
+            data=lambda w, role: {"reason": "Redistributed the data."},
+            changes=_REVIEWERS_OF_B,
+            effect=lambda w, role: _status_of(Grant, w.grant_b.pk) == "revoked",
+            why="Revoking a grant on B: B's reviewer and the superuser.",
+            kwargs=lambda w: {"pk": w.grant_b.pk}, label="grant on B",
+        ),
+    ),
+    "access_request": PostRule(
+        by_role(Redirect("/access/"), anonymous=Redirect(LOGIN)),
+        data=lambda w, role: {
+            "intended_use": "Training multilingual evaluation baselines for low-resource languages.",
+            f"q_{w.cast.resource_a.questions.get().pk}": "Academia",
+            "signature": w.user(role).profile.full_name if role != "anonymous" else "Nobody", "accept": "on",
+        },
+        changes=_APPLICANTS_OF_A,
+        effect=lambda w, role: AccessRequest.objects.filter(user=w.user(role), resource=w.cast.resource_a, status="pending").exists(),
+        why="Anyone signed in applies for themselves (again after a rejection, revocation or expiry); "
+            "a second request while one is pending changes nothing.",
+        kwargs=_A,
+    ),
+    "grant_reaccept": PostRule(
+        by_role(404, anonymous=Redirect(LOGIN), granted=Redirect("/resources/test/corpus-a/")),
+        data=lambda w, role: {"accept": "yes"},
+        changes=frozenset({"granted"}),
+        effect=lambda w, role: Grant.objects.get(pk=_granted_a(w)).license_version_id == w.license_v2.pk,
+        why="The POST test publishes license 2.0 first; only the grant's holder may accept it for that grant.",
+        kwargs=lambda w: {"pk": _granted_a(w)},
+    ),
+    # One admin form stands for the family: admin_view guards every method alike.
+    "admin:datasets_app_resource_change": PostRule(
+        by_role(Redirect(ADMIN_LOGIN), admin=200),
+        data=lambda w, role: {"title": "Renamed", "access_policy": "open"},
+        changes=frozenset(),
+        effect=lambda w, role: False,
+        why="Only the MFA-verified admin reaches the form, and this incomplete one comes back with errors; "
+            "no one else gets past admin_view.",
+        kwargs=lambda w: {"object_id": w.cast.resource_a.pk},
+    ),
+}

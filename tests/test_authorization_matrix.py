@@ -1,31 +1,33 @@
 """Every URL pattern, every role: the expected answer to a GET (and to the POSTs that change state).
 
 The rules live in tests/matrix_rules.py. A new URL pattern without a rule fails
-here, with the name to add; so does a rule whose pattern is gone.
+here, with the name to add; so does a rule whose pattern is gone. Mismatches are
+collected and reported together, one line per (pattern, role) cell.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
+from types import ModuleType
 from urllib.parse import urlsplit
 
 import pytest
-from allauth.account.models import EmailAddress
-from allauth.mfa.models import Authenticator
-from django.apps import apps
+from django.contrib import admin
 from django.contrib.auth.models import Group
 from django.contrib.contenttypes.models import ContentType
 from django.db import transaction
-from django.test import Client
-from django.urls import URLResolver, get_resolver, reverse
+from django.test import Client, override_settings
+from django.urls import URLResolver, get_resolver, path, reverse
 from django.utils import timezone
 
 from datasets_app import services
-from datasets_app.models import AccessRequest, Grant, Version
+from datasets_app.models import AccessRequest, Grant, LicenseVersion, Resource, Version
+from portal import urls as portal_urls
+from portal import views as portal_views
 from portal.models import AuditEvent
 from tests import matrix_rules as m
-from tests.conftest import apply, make_user, mfa_login
+from tests.conftest import LICENSE_TEXT, apply, make_user, mfa_login
 
 
 @dataclass(frozen=True)
@@ -69,8 +71,12 @@ class World:
     cast: object
     group: Group
     version: Version
-    request_b: AccessRequest
-    grant_b: Grant
+    request_b: AccessRequest  # pending on resource B
+    grant_b: Grant  # active on resource B
+    license_v2: LicenseVersion | None = None
+
+    def user(self, role: str):
+        return self.cast.users[role.removesuffix("_no_mfa")]
 
 
 @pytest.fixture
@@ -90,28 +96,10 @@ def world(cast) -> World:
     )
 
 
-# The object each admin change/delete/history page is opened on.
-ADMIN_OBJECTS = {
-    "auth.user": lambda w: w.cast.users["granted"].pk,
-    "auth.group": lambda w: w.group.pk,
-    "account.emailaddress": lambda w: EmailAddress.objects.get(user=w.cast.users["granted"]).pk,
-    "mfa.authenticator": lambda w: Authenticator.objects.get(user=w.cast.users["reviewer_a"]).pk,
-    "datasets_app.resource": lambda w: w.cast.resource_a.pk,
-    "datasets_app.license": lambda w: w.cast.license_version.license_id,
-    "datasets_app.licenseversion": lambda w: w.cast.license_version.pk,
-    "datasets_app.version": lambda w: w.version.pk,
-    "datasets_app.accessrequest": lambda w: w.cast.requests["pending"].pk,
-    "datasets_app.grant": lambda w: w.cast.grants["granted"].pk,
-    "portal.profile": lambda w: w.cast.users["granted"].profile.pk,
-    "portal.auditevent": lambda w: AuditEvent.objects.order_by("-seq").first().pk,
-}
-
-
 @dataclass(frozen=True)
 class Cell:
     key: str
     label: str
-    method: str
     url: str
     expect: dict  # role -> Expect
     why: str
@@ -121,11 +109,23 @@ class NoRule(Exception):
     pass
 
 
+def no_rule(endpoint: Endpoint) -> str:
+    return (f"new endpoint {endpoint.key} ({endpoint.route}) has no authorization rule: "
+            "add one to RULES in tests/matrix_rules.py")
+
+
+def rule_problems() -> list[str]:
+    found = endpoints()
+    keys = {e.key for e in found}
+    missing = [no_rule(e) for e in found if e.key not in m.RULES and not e.is_admin]
+    stale = [f"rule {key} matches no URL pattern: remove it from tests/matrix_rules.py"
+             for key in [*m.RULES, *m.POST_RULES] if key not in keys]
+    return missing + stale
+
+
 def _admin_urls(endpoint: Endpoint, world: World) -> list[tuple[str, str]]:
     """(label, url) samples for an admin pattern; every registered app for app_list."""
     if endpoint.key == "admin:app_list":
-        from django.contrib import admin
-
         labels = sorted({model._meta.app_label for model in admin.site._registry})
         return [(label, reverse("admin:app_list", kwargs={"app_label": label})) for label in labels]
     if endpoint.key == "admin:view_on_site":
@@ -138,10 +138,10 @@ def _admin_urls(endpoint: Endpoint, world: World) -> list[tuple[str, str]]:
         return [("", reverse(endpoint.name))]
     app_label, model_name = endpoint.route.split("/")[1:3]
     label = f"{app_label}.{model_name}"
-    if label not in ADMIN_OBJECTS or set(endpoint.params) - {"object_id", "id"}:
+    if label not in m.ADMIN_OBJECTS or set(endpoint.params) - {"object_id", "id"}:
         raise NoRule(f"admin pattern {endpoint.key} ({endpoint.route}): add an object for {label} to ADMIN_OBJECTS "
-                     "in tests/test_authorization_matrix.py")
-    kwargs = {endpoint.params[0]: ADMIN_OBJECTS[label](world)}
+                     "in tests/matrix_rules.py")
+    kwargs = {endpoint.params[0]: m.ADMIN_OBJECTS[label](world)}
     if endpoint.name:
         return [("", reverse(endpoint.name, kwargs=kwargs))]
     # The unnamed "<path:object_id>/" redirect: its change page minus "change/".
@@ -172,14 +172,13 @@ def plan_gets(world: World) -> tuple[list[Cell], list[str]]:
                     if endpoint.params and rule.kwargs is None:
                         raise NoRule(f"rule for {endpoint.key} needs kwargs for {endpoint.params}")
                     url = reverse(endpoint.name, kwargs=rule.kwargs(world) if rule.kwargs else None)
-                    cells.append(Cell(endpoint.key, rule.label, "GET", url, dict(rule.expect), rule.why))
+                    cells.append(Cell(endpoint.key, rule.label, url, dict(rule.expect), rule.why))
             elif endpoint.is_admin:
                 expect, why = _admin_expect(endpoint)
                 for label, url in _admin_urls(endpoint, world):
-                    cells.append(Cell(endpoint.key, label, "GET", url, expect, why))
+                    cells.append(Cell(endpoint.key, label, url, expect, why))
             else:
-                raise NoRule(f"new endpoint {endpoint.key} ({endpoint.route}) has no authorization rule: "
-                             "add one to RULES in tests/matrix_rules.py")
+                raise NoRule(no_rule(endpoint))
         except NoRule as error:
             problems.append(str(error))
     return cells, problems
@@ -191,26 +190,32 @@ def clients(world: World) -> dict[str, Client]:
     result = {}
     for role in m.ALL_ROLES:
         client = Client()
-        if role in m.NO_MFA_ROLES:
-            mfa_login(client, world.cast.users[role.removesuffix("_no_mfa")], mfa=False)
-        elif role != "anonymous":
-            mfa_login(client, world.cast.users[role])
+        if role != "anonymous":
+            mfa_login(client, world.user(role), mfa=role not in m.NO_MFA_ROLES)
         result[role] = client
     return result
 
 
-def request(client: Client, method: str, url: str, data: dict | None = None) -> m.Observed:
-    """One request whose database writes are rolled back, so that cells do not affect each other."""
+def request(client: Client, method: str, url: str, data: dict | None = None, inspect=None) -> tuple[m.Observed, object]:
+    """One request whose database writes are rolled back, so that cells do not affect each other.
+
+    `inspect` runs after the request, before the rollback, to look at what it changed.
+    """
     session_cookie = client.cookies.get("sessionid")
     with transaction.atomic():
         response = client.post(url, data or {}) if method == "POST" else client.get(url)
+        seen = inspect() if inspect else None
         transaction.set_rollback(True)
-    # Restore the session the role signed in with (a view may have cycled it, in a transaction now undone).
+    # Back to the session the role signed in with, should a view have cycled it in the undone transaction.
     client.cookies.pop("messages", None)
     if session_cookie is not None:
         client.cookies["sessionid"] = session_cookie.value
     location = urlsplit(response.get("Location", "")).path
-    return m.Observed(response.status_code, location, response.get("Content-Type", ""))
+    return m.Observed(response.status_code, location, response.get("Content-Type", "")), seen
+
+
+def _name(key: str, label: str) -> str:
+    return f"{key}[{label}]" if label else key
 
 
 def mismatches(cells: list[Cell], by_role: dict[str, Client]) -> list[str]:
@@ -218,23 +223,63 @@ def mismatches(cells: list[Cell], by_role: dict[str, Client]) -> list[str]:
     for role, client in by_role.items():
         for cell in cells:
             expected = cell.expect[role]
-            got = request(client, cell.method, cell.url)
+            got, _ = request(client, "GET", cell.url)
             if not expected.matches(got, cell.url):
-                name = f"{cell.key}[{cell.label}]" if cell.label else cell.key
-                found.append(f"{name:45} {role:18} {cell.method} {cell.url}: expected {expected.describe(cell.url)}, "
+                found.append(f"{_name(cell.key, cell.label):45} {role:18} GET {cell.url}: expected {expected.describe(cell.url)}, "
                              f"got {got.describe()}  ({cell.why})")
     return found
+
+
+def snapshot() -> tuple:
+    """What a forbidden POST must leave alone: requests, grants, resources, the audit trail."""
+    return (
+        list(AccessRequest.objects.order_by("pk").values_list("pk", "status", "decided_by", "decision_reason", "intended_use")),
+        list(Grant.objects.order_by("pk").values_list("pk", "status", "expires_at", "ended_at", "license_version")),
+        list(Resource.objects.order_by("pk").values_list("pk", "title", "access_policy", "license_version")),
+        AuditEvent.objects.count(),
+    )
+
+
+def post_mismatches(world: World, by_role: dict[str, Client]) -> tuple[list[str], int]:
+    found, checked = [], 0
+    names = {e.key: e.name for e in endpoints()}
+    for key, rules in m.POST_RULES.items():
+        for rule in rules if isinstance(rules, tuple) else (rules,):
+            url = reverse(names[key], kwargs=rule.kwargs(world) if rule.kwargs else None)
+            for role, client in by_role.items():
+                checked += 1
+                before = snapshot()
+                allowed = role in rule.changes
+
+                def inspect(rule=rule, role=role, allowed=allowed):
+                    return rule.effect(world, role) if allowed else snapshot() == before
+
+                got, ok = request(client, "POST", url, rule.data(world, role), inspect)
+                expected = rule.expect[role]
+                problems = []
+                if not expected.matches(got, url):
+                    problems.append(f"expected {expected.describe(url)}, got {got.describe()}")
+                if not ok:
+                    problems.append("the change did not happen" if allowed else "it changed requests, grants, resources or the audit trail")
+                if problems:
+                    found.append(f"{_name(key, rule.label):45} {role:18} POST {url}: {'; '.join(problems)}  ({rule.why})")
+    return found, checked
 
 
 # --- Tests -----------------------------------------------------------------------------------------
 
 def test_it_has_a_rule_for_every_url_pattern_and_no_rule_without_one():
-    keys = {e.key for e in endpoints()}
-    missing = [f"new endpoint {e.key} ({e.route}) has no authorization rule: add one to RULES in tests/matrix_rules.py"
-               for e in endpoints() if e.key not in m.RULES and not e.is_admin]
-    stale = [f"rule {key} matches no URL pattern: remove it from tests/matrix_rules.py"
-             for key in list(m.RULES) + list(m.POST_RULES) if key not in keys]
-    assert not missing + stale, "\n".join(missing + stale)
+    problems = rule_problems()
+    assert not problems, "\n".join(problems)
+
+
+def test_it_names_a_new_endpoint_that_has_no_rule():
+    urlconf = ModuleType("urls_with_a_new_endpoint")
+    urlconf.urlpatterns = [*portal_urls.urlpatterns, path("brand-new/", portal_views.home, name="brand_new")]
+    with override_settings(ROOT_URLCONF=urlconf):
+        assert rule_problems() == [
+            "new endpoint brand_new (brand-new/) has no authorization rule: add one to RULES in tests/matrix_rules.py"
+        ]
 
 
 def test_it_answers_every_get_as_the_rules_say(world):
@@ -242,3 +287,42 @@ def test_it_answers_every_get_as_the_rules_say(world):
     found = problems + mismatches(cells, clients(world))
     checked = len(cells) * len(m.ALL_ROLES)
     assert not found, f"{len(found)} of {checked} (pattern, role) cells differ from tests/matrix_rules.py:\n" + "\n".join(found)
+
+
+def test_it_lets_only_the_right_roles_change_state(world):
+    # Something for the grant's holder to re-accept (POST_RULES["grant_reaccept"]).
+    world.license_v2 = services.license_version_publish(
+        license=world.cast.license_version.license, version="2.0", text=LICENSE_TEXT + "\nAttribution required.",
+        actor=world.cast.users["admin"],
+    )
+    found, checked = post_mismatches(world, clients(world))
+    assert not found, f"{len(found)} of {checked} (POST, role) cells differ from tests/matrix_rules.py:\n" + "\n".join(found)
+
+
+def test_it_shows_each_reviewer_only_the_requests_and_grants_of_their_resources(world):
+    by_role = clients(world)
+    pending_a = reverse("review_detail", kwargs={"pk": world.cast.requests["pending"].pk})
+    pending_b = reverse("review_detail", kwargs={"pk": world.request_b.pk})
+    revoke_a = reverse("review_revoke", kwargs={"pk": world.cast.grants["granted"].pk})
+    revoke_b = reverse("review_revoke", kwargs={"pk": world.grant_b.pk})
+    seen = {}
+    for role in ("reviewer_a", "reviewer_b", "admin"):
+        queue = by_role[role].get(reverse("review_queue")).content.decode()
+        grants = by_role[role].get(reverse("review_grants")).content.decode()
+        seen[role] = {link for link in (pending_a, pending_b) if link in queue} | {link for link in (revoke_a, revoke_b) if link in grants}
+    assert seen == {
+        "reviewer_a": {pending_a, revoke_a},
+        "reviewer_b": {pending_b, revoke_b},
+        "admin": {pending_a, pending_b, revoke_a, revoke_b},
+    }
+
+
+def test_it_keeps_an_applicants_history_on_other_resources_from_the_reviewer(world):
+    stranger = world.cast.users["stranger"]
+    on_a, on_b = apply(stranger, world.cast.resource_a), apply(stranger, world.cast.resource_b)
+    services.access_request_reject(access_request=on_b, reviewer=world.cast.users["reviewer_b"], reason="Unknown lab, no ORCID.")
+    by_role = clients(world)
+    page_a = by_role["reviewer_a"].get(reverse("review_detail", kwargs={"pk": on_a.pk})).content.decode()
+    page_admin = by_role["admin"].get(reverse("review_detail", kwargs={"pk": on_a.pk})).content.decode()
+    assert "Unknown lab, no ORCID." not in page_a and world.cast.resource_b.repo_id not in page_a
+    assert "Unknown lab, no ORCID." in page_admin

@@ -20,10 +20,6 @@ from django.test import Client
 
 from tests.conftest import PASSWORD, mfa_login
 
-# Playwright's sync API runs an event loop in this thread; Django would refuse its
-# ORM calls from the test body as "async-unsafe" without this.
-os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
-
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
@@ -35,22 +31,34 @@ def _unavailable(reason: str):
     pytest.skip(reason)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser():
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
         _unavailable("the playwright package is not installed")
-    if not (os.path.exists(CHROMIUM) or shutil.which("chromium")):
+    executable = CHROMIUM if os.path.exists(CHROMIUM) else shutil.which("chromium")
+    if not executable:
         _unavailable(f"chromium is not installed at {CHROMIUM}")
-    with sync_playwright() as playwright:
-        try:
-            browser = playwright.chromium.launch(executable_path=CHROMIUM if os.path.exists(CHROMIUM) else shutil.which("chromium"),
-                                                 args=CHROMIUM_ARGS)
-        except Exception as error:  # Playwright raises its own Error type for a chromium that will not start.
-            _unavailable(f"chromium did not start: {error}")
-        yield browser
-        browser.close()
+    # Playwright's sync API keeps an event loop running in this thread; Django refuses
+    # ORM calls from the test body as "async-unsafe" without this. Set only while the
+    # browser runs: a subprocess started by another test (manage.py check --deploy)
+    # would inherit it and fail the deployment check.
+    previous = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    try:
+        with sync_playwright() as playwright:
+            try:
+                browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+            except Exception as error:  # Playwright raises its own Error type for a chromium that will not start.
+                _unavailable(f"chromium did not start: {error}")
+            yield browser
+            browser.close()
+    finally:
+        if previous is None:
+            os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+        else:
+            os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
 
 
 @pytest.fixture
@@ -101,13 +109,13 @@ def sign_in(page, username: str, *, totp_secret: str | None = None, shot=None, n
         shot(page, names[0])
     page.fill("input[name=login]", username)
     page.fill("input[name=password]", PASSWORD)
-    page.click("form button[type=submit]")
+    page.click("main form button[type=submit]")
     if totp_secret:
         page.wait_for_url(re.compile(r"/accounts/2fa/authenticate/"))
         if shot:
             shot(page, names[1])
         page.fill("input[name=code]", totp_code(totp_secret))
-        page.click("form button[type=submit]")
+        page.click("main form button[type=submit]")
     page.wait_for_url(lambda url: "/accounts/" not in url)
 
 

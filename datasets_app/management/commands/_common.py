@@ -17,6 +17,7 @@ def resource_by_id(repo_id: str) -> Resource:
 
 def users_by_name(usernames: list[str]):
     User = get_user_model()
+    usernames = list(dict.fromkeys(usernames))  # a name given twice means that user once
     users = {u.get_username(): u for u in User.objects.filter(username__in=usernames)}
     missing = [name for name in usernames if name not in users]
     if missing:

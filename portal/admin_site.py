@@ -1,0 +1,28 @@
+from django.contrib import admin
+from django.shortcuts import redirect
+from django.urls import reverse
+from django.utils.http import urlencode
+
+from portal.mfa import has_totp, session_used_mfa
+
+
+class PortalAdminSite(admin.AdminSite):
+    """The admin, behind the same sign-in (throttled) and second factor as reviewers.
+
+    It lives apart from portal/admin.py: Django builds the site before the apps'
+    admin modules register their models on it.
+    """
+
+    site_header = "Release portal administration"
+
+    def has_permission(self, request) -> bool:
+        return super().has_permission(request) and session_used_mfa(request)
+
+    def login(self, request, extra_context=None):
+        target = request.GET.get("next") or reverse("admin:index")
+        if self.has_permission(request):
+            return redirect(target)
+        if request.user.is_authenticated and request.user.is_active and request.user.is_staff:
+            step = "mfa_reauthenticate" if has_totp(request.user) else "mfa_activate_totp"
+            return redirect(f"{reverse(step)}?{urlencode({'next': target})}")
+        return redirect(f"{reverse('account_login')}?{urlencode({'next': target})}")

@@ -1,0 +1,147 @@
+from datetime import datetime, time, timedelta
+from io import StringIO
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.utils import timezone
+
+from datasets_app.authz import can_download
+from datasets_app.models import Grant
+from portal.models import AuditEvent
+from tests.datasets_app.conftest import actions_since, assert_audit_chain_intact, last_seq, mail_to
+
+
+def run(*args, **options) -> str:
+    out = StringIO()
+    call_command(*args, stdout=out, **options)
+    return out.getvalue()
+
+
+def test_it_grants_several_users_until_the_given_day_with_the_reason(cast, send_mail_on_commit, mailoutbox):
+    day = timezone.localdate() + timedelta(days=60)
+    seq = last_seq()
+
+    with send_mail_on_commit():
+        out = run("grant_access", "test/corpus-a", "stranger", "pending", expires=day.isoformat(), reason="Hackathon participants")
+
+    assert out.splitlines() == [
+        f"granted stranger access to test/corpus-a until {day.isoformat()}",
+        f"granted pending access to test/corpus-a until {day.isoformat()}",
+    ]
+    for user in (cast.stranger, cast.pending):
+        grant = Grant.objects.get(user=user, resource=cast.resource_a, status=Grant.Status.ACTIVE)
+        assert grant.expires_at == timezone.make_aware(datetime.combine(day, time(23, 59, 59)))
+        assert grant.reason == "Hackathon participants" and grant.granted_by is None and grant.request is None
+        assert grant.license_version == cast.license_version
+        assert can_download(user, cast.resource_a).allowed
+        [message] = mail_to(mailoutbox, user.email)
+        assert message.subject.endswith("You were granted access to test/corpus-a")
+        assert "Hackathon participants" in message.body
+    assert actions_since(seq) == ["grant_created", "grant_created"]
+    event = AuditEvent.objects.get(seq=seq + 1)
+    assert event.actor == "" and event.data["reason"] == "Hackathon participants" and event.data["user"] == "stranger"
+    assert_audit_chain_intact()
+
+
+def test_it_uses_the_resources_default_period_without_expires(cast):
+    out = run("grant_access", "test/corpus-b", "stranger")
+
+    grant = Grant.objects.get(user=cast.stranger, resource=cast.resource_b)
+    assert abs(grant.expires_at - (timezone.now() + timedelta(days=365))) < timedelta(minutes=1)
+    assert grant.reason == "Granted from the command line"
+    assert out.startswith("granted stranger access to test/corpus-b until ")
+
+
+@pytest.mark.parametrize("resource, message", [
+    ("test/nope", "No resource test/nope. Known resources: test/corpus-a, test/corpus-b, test/tokenizer."),
+    ("corpus-a", "'corpus-a' is not a resource id: use NAMESPACE/SLUG, e.g. bigscience/roots-udhr."),
+    ("test/tokenizer", "test/tokenizer is not gated (open to everyone); it needs no grant. Nothing was changed."),
+])
+def test_it_refuses_a_resource_it_cannot_grant(cast, resource, message):
+    seq = last_seq()
+
+    with pytest.raises(CommandError) as error:
+        run("grant_access", resource, "stranger")
+
+    assert str(error.value) == message
+    assert actions_since(seq) == [] and not Grant.objects.filter(user=cast.stranger).exists()
+
+
+def test_it_grants_nobody_when_one_user_is_unknown(cast):
+    seq = last_seq()
+
+    with pytest.raises(CommandError, match=r"^No such user\(s\): ghost, phantom. Nothing was changed.$"):
+        run("grant_access", "test/corpus-a", "stranger", "ghost", "pending", "phantom")
+
+    assert not Grant.objects.filter(user__in=[cast.stranger, cast.pending]).exists()
+    assert actions_since(seq) == []
+
+
+@pytest.mark.parametrize("expires, message", [
+    ("31/12/2031", "--expires '31/12/2031' is not a date: use YYYY-MM-DD."),
+    ("2031-02-30", "--expires '2031-02-30' is not a date: use YYYY-MM-DD."),
+    ("2001-01-01", "The expiry date must be in the future. Nothing was changed."),
+])
+def test_it_refuses_a_bad_expiry_date_and_grants_nobody(cast, expires, message):
+    seq = last_seq()
+
+    with pytest.raises(CommandError) as error:
+        run("grant_access", "test/corpus-a", "stranger", "pending", expires=expires)
+
+    assert str(error.value) == message
+    assert not Grant.objects.filter(user__in=[cast.stranger, cast.pending]).exists()
+    assert actions_since(seq) == []
+
+
+def test_it_revokes_with_the_reason_the_holder_reads(cast, send_mail_on_commit, mailoutbox):
+    seq = last_seq()
+
+    with send_mail_on_commit():
+        out = run("revoke_access", "test/corpus-a", "granted", reason="Project ended early")
+
+    assert out == "revoked granted's access to test/corpus-a\n"
+    grant = Grant.objects.get(pk=cast.grants["granted"].pk)
+    assert grant.status == Grant.Status.REVOKED and grant.end_reason == "Project ended early" and grant.ended_by is None
+    assert can_download(cast.granted, cast.resource_a).code == "revoked"
+    assert "Project ended early" in mail_to(mailoutbox, "granted@example.org")[0].body
+    assert actions_since(seq) == ["grant_revoked"]
+    assert_audit_chain_intact()
+
+
+def test_it_revokes_nobody_when_one_user_has_no_active_grant(cast):
+    with pytest.raises(CommandError, match=r"^No active grant on test/corpus-a for: stranger, expired. Nothing was changed.$"):
+        run("revoke_access", "test/corpus-a", "granted", "stranger", "expired", reason="Audit")
+
+    assert Grant.objects.get(pk=cast.grants["granted"].pk).status == Grant.Status.ACTIVE
+
+
+def test_it_revokes_nobody_when_a_user_is_unknown(cast):
+    with pytest.raises(CommandError, match=r"^No such user\(s\): ghost. Nothing was changed.$"):
+        run("revoke_access", "test/corpus-a", "granted", "ghost", reason="Audit")
+
+    assert Grant.objects.get(pk=cast.grants["granted"].pk).status == Grant.Status.ACTIVE
+
+
+def test_it_revokes_a_holder_named_twice_once(cast):
+    seq = last_seq()
+
+    run("revoke_access", "test/corpus-a", "granted", "granted", reason="Audit")
+
+    assert Grant.objects.get(pk=cast.grants["granted"].pk).status == Grant.Status.REVOKED
+    assert actions_since(seq) == ["grant_revoked"]
+
+
+@pytest.mark.parametrize("options, message", [
+    ({}, "the following arguments are required: --reason"),
+    ({"reason": "   "}, "--reason must not be empty: the holders read it."),
+])
+def test_it_requires_a_reason_to_revoke(cast, options, message):
+    with pytest.raises(CommandError, match=message):
+        run("revoke_access", "test/corpus-a", "granted", **options)
+
+    assert Grant.objects.get(pk=cast.grants["granted"].pk).status == Grant.Status.ACTIVE
+
+
+def test_it_refuses_an_unknown_resource_when_revoking(cast):
+    with pytest.raises(CommandError, match="^No resource test/nope."):
+        run("revoke_access", "test/nope", "granted", reason="Audit")
