@@ -2,6 +2,7 @@ from django.contrib import admin, messages
 
 from datasets_app.models import AccessQuestion, AccessRequest, Grant, License, LicenseVersion, Resource, Version
 from datasets_app.services import GovernanceError, license_version_publish
+from portal.admin_site import ReadOnlyAdmin
 
 
 class AccessQuestionInline(admin.TabularInline):
@@ -68,19 +69,6 @@ class VersionAdmin(admin.ModelAdmin):
 
     def get_readonly_fields(self, request, obj=None):
         return ["resource", "name", "revision", "published_at"] if obj and obj.published_at else ["revision", "published_at"]
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """Decisions are taken in the review pages (second factor, audit, e-mails); the admin only shows them."""
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 @admin.register(AccessRequest)

@@ -60,15 +60,20 @@ def _reviewable_requests(user):
     )
 
 
-@reviewer_required
-def review_queue(request):
-    requests = _reviewable_requests(request.user)
-    status = request.GET.get("status", AccessRequest.Status.PENDING)
-    if status in AccessRequest.Status.values:
-        requests = requests.filter(status=status)
+def _filtered(request, queryset, statuses, default_status):
+    """Apply the list pages' ?status= and ?resource= filters ("all" shows every status)."""
+    status = request.GET.get("status", default_status)
+    if status in statuses.values:
+        queryset = queryset.filter(status=status)
     resource_id = request.GET.get("resource", "")
     if resource_id.isdigit():
-        requests = requests.filter(resource_id=int(resource_id))
+        queryset = queryset.filter(resource_id=int(resource_id))
+    return queryset, status, resource_id
+
+
+@reviewer_required
+def review_queue(request):
+    requests, status, resource_id = _filtered(request, _reviewable_requests(request.user), AccessRequest.Status, AccessRequest.Status.PENDING)
     page = Paginator(requests.order_by("submitted_at", "pk"), 50).get_page(request.GET.get("page"))
     return render(request, "datasets_app/review/queue.html", {
         "page": page, "status": status, "statuses": AccessRequest.Status.choices, "resource_id": resource_id,
@@ -153,12 +158,7 @@ def review_bulk(request):
 @reviewer_required
 def review_grants(request):
     grants = Grant.objects.filter(resource__in=reviewable_resources(request.user)).select_related("user__profile", "resource", "license_version")
-    status = request.GET.get("status", Grant.Status.ACTIVE)
-    if status in Grant.Status.values:
-        grants = grants.filter(status=status)
-    resource_id = request.GET.get("resource", "")
-    if resource_id.isdigit():
-        grants = grants.filter(resource_id=int(resource_id))
+    grants, status, resource_id = _filtered(request, grants, Grant.Status, Grant.Status.ACTIVE)
     page = Paginator(grants.order_by("expires_at", "pk"), 50).get_page(request.GET.get("page"))
     return render(request, "datasets_app/review/grants.html", {
         "page": page, "status": status, "statuses": Grant.Status.choices, "resource_id": resource_id,

@@ -1,5 +1,6 @@
 from django.contrib import admin
 
+from portal.admin_site import ReadOnlyAdmin
 from portal.models import AuditEvent, Profile
 
 
@@ -10,16 +11,7 @@ class ProfileAdmin(admin.ModelAdmin):
 
 
 @admin.register(AuditEvent)
-class AuditEventAdmin(admin.ModelAdmin):
+class AuditEventAdmin(ReadOnlyAdmin):
     list_display = ["seq", "created_at", "action", "actor", "resource", "target_type", "target_id"]
     list_filter = ["action"]
     search_fields = ["actor", "resource", "target_id"]
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False

@@ -26,3 +26,16 @@ class PortalAdminSite(admin.AdminSite):
             step = "mfa_reauthenticate" if has_totp(request.user) else "mfa_activate_totp"
             return redirect(f"{reverse(step)}?{urlencode({'next': target})}")
         return redirect(f"{reverse('account_login')}?{urlencode({'next': target})}")
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Shown in the admin, changed only through the portal's services (audit, e-mails, second factor)."""
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
