@@ -56,6 +56,14 @@ def request_decided(*, access_request: AccessRequest, grant: Grant | None) -> No
     _send(to=[access_request.user.email], template=f"request_{access_request.status}",
           context={"access_request": access_request, "resource": resource, "grant": grant,
                    "resource_url": _absolute(resource.get_absolute_url()), "request_url": request_url})
+    decider = access_request.decided_by
+    if decider is None:
+        return  # automatic approvals need nobody's attention
+    # The rest of the committee hears of a decision too, so nobody opens a request already decided.
+    others = [e for e in _reviewer_emails(resource) if e != decider.email]
+    _send(to=others, template="request_decided_reviewer",
+          context={"access_request": access_request, "resource": resource, "grant": grant,
+                   "review_url": _absolute(reverse("review_detail", kwargs={"pk": access_request.pk}))})
 
 
 def grant_created(*, grant: Grant) -> None:

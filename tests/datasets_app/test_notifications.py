@@ -180,3 +180,15 @@ def test_it_sends_everyone_else_to_the_reviewers(cast, institutional, send_mail_
 
     assert submitted.status == AccessRequest.Status.PENDING and not submitted.auto_approved
     assert "reviewer_a@example.org" in recipients(mailoutbox)
+
+
+def test_it_tells_the_other_reviewers_of_a_decision(cast, send_mail_on_commit, mailoutbox):
+    cast.resource_a.reviewers.add(cast.reviewer_b)
+
+    with send_mail_on_commit():
+        access_request_reject(access_request=cast.requests["pending"], reviewer=cast.reviewer_a, reason="Commercial use.")
+
+    assert recipients(mailoutbox) == {"pending@example.org", "reviewer_b@example.org"}
+    [to_reviewer] = mail_to(mailoutbox, "reviewer_b@example.org")
+    assert to_reviewer.subject == PREFIX + "Request of pending for test/corpus-a: rejected"
+    assert "was rejected by reviewer_a" in to_reviewer.body and "Commercial use." in to_reviewer.body
