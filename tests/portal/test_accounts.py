@@ -89,3 +89,41 @@ def test_it_verifies_a_new_institutional_email(client):
     assert not address.verified
     assert any("ada@inria.fr" in m.to for m in mail.outbox)
     assert AuditEvent.objects.filter(action="profile_updated", actor="scholar").exists()
+
+
+@pytest.mark.django_db
+def test_it_resets_a_forgotten_password_by_email(client):
+    user, _ = make_user("forgetful")
+    response = client.post(reverse("account_reset_password"), {"email": "forgetful@example.org"})
+    assert response.status_code == 302
+    link = re.search(r"http://testserver(/accounts/password/reset/key/\S+/)", mail.outbox[-1].body).group(1)
+    response = client.get(link, follow=True)
+    form_url = response.redirect_chain[-1][0] if response.redirect_chain else link
+    response = client.post(form_url, {"password1": "a-brand-new-passphrase", "password2": "a-brand-new-passphrase"})
+    assert response.status_code == 302
+    user.refresh_from_db()
+    assert user.check_password("a-brand-new-passphrase")
+    assert AuditEvent.objects.filter(action="password_changed", actor="forgetful").exists()
+
+
+@pytest.mark.django_db
+def test_it_changes_a_password_and_names_the_field_on_a_wrong_old_one(client):
+    user, _ = make_user("changer")
+    client.force_login(user)
+    response = client.post(reverse("account_change_password"), {"oldpassword": "not-it", "password1": "another-long-passphrase", "password2": "another-long-passphrase"})
+    assert response.status_code == 200
+    assert "Please type your current password." in response.content.decode()
+    response = client.post(reverse("account_change_password"), {"oldpassword": PASSWORD, "password1": "another-long-passphrase", "password2": "another-long-passphrase"})
+    assert response.status_code == 302
+    user.refresh_from_db()
+    assert user.check_password("another-long-passphrase")
+
+
+@pytest.mark.django_db
+def test_it_signs_out_on_post(client):
+    user, _ = make_user("leaver")
+    client.force_login(user)
+    response = client.post(reverse("account_logout"))
+    assert response.status_code == 302
+    assert "_auth_user_id" not in client.session
+    assert AuditEvent.objects.filter(action="logout", actor="leaver").exists()
