@@ -1,7 +1,8 @@
 from django.contrib import admin, messages
 
-from datasets_app.models import AccessQuestion, AccessRequest, Grant, License, LicenseVersion, Resource, Version
+from datasets_app.models import AccessQuestion, AccessRequest, AccessToken, File, Grant, License, LicenseVersion, Resource, Version
 from datasets_app.services import GovernanceError, license_version_publish
+from datasets_app.tasks import publish_version
 from portal.admin_site import ReadOnlyAdmin
 
 
@@ -63,12 +64,45 @@ class LicenseVersionAdmin(admin.ModelAdmin):
         return False
 
 
+class FileInline(admin.TabularInline):
+    model = File
+    extra = 0
+    fields = ["path", "size", "sha256", "config", "content_type"]
+    readonly_fields = fields
+    can_delete = False
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
 @admin.register(Version)
 class VersionAdmin(admin.ModelAdmin):
-    list_display = ["resource", "name", "revision", "published_at"]
+    """Adding a version here queues its publication from a folder or s3:// prefix on a worker."""
+
+    list_display = ["resource", "name", "status", "revision", "published_at"]
+    list_filter = ["status"]
+    inlines = [FileInline]
+
+    def get_fields(self, request, obj=None):
+        if obj is None:
+            return ["resource", "name", "source", "changelog"]
+        return ["resource", "name", "status", "source", "revision", "published_at", "error", "changelog"]
 
     def get_readonly_fields(self, request, obj=None):
-        return ["resource", "name", "revision", "published_at"] if obj and obj.published_at else ["revision", "published_at"]
+        if obj is None:
+            return []
+        return ["resource", "name", "status", "source", "revision", "published_at", "error"]
+
+    def save_model(self, request, obj, form, change):
+        if not change:
+            obj.status = Version.Status.QUEUED
+        super().save_model(request, obj, form, change)
+        if not change:
+            publish_version.delay_on_commit(obj.pk, request.user.pk)
+            self.message_user(request, f"Publishing {obj} from {obj.source} on a worker; refresh this page to follow it.")
+
+    def has_delete_permission(self, request, obj=None):
+        return obj is not None and obj.published_at is None
 
 
 @admin.register(AccessRequest)
@@ -83,3 +117,9 @@ class GrantAdmin(ReadOnlyAdmin):
     list_display = ["user", "resource", "status", "created_at", "expires_at", "license_version"]
     list_filter = ["status", "resource"]
     search_fields = ["user__username", "user__email"]
+
+
+@admin.register(AccessToken)
+class AccessTokenAdmin(ReadOnlyAdmin):
+    list_display = ["user", "name", "prefix", "scopes", "created_at", "expires_at", "last_used_at", "revoked_at"]
+    search_fields = ["user__username", "prefix", "name"]

@@ -4,3 +4,10 @@ from django.apps import AppConfig
 class DatasetsAppConfig(AppConfig):
     name = "datasets_app"
     verbose_name = "Catalogue, licenses and access"
+
+    def ready(self) -> None:
+        from django.db.models.signals import post_migrate
+
+        from datasets_app import db_guards
+
+        post_migrate.connect(db_guards.install, sender=self, dispatch_uid="datasets_app.db_guards")

@@ -98,12 +98,22 @@ class Resource(models.Model):
 
 
 class Version(models.Model):
-    """An immutable published state of a resource (files arrive with storage)."""
+    """An immutable published state of a resource and its files."""
+
+    class Status(models.TextChoices):
+        DRAFT = "draft", "Draft"
+        QUEUED = "queued", "Queued for publishing"
+        PUBLISHING = "publishing", "Publishing"
+        PUBLISHED = "published", "Published"
+        FAILED = "failed", "Failed"
 
     resource = models.ForeignKey(Resource, on_delete=models.PROTECT, related_name="versions")
     name = models.CharField(max_length=64, validators=[slug_validator])
     revision = models.CharField(max_length=40, blank=True, help_text="40-hex id derived from the manifest.")
     changelog = models.TextField(blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.DRAFT)
+    source = models.CharField(max_length=1000, blank=True, help_text="Local folder or s3://bucket/prefix it is published from.")
+    error = models.TextField(blank=True)
     published_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -114,11 +124,44 @@ class Version(models.Model):
                 condition=Q(published_at__isnull=True) | Q(revision__regex=r"^[0-9a-f]{40}$"),
                 name="version_published_has_revision",
             ),
+            models.CheckConstraint(
+                condition=Q(status="published", published_at__isnull=False) | (~Q(status="published") & Q(published_at__isnull=True)),
+                name="version_status_matches_publication",
+            ),
         ]
         ordering = ["resource", "-created_at"]
 
     def __str__(self) -> str:
         return f"{self.resource.repo_id}@{self.name}"
+
+    def get_absolute_url(self) -> str:
+        return reverse("version_download", kwargs={"namespace": self.resource.namespace, "slug": self.resource.slug, "version": self.name})
+
+
+class File(models.Model):
+    """One object of a version. Published files never change (a database trigger guards it)."""
+
+    version = models.ForeignKey(Version, on_delete=models.PROTECT, related_name="files")
+    path = models.CharField(max_length=1000)
+    size = models.BigIntegerField()
+    sha256 = models.CharField(max_length=64)
+    content_type = models.CharField(max_length=200, default="application/octet-stream")
+    storage_key = models.CharField(max_length=1000)
+    config = models.CharField(max_length=200, blank=True, help_text="The subset (config) this file belongs to, if any.")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["version", "path"], name="file_path_unique_in_version"),
+            models.CheckConstraint(condition=Q(size__gte=0), name="file_size_not_negative"),
+        ]
+        ordering = ["version", "path"]
+
+    def __str__(self) -> str:
+        return f"{self.version}:{self.path}"
+
+    @property
+    def filename(self) -> str:
+        return self.path.rsplit("/", 1)[-1]
 
 
 class AccessQuestion(models.Model):
@@ -242,3 +285,31 @@ class Grant(models.Model):
     def needs_reacceptance(self) -> bool:
         current = self.resource.license_version_id
         return current is not None and current != self.license_version_id
+
+
+class AccessToken(models.Model):
+    """A personal token for scripts and clients. Only its sha256 is stored."""
+
+    class Scope(models.TextChoices):
+        READ = "read", "read: download files and link lists"
+        INFERENCE = "inference", "inference: submit generation and scoring jobs"
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="access_tokens")
+    name = models.CharField(max_length=100)
+    prefix = models.CharField(max_length=12, help_text="The first characters, to recognise a token without storing it.")
+    token_hash = models.CharField(max_length=64, unique=True)
+    scopes = models.JSONField(default=list)
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField()
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None and self.expires_at > timezone.now()

@@ -22,3 +22,26 @@ def grants_expire() -> int:
 @shared_task
 def grants_remind() -> int:
     return services.grants_send_reminders(days=settings.GRANT_REMINDER_DAYS)
+
+
+@shared_task(acks_late=True, soft_time_limit=23 * 3600, time_limit=24 * 3600)
+def publish_version(version_id: int, actor_id: int | None = None) -> str:
+    """Publish a queued version. Safe to redeliver: objects are content-addressed and
+    the file rows of an unfinished attempt are replaced."""
+    from django.contrib.auth import get_user_model
+
+    from datasets_app.models import Version
+    from datasets_app.publishing import version_publish
+
+    claimed = Version.objects.filter(
+        pk=version_id, published_at__isnull=True, status__in=[Version.Status.QUEUED, Version.Status.PUBLISHING]
+    ).update(status=Version.Status.PUBLISHING)
+    if claimed != 1:
+        return "not queued"
+    version = Version.objects.select_related("resource").get(pk=version_id)
+    actor = get_user_model().objects.filter(pk=actor_id).first() if actor_id else None
+    try:
+        version_publish(resource=version.resource, name=version.name, source=version.source, actor=actor, changelog=version.changelog)
+    except services.GovernanceError as error:
+        return f"failed: {error}"
+    return "published"

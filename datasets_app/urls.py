@@ -1,12 +1,18 @@
 from django.urls import path
 
-from datasets_app import review_views, views
+from datasets_app import download_views, review_views, token_views, views
 
 urlpatterns = [
     path("catalogue/", views.catalogue, name="catalogue"),
     path("resources/<str:namespace>/<str:slug>/", views.resource_detail, name="resource_detail"),
     path("resources/<str:namespace>/<str:slug>/request/", views.access_request, name="access_request"),
+    path("resources/<str:namespace>/<str:slug>/versions/<str:version>/", download_views.version_download, name="version_download"),
+    path("resources/<str:namespace>/<str:slug>/versions/<str:version>/urls.txt", download_views.version_urls, name="version_urls"),
+    path("resources/<str:namespace>/<str:slug>/versions/<str:version>/SHA256SUMS", download_views.version_sha256sums, name="version_sha256sums"),
+    path("d/<str:token>/<path:path>", download_views.file_download, name="file_download"),
     path("access/", views.my_access, name="my_access"),
+    path("access/tokens/", token_views.token_list, name="token_list"),
+    path("access/tokens/<int:pk>/revoke/", token_views.token_revoke, name="token_revoke"),
     path("access/grants/<int:pk>/reaccept/", views.grant_reaccept_view, name="grant_reaccept"),
     path("review/", review_views.review_queue, name="review_queue"),
     path("review/requests/<int:pk>/", review_views.review_detail, name="review_detail"),

@@ -8,7 +8,11 @@ class PortalConfig(AppConfig):
     verbose_name = "Portal: accounts and audit trail"
 
     def ready(self) -> None:
-        from portal import checks, signals  # noqa: F401  (registers checks and receivers)
+        from django.db.models.signals import post_migrate
+
+        from portal import checks, db_guards, signals  # noqa: F401  (registers checks and receivers)
+
+        post_migrate.connect(db_guards.install, sender=self, dispatch_uid="portal.db_guards")
 
 
 class PortalAdminConfig(admin_apps.AdminConfig):

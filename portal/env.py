@@ -79,3 +79,21 @@ def _redact(url: str) -> str:
     if parsed.password:
         return url.replace(f":{parsed.password}@", ":***@")
     return url
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def env_duration(name: str, default: str, *, minimum: int = 1, maximum: int | None = None) -> int:
+    """Seconds, from `3600`, `90s`, `10m`, `12h` or `7d`."""
+    value = (_raw(name) or default).lower()
+    number, unit = (value[:-1], value[-1]) if value[-1:] in _UNITS else (value, "s")
+    try:
+        seconds = int(number) * _UNITS[unit]
+    except ValueError:
+        raise ImproperlyConfigured(f"{name}={value!r} is not a duration: use seconds or a number with s, m, h or d (e.g. 7d).") from None
+    if seconds < minimum:
+        raise ImproperlyConfigured(f"{name}={value!r} is shorter than the minimum of {minimum} seconds.")
+    if maximum is not None and seconds > maximum:
+        raise ImproperlyConfigured(f"{name}={value!r} is longer than the maximum of {maximum} seconds ({maximum // 86400} days).")
+    return seconds

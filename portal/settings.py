@@ -14,7 +14,7 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from portal.env import env_bool, env_int, env_list, env_str, env_url
+from portal.env import env_bool, env_duration, env_int, env_list, env_str, env_url
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("PORTAL_VAR_DIR", str(BASE_DIR / "var")))
@@ -227,6 +227,17 @@ CELERY_BEAT_SCHEDULE = {
 
 # --- Governance -------------------------------------------------------------------------
 GRANT_REMINDER_DAYS = env_int("GRANT_REMINDER_DAYS", 14, minimum=1)
+
+# --- Downloads ------------------------------------------------------------------------------
+# Links outlive a multi-hour download; each request through one re-checks the grant anyway.
+DOWNLOAD_LINK_TTL = env_duration("DOWNLOAD_LINK_TTL", "7d", minimum=60, maximum=90 * 86400)
+# S3 caps presigned URLs at 7 days; short is better, since a presigned URL cannot be revoked.
+S3_PRESIGN_TTL = env_duration("S3_PRESIGN_TTL", "10m", minimum=10, maximum=7 * 86400)
+# With nginx in front: the internal location that maps to MEDIA_ROOT (e.g. /_protected/).
+DOWNLOAD_ACCEL_REDIRECT = env_str("DOWNLOAD_ACCEL_REDIRECT", "")
+if DOWNLOAD_ACCEL_REDIRECT and not (DOWNLOAD_ACCEL_REDIRECT.startswith("/") and DOWNLOAD_ACCEL_REDIRECT.endswith("/")):
+    raise ImproperlyConfigured(f"DOWNLOAD_ACCEL_REDIRECT={DOWNLOAD_ACCEL_REDIRECT!r} must be an nginx location path that starts and ends with '/', e.g. /_protected/.")
+ACCESS_TOKEN_MAX_DAYS = env_int("ACCESS_TOKEN_MAX_DAYS", 365, minimum=1)
 
 # --- Production profile ---------------------------------------------------------------------
 if not DEBUG:

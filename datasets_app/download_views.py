@@ -1,0 +1,225 @@
+"""Downloads: the version page, link lists for scripts, and signed-link redemption."""
+
+from __future__ import annotations
+
+import logging
+import re
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import AnonymousUser
+from django.contrib.auth.views import redirect_to_login
+from django.http import FileResponse, Http404, HttpResponse, HttpResponseRedirect
+from django.shortcuts import get_object_or_404, render
+from django.utils.http import content_disposition_header
+from django.views.decorators.http import require_safe
+
+from datasets_app import storage as store
+from datasets_app.authz import can_download
+from datasets_app.links import LinkError, link_claims, link_url
+from datasets_app.models import File, Version
+from datasets_app.tokens import accepts_token, text_response
+from portal.audit import audit_record
+
+logger = logging.getLogger(__name__)
+_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+
+
+def _published_version(namespace, slug, version):
+    return get_object_or_404(
+        Version.objects.select_related("resource__license_version"),
+        resource__namespace=namespace, resource__slug=slug, name=version, published_at__isnull=False,
+    )
+
+
+def _refuse(request, decision, *, browser: bool):
+    if not request.user.is_authenticated:
+        if browser:
+            return redirect_to_login(request.get_full_path())
+        return text_response(401, f"{decision.message} Or send a personal access token: "
+                                  'curl -H "Authorization: Bearer $TOKEN" <this URL>.')
+    if browser:
+        return render(request, "datasets_app/download_refused.html", {"decision": decision}, status=403)
+    action = f" {request.build_absolute_uri(decision.action_url)}" if decision.action_url else ""
+    return text_response(403, decision.message + action)
+
+
+def _links(request, version):
+    user = request.user if request.user.is_authenticated else AnonymousUser()
+    decision = can_download(user, version.resource)
+    if not decision:
+        return decision, None
+    base = request.build_absolute_uri("/")
+    files = list(version.files.all())
+    return decision, [(f, link_url(file=f, user=user, grant=decision.grant, base=base)) for f in files]
+
+
+@require_safe
+@accepts_token("read")
+def version_download(request, namespace, slug, version):
+    version = _published_version(namespace, slug, version)
+    decision, links = _links(request, version)
+    if not decision:
+        return _refuse(request, decision, browser=True)
+    base = request.build_absolute_uri(version.get_absolute_url())
+    return render(request, "datasets_app/version_download.html", {
+        "version": version, "resource": version.resource, "links": links, "decision": decision,
+        "total_bytes": sum(f.size for f, _ in links), "urls_url": base + "urls.txt", "sums_url": base + "SHA256SUMS",
+        "nested": any("/" in f.path for f, _ in links), "link_days": settings.DOWNLOAD_LINK_TTL // 86400,
+    })
+
+
+@require_safe
+@accepts_token("read")
+def version_urls(request, namespace, slug, version):
+    """One signed link per line, for `wget -i` and `aria2c -i` (?client=aria2 adds out= paths)."""
+    version = _published_version(namespace, slug, version)
+    decision, links = _links(request, version)
+    if not decision:
+        return _refuse(request, decision, browser=False)
+    aria2 = request.GET.get("client") == "aria2"
+    lines = []
+    for file, url in links:
+        lines.append(url)
+        if aria2:
+            lines.append(f"  out={file.path}")
+            lines.append(f"  checksum=sha-256={file.sha256}")
+    audit_record(action="link_list_issued", actor=request.user, target=version, resource=version.resource.repo_id, request=request,
+                 data={"version": version.name, "files": len(links), "via_token": getattr(request, "access_token", None) is not None})
+    return HttpResponse("\n".join(lines) + "\n", content_type="text/plain; charset=utf-8")
+
+
+@require_safe
+@accepts_token("read")
+def version_sha256sums(request, namespace, slug, version):
+    version = _published_version(namespace, slug, version)
+    decision = can_download(request.user, version.resource)
+    if not decision:
+        return _refuse(request, decision, browser=False)
+    body = "".join(f"{f.sha256}  {f.path}\n" for f in version.files.all())
+    return HttpResponse(body, content_type="text/plain; charset=utf-8")
+
+
+# --- Redeeming a signed link ------------------------------------------------------------------
+
+
+def _byte_range(request, size: int, etag: str):
+    """(start, end) inclusive for a single satisfiable range, None for the whole file, or 'unsatisfiable'."""
+    header = request.META.get("HTTP_RANGE", "").strip()
+    if not header:
+        return None
+    if_range = request.META.get("HTTP_IF_RANGE", "").strip()
+    if if_range and if_range != etag:
+        return None  # the file changed since the client's partial copy: send all of it
+    match = _RANGE.match(header.replace(" ", ""))
+    if not match or (not match.group(1) and not match.group(2)):
+        return None  # several ranges or a malformed header: RFC 9110 lets us send the whole file
+    first, last = match.groups()
+    if first:
+        start = int(first)
+        end = min(int(last), size - 1) if last else size - 1
+        if last and int(last) < start:
+            return None
+        if start >= size:
+            return "unsatisfiable"
+        return start, end
+    suffix = int(last)
+    if suffix == 0 or size == 0:
+        return "unsatisfiable"
+    return max(0, size - suffix), size - 1
+
+
+class _RangeReader:
+    """Reads `length` bytes from an open file; exposes fileno so servers can sendfile it."""
+
+    def __init__(self, handle, length: int):
+        self._handle, self._left = handle, length
+
+    def read(self, size: int = -1) -> bytes:
+        if self._left <= 0:
+            return b""
+        size = self._left if size is None or size < 0 else min(size, self._left)
+        data = self._handle.read(size)
+        self._left -= len(data)
+        return data
+
+    def fileno(self) -> int:
+        return self._handle.fileno()
+
+    def close(self) -> None:
+        self._handle.close()
+
+
+@require_safe
+def file_download(request, token, path):
+    try:
+        claims = link_claims(token)
+    except LinkError as error:
+        return text_response(error.status, str(error))
+    file = File.objects.select_related("version__resource__license_version").filter(pk=claims.file_id).first()
+    if file is None or file.path != path or file.version.published_at is None:
+        return text_response(404, "This link names a file that is not part of a published version. Copy it again from the download page.")
+    resource = file.version.resource
+    if claims.user_id:
+        user = get_user_model().objects.filter(pk=claims.user_id, is_active=True).first()
+        if user is None:
+            return text_response(403, "The account this link was issued to is disabled.")
+    else:
+        user = AnonymousUser()
+    presenter = request.user if request.user.is_authenticated else None
+    if presenter is not None and presenter.pk != claims.user_id:
+        return text_response(403, "This link was issued to another account. Links are personal: get your own from the download page.")
+    decision = can_download(user, resource)
+    if not decision:
+        action = f" {request.build_absolute_uri(decision.action_url)}" if decision.action_url else ""
+        return text_response(403 if user.is_authenticated else 401, decision.message + action)
+
+    etag = f'"{file.sha256}"'
+    byte_range = _byte_range(request, file.size, etag)
+    grant = decision.grant
+    audit_record(
+        action="file_downloaded", actor=user, target=file, resource=resource.repo_id, request=request,
+        data={
+            "version": file.version.name, "path": file.path, "method": request.method,
+            "range": request.META.get("HTTP_RANGE", "") if byte_range not in (None, "unsatisfiable") else "",
+            "grant_id": grant.pk if grant else None, "link_grant_id": claims.grant_id,
+            "license_version": str(grant.license_version) if grant and grant.license_version else None,
+        },
+    )
+    disposition = content_disposition_header(as_attachment=True, filename=file.filename)
+    storage = store.release_storage()
+    if store.is_s3(storage):
+        url = store.presigned_url(file.storage_key, filename_header=disposition, content_type=file.content_type, ttl=settings.S3_PRESIGN_TTL, storage=storage)
+        response = HttpResponseRedirect(url)
+        response["Cache-Control"] = "private, no-store"
+        return response
+    if settings.DOWNLOAD_ACCEL_REDIRECT:
+        # nginx serves the bytes (ranges, sendfile) after this authorization.
+        response = HttpResponse(content_type=file.content_type)
+        response["X-Accel-Redirect"] = settings.DOWNLOAD_ACCEL_REDIRECT + file.storage_key
+        response["Content-Disposition"] = disposition
+        response["Cache-Control"] = "private, no-store"
+        return response
+    return _serve_local(store.local_path(file.storage_key, storage=storage), file, byte_range, etag, disposition)
+
+
+def _serve_local(path, file, byte_range, etag, disposition):
+    headers = {"ETag": etag, "Accept-Ranges": "bytes", "Content-Disposition": disposition, "Cache-Control": "private, no-store"}
+    if byte_range == "unsatisfiable":
+        response = HttpResponse(status=416, headers={**headers, "Content-Range": f"bytes */{file.size}"})
+        return response
+    try:
+        handle = open(path, "rb")
+    except FileNotFoundError:
+        logger.error("stored object %s of %s is missing", file.storage_key, file)
+        raise Http404("The stored bytes of this file are missing. Please tell the portal's custodians.") from None
+    if byte_range is None:
+        response = FileResponse(handle, content_type=file.content_type, headers=headers)
+        response["Content-Length"] = str(file.size)
+        return response
+    start, end = byte_range
+    handle.seek(start)
+    response = FileResponse(_RangeReader(handle, end - start + 1), status=206, content_type=file.content_type, headers=headers)
+    response["Content-Length"] = str(end - start + 1)
+    response["Content-Range"] = f"bytes {start}-{end}/{file.size}"
+    return response

@@ -1,0 +1,117 @@
+"""Personal access tokens: shown once, stored as sha256, scoped, expiring."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from datetime import timedelta
+from functools import wraps
+
+from django.conf import settings
+from django.db import transaction
+from django.http import HttpResponse
+from django.utils import timezone
+
+from datasets_app.models import AccessToken
+from datasets_app.services import GovernanceError
+from portal.audit import audit_record
+
+PREFIX = "rpt_"
+
+
+class TokenError(Exception):
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+def _digest(raw: str) -> str:
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+@transaction.atomic
+def access_token_create(*, user, name: str, scopes: list[str], days: int, request=None) -> tuple[AccessToken, str]:
+    name = name.strip()
+    if not name:
+        raise GovernanceError("Name the token (e.g. the machine or script that uses it).")
+    unknown = sorted(set(scopes) - set(AccessToken.Scope.values))
+    if not scopes or unknown:
+        raise GovernanceError(f"Choose scopes among {', '.join(AccessToken.Scope.values)}" + (f" (unknown: {', '.join(unknown)})." if unknown else "."))
+    if not 1 <= days <= settings.ACCESS_TOKEN_MAX_DAYS:
+        raise GovernanceError(f"A token lives between 1 and {settings.ACCESS_TOKEN_MAX_DAYS} days.")
+    raw = PREFIX + secrets.token_urlsafe(32)
+    token = AccessToken.objects.create(
+        user=user, name=name[:100], prefix=raw[: len(PREFIX) + 6], token_hash=_digest(raw), scopes=sorted(set(scopes)),
+        expires_at=timezone.now() + timedelta(days=days),
+    )
+    audit_record(action="token_created", actor=user, target=token, request=request,
+                 data={"name": token.name, "scopes": token.scopes, "expires_at": token.expires_at, "prefix": token.prefix})
+    return token, raw
+
+
+@transaction.atomic
+def access_token_revoke(*, token: AccessToken, actor, request=None) -> AccessToken:
+    if AccessToken.objects.filter(pk=token.pk, revoked_at__isnull=True).update(revoked_at=timezone.now()) == 1:
+        token.refresh_from_db()
+        audit_record(action="token_revoked", actor=actor, target=token, request=request,
+                     data={"name": token.name, "prefix": token.prefix, "owner": token.user.get_username()})
+    return token
+
+
+def access_token_authenticate(raw: str, *, scope: str, request=None) -> AccessToken:
+    """The active token for `raw` carrying `scope`; records the use."""
+    token = AccessToken.objects.select_related("user").filter(token_hash=_digest(raw.strip())).first()
+    if token is None:
+        raise TokenError(401, "This access token is not valid. Create a new one on your profile's Access tokens page.")
+    if token.revoked_at is not None:
+        raise TokenError(401, f"The access token {token.prefix}… was revoked. Create a new one on your profile's Access tokens page.")
+    if token.expires_at <= timezone.now():
+        raise TokenError(401, f"The access token {token.prefix}… expired on {token.expires_at:%d %B %Y}. Create a new one on your profile's Access tokens page.")
+    if not token.user.is_active:
+        raise TokenError(401, "The account of this access token is disabled.")
+    if scope not in token.scopes:
+        raise TokenError(403, f"The access token {token.prefix}… lacks the '{scope}' scope. Create a token with it.")
+    now = timezone.now()
+    with transaction.atomic():
+        AccessToken.objects.filter(pk=token.pk).update(last_used_at=now)
+        audit_record(action="token_used", actor=token.user, target=token, request=request,
+                     data={"prefix": token.prefix, "scope": scope, "path": request.path if request else ""})
+    return token
+
+
+def bearer(request) -> str | None:
+    header = request.META.get("HTTP_AUTHORIZATION", "")
+    kind, _, value = header.partition(" ")
+    return value.strip() if kind.lower() == "bearer" and value.strip() else None
+
+
+def text_response(status: int, message: str) -> HttpResponse:
+    response = HttpResponse(message + "\n", status=status, content_type="text/plain; charset=utf-8")
+    if status == 401:
+        response["WWW-Authenticate"] = 'Bearer realm="portal"'
+    return response
+
+
+def accepts_token(scope: str):
+    """Let `Authorization: Bearer <token>` with `scope` stand for a session.
+
+    A bad, expired, revoked or under-scoped token is refused outright (401/403 with
+    what to do), never silently treated as anonymous.
+    """
+
+    def decorator(view):
+        @wraps(view)
+        def wrapper(request, *args, **kwargs):
+            raw = bearer(request)
+            if raw is not None:
+                try:
+                    token = access_token_authenticate(raw, scope=scope, request=request)
+                except TokenError as error:
+                    return text_response(error.status, str(error))
+                request.user = token.user
+                request.access_token = token
+            return view(request, *args, **kwargs)
+
+        return wrapper
+
+    return decorator
