@@ -167,7 +167,8 @@ def file_download(request, token, path):
     else:
         user = AnonymousUser()
     presenter = request.user if request.user.is_authenticated else None
-    if presenter is not None and presenter.pk != claims.user_id:
+    # A link issued to nobody (an open resource's page seen signed out) is no other account's.
+    if presenter is not None and claims.user_id and presenter.pk != claims.user_id:
         return text_response(403, "This link was issued to another account. Links are personal: get your own from the download page.")
     decision = can_download(user, resource)
     if not decision:
@@ -214,7 +215,8 @@ def _serve_local(path, file, byte_range, etag, disposition):
         logger.error("stored object %s of %s is missing", file.storage_key, file)
         raise Http404("The stored bytes of this file are missing. Please tell the portal's custodians.") from None
     if byte_range is None:
-        response = FileResponse(handle, content_type=file.content_type, headers=headers)
+        # FileResponse names the file after the open handle (the content address) unless told otherwise.
+        response = FileResponse(handle, as_attachment=True, filename=file.filename, content_type=file.content_type, headers=headers)
         response["Content-Length"] = str(file.size)
         return response
     start, end = byte_range

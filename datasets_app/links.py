@@ -37,7 +37,8 @@ def _signer() -> signing.Signer:
 
 def link_token(*, file, user, grant=None, ttl: int | None = None, now: float | None = None) -> str:
     expires = int((now or time.time()) + (ttl or settings.DOWNLOAD_LINK_TTL))
-    payload = {"f": file.pk, "u": user.pk, "g": grant.pk if grant else 0, "e": expires}
+    # An anonymous visitor of an open resource gets links for user 0.
+    payload = {"f": file.pk, "u": getattr(user, "pk", None) or 0, "g": grant.pk if grant else 0, "e": expires}
     return _signer().sign_object(payload)
 
 

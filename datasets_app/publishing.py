@@ -18,6 +18,7 @@ from datasets_app.services import GovernanceError
 from portal.audit import audit_record
 
 _BAD_PATH = re.compile(r"(^/)|(^|/)\.\.?(/|$)|[\x00-\x1f\x7f\\]")
+_UNDECODABLE = re.compile("[\ud800-\udfff]")
 
 
 def manifest_for(files: list[dict]) -> bytes:
@@ -31,6 +32,10 @@ def revision_for(files: list[dict]) -> str:
 
 
 def _check_path(path: str) -> None:
+    if _UNDECODABLE.search(path):
+        # os.walk hands back bytes that are not UTF-8 (e.g. Latin-1 names from old archives) as lone surrogates.
+        shown = path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        raise GovernanceError(f"'{shown}' is not a UTF-8 file name: rename it (e.g. convmv -f latin1 -t utf-8 -r --notest FOLDER).")
     if not path or _BAD_PATH.search(path) or len(path) > 1000:
         raise GovernanceError(f"{path!r} cannot be a file path in a release: rename it (no '..', no leading '/', no control characters).")
 

@@ -3,6 +3,7 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods, require_POST
 
 from datasets_app.models import AccessToken
@@ -14,9 +15,11 @@ LIFETIMES = [(30, "30 days"), (90, "90 days"), (365, "1 year")]
 
 class TokenForm(forms.Form):
     name = forms.CharField(max_length=100, label="Name", help_text="Where it will be used, e.g. 'jean-zay login node'.",
-                           error_messages={"required": "Name: say where the token will be used."})
+                           error_messages={"required": "Name: say where the token will be used.",
+                                           "max_length": "Name: keep it to %(limit_value)d characters (it has %(show_value)d)."})
     scopes = forms.MultipleChoiceField(choices=AccessToken.Scope.choices, widget=forms.CheckboxSelectMultiple, initial=["read"],
-                                       error_messages={"required": "Scopes: choose at least one."})
+                                       error_messages={"required": "Scopes: choose at least one.",
+                                                       "invalid_choice": "Scopes: %(value)s is not a scope; choose among those listed."})
     days = forms.TypedChoiceField(choices=LIFETIMES, coerce=int, initial=90, label="Expires after",
                                   error_messages={"invalid_choice": "Expires after: choose one of the offered lifetimes."})
 
@@ -26,6 +29,7 @@ class TokenForm(forms.Form):
 
 
 @login_required
+@never_cache  # the response that shows a new token must not sit in any cache
 @require_http_methods(["GET", "POST"])
 def token_list(request):
     form = TokenForm(request.POST or None)

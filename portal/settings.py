@@ -200,7 +200,7 @@ else:
 
 # --- Celery -------------------------------------------------------------------------------
 _broker_dir = VAR_DIR / "celery-broker"
-CELERY_BROKER_URL = env_url("CELERY_BROKER_URL", "filesystem://", schemes=("filesystem", "redis", "rediss", "amqp", "amqps"))
+CELERY_BROKER_URL = env_url("CELERY_BROKER_URL", "filesystem://localhost/", schemes=("filesystem", "redis", "rediss", "amqp", "amqps"))
 if CELERY_BROKER_URL.startswith("filesystem"):
     for sub in ("queue", "processed", "control"):
         (_broker_dir / sub).mkdir(parents=True, exist_ok=True)

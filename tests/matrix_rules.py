@@ -19,15 +19,19 @@ tests/test_authorization_matrix.py); "role" is one of ALL_ROLES.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Callable, Mapping
 
 from allauth.account.models import EmailAddress
 from allauth.mfa.models import Authenticator
+from django.conf import settings
+from django.contrib.auth.models import AnonymousUser
 from django.utils import timezone
 
-from datasets_app.models import AccessRequest, Grant
+from datasets_app.links import link_token
+from datasets_app.models import AccessRequest, AccessToken, Grant
 from portal.models import AuditEvent
 from tests.conftest import ROLES
 
@@ -109,6 +113,8 @@ class Rule:
     why: str
     kwargs: Callable[..., dict] | None = None  # world -> URL kwargs, for patterns with parameters
     label: str = ""  # tells apart several samples of one pattern
+    # (world, role) -> URL kwargs, where each role opens its own URL (a signed link issued to that role).
+    kwargs_by_role: Callable[..., dict] | None = None
 
 
 @dataclass(frozen=True)
@@ -138,6 +144,59 @@ _B = lambda w: {"namespace": w.cast.resource_b.namespace, "slug": w.cast.resourc
 _OPEN = lambda w: {"namespace": w.cast.open_resource.namespace, "slug": w.cast.open_resource.slug}  # noqa: E731
 
 
+# --- Downloads ---------------------------------------------------------------------------------
+# The world publishes RELEASE of resource A and of the open resource from these files
+# (into a FileSystemStorage under the test's tmp_path).
+RELEASE = "v1"
+A_SHARD = "data/fr/part-00000.jsonl"
+RELEASE_A = {"README.md": b"# Corpus A\n", A_SHARD: b'{"text": "Bonjour"}\n{"text": "Salut"}\n'}
+OPEN_FILE = "tokenizer.json"
+RELEASE_OPEN = {OPEN_FILE: b'{"version": "1.0", "model": {"type": "BPE"}}\n'}
+TEXT = "text/plain"
+NDJSON = "application/x-ndjson"  # what A_SHARD is served as
+JSON = "application/json"  # what OPEN_FILE is served as
+
+_V_A = lambda w: {**_A(w), "version": RELEASE}  # noqa: E731
+_V_OPEN = lambda w: {**_OPEN(w), "version": RELEASE}  # noqa: E731
+_V_DRAFT = lambda w: {**_A(w), "version": w.version.name}  # noqa: E731
+
+
+def _link(w, *, file, holder: str, path: str | None = None, ttl: int | None = None, now: float | None = None,
+          altered: bool = False) -> dict:
+    """URL kwargs of a signed link to `file` as the download page would have issued it to `holder`.
+
+    A link names the holder's latest grant on the file's resource (active, or since revoked or
+    expired: the link was issued while it was active). The anonymous holder gets the links of an
+    open resource's page, which name no account (user 0).
+    """
+    user = AnonymousUser() if holder == "anonymous" else w.user(holder)
+    grant = (Grant.objects.filter(user=user, resource=file.version.resource).order_by("-created_at").first()
+             if user.is_authenticated else None)
+    token = link_token(file=file, user=user, grant=grant, ttl=ttl, now=now)
+    if altered:  # one character of the signature changed, as a bad copy-and-paste would
+        token = token[:-1] + ("A" if token[-1] != "A" else "B")
+    return {"token": token, "path": path or file.path}
+
+
+def _shard_a(w):
+    return w.release_a.files.get(path=A_SHARD)
+
+
+def _open_file(w):
+    return w.release_open.files.get(path=OPEN_FILE)
+
+
+# Who may download resource A, per can_download (datasets_app/authz.py): only the holder of an
+# active grant. Being A's reviewer or a superuser grants nothing: reviewers judge requests, and
+# someone on the committee who wants the data applies and accepts the license like anyone else,
+# so that every download is covered by a recorded acceptance. Every other signed-in role is
+# refused with what to do next (pending: wait; revoked/expired/rejected: apply again; others:
+# request access); the MFA step is not involved, downloads do not need a second factor.
+_DOWNLOAD_A_PAGE = by_role(403, anonymous=Redirect(LOGIN), granted=200)
+_DOWNLOAD_A_TEXT = by_role(Status(403, TEXT), anonymous=Status(401, TEXT), granted=Status(200, TEXT))
+_SIGNED_IN = frozenset(set(ALL_ROLES) - {"anonymous"})
+
+
 RULES: dict[str, Rule | tuple[Rule, ...]] = {
     # --- portal ------------------------------------------------------------------------------
     "home": Rule(by_role(200), "Public landing page."),
@@ -163,6 +222,74 @@ RULES: dict[str, Rule | tuple[Rule, ...]] = {
         "Only the grant's holder may see or accept; for anyone else the grant does not exist (404).",
         kwargs=lambda w: {"pk": w.cast.grants["granted"].pk},
     ),
+    # --- downloads ------------------------------------------------------------------------------
+    "version_download": (
+        Rule(_DOWNLOAD_A_PAGE,
+             "The page lists personal signed links, so only who may download gets it: the granted researcher. "
+             "Other signed-in users get a 403 page saying why and what to do; anonymous visitors are sent to sign in.",
+             kwargs=_V_A, label="gated A"),
+        Rule(by_role(200), "An open resource's files are for everyone, signed in or not.", kwargs=_V_OPEN, label="open"),
+        Rule(by_role(404), "An unpublished version does not exist for anyone outside the admin, the granted included.",
+             kwargs=_V_DRAFT, label="draft of A"),
+    ),
+    "version_urls": (
+        Rule(_DOWNLOAD_A_TEXT,
+             "For wget/curl on a cluster node: never a login redirect. Anonymous gets a 401 naming the Bearer token "
+             "to send; a signed-in user without access a 403 with the reason; the granted researcher the links.",
+             kwargs=_V_A, label="gated A"),
+        Rule(by_role(Status(200, TEXT)), "Open resource: links for everyone (anonymous ones name no account).",
+             kwargs=_V_OPEN, label="open"),
+        Rule(by_role(404), "A draft has no links.", kwargs=_V_DRAFT, label="draft of A"),
+    ),
+    "version_sha256sums": (
+        Rule(_DOWNLOAD_A_TEXT,
+             "Checksums (with the file names) of a gated release follow the same rule as its links.",
+             kwargs=_V_A, label="gated A"),
+        Rule(by_role(Status(200, TEXT)), "Open resource: for everyone.", kwargs=_V_OPEN, label="open"),
+        Rule(by_role(404), "A draft has no checksums.", kwargs=_V_DRAFT, label="draft of A"),
+    ),
+    # A signed link needs no cookie (wget on a cluster node has none), so who opens it is
+    # the link's holder; redeeming re-checks the holder's access every time. A signed-in
+    # browser presenting someone else's link is refused: links are personal and the audit
+    # trail must name who downloaded.
+    "file_download": (
+        Rule(by_role(Status(403, TEXT), anonymous=Status(401, TEXT), granted=Status(200, NDJSON)),
+             "Each role opens a link issued to itself: only the granted researcher gets the bytes. A link made "
+             "for an anonymous visitor of a gated resource asks to sign in (401); every other holder is refused "
+             "with the reason (403), reviewers and the superuser included (they hold no grant).",
+             kwargs_by_role=lambda w, role: _link(w, file=_shard_a(w), holder=role), label="own link to A"),
+        Rule(by_role(Status(403, TEXT), granted=Status(200, NDJSON), anonymous=Status(200, NDJSON)),
+             "The granted researcher's link: theirs in their browser, and without a cookie (wget); any other "
+             "signed-in account is told the link was issued to another account.",
+             kwargs=lambda w: _link(w, file=_shard_a(w), holder="granted"), label="granted's link to A"),
+        Rule(by_role(Status(403, TEXT)),
+             "Issued while the grant was active; since the revocation it serves no one, with or without a cookie.",
+             kwargs=lambda w: _link(w, file=_shard_a(w), holder="revoked"), label="revoked's link to A"),
+        Rule(by_role(Status(403, TEXT)),
+             "Issued while the grant was active; since its expiry it serves no one.",
+             kwargs=lambda w: _link(w, file=_shard_a(w), holder="expired"), label="expired's link to A"),
+        Rule(by_role(Status(403, TEXT)),
+             "One altered character breaks the signature: refused for everyone, the holder included.",
+             kwargs=lambda w: _link(w, file=_shard_a(w), holder="granted", altered=True), label="altered link"),
+        Rule(by_role(Status(410, TEXT)),
+             "Past its expiry a link is gone for everyone; the message says to fetch fresh links and resume.",
+             kwargs=lambda w: _link(w, file=_shard_a(w), holder="granted", now=time.time() - 2 * settings.DOWNLOAD_LINK_TTL),
+             label="link past its expiry"),
+        Rule(by_role(404),
+             "A token names one file: the granted researcher's link with another file's path in the URL serves nothing.",
+             kwargs=lambda w: _link(w, file=_shard_a(w), holder="granted", path="README.md"), label="link, other path"),
+        Rule(by_role(Status(200, JSON)), "Each role's own link to an open resource's file works.",
+             kwargs_by_role=lambda w, role: _link(w, file=_open_file(w), holder=role), label="own link to open"),
+        Rule(by_role(Status(200, JSON)),
+             "A link from the open resource's page seen signed out names no account, so it is nobody else's: "
+             "it works for everyone, signed in or not.",
+             kwargs=lambda w: _link(w, file=_open_file(w), holder="anonymous"), label="anonymous link to open"),
+    ),
+    "token_list": Rule(_OWN, "One's own tokens (no user id in the URL); any signed-in user may make tokens for "
+                             "scripts, which act as them and can download no more than they can."),
+    "token_revoke": Rule(by_role(405, anonymous=Redirect(LOGIN)),
+                         "POST only (the page's Revoke button); sign-in is checked first.",
+                         kwargs=lambda w: {"pk": w.token.pk}),
     # --- review -------------------------------------------------------------------------------
     "review_queue": Rule(
         by_role(**_REVIEW_GATE, reviewer_a=200, reviewer_b=200, admin=200),
@@ -272,6 +399,8 @@ ADMIN_AS_ADMIN: dict[str, tuple[Expect | int, str]] = {
     "admin:datasets_app_grant_delete": (403, "Read-only in the admin."),
     "admin:datasets_app_licenseversion_delete": (403, "License texts are never deleted."),
     "admin:portal_auditevent_add": (403, "The audit trail is append-only."),
+    "admin:datasets_app_accesstoken_add": (403, "A token is created by its owner on the Access tokens page, which shows it once."),
+    "admin:datasets_app_accesstoken_delete": (403, "Read-only in the admin: tokens are revoked, never deleted."),
     "admin:portal_auditevent_delete": (403, "The audit trail is append-only."),
 }
 # The unnamed "<path:object_id>/" pattern of every model admin redirects to the change page.
@@ -289,6 +418,7 @@ ADMIN_OBJECTS: dict[str, Callable[..., int]] = {
     "datasets_app.version": lambda w: w.version.pk,
     "datasets_app.accessrequest": lambda w: w.cast.requests["pending"].pk,
     "datasets_app.grant": lambda w: w.cast.grants["granted"].pk,
+    "datasets_app.accesstoken": lambda w: w.token.pk,
     "portal.profile": lambda w: w.cast.users["granted"].profile.pk,
     "portal.auditevent": lambda w: AuditEvent.objects.order_by("-seq").first().pk,
 }
@@ -408,6 +538,22 @@ POST_RULES: dict[str, PostRule | tuple[PostRule, ...]] = {
         effect=lambda w, role: Grant.objects.get(pk=_granted_a(w)).license_version_id == w.license_v2.pk,
         why="The POST test publishes license 2.0 first; only the grant's holder may accept it for that grant.",
         kwargs=lambda w: {"pk": _granted_a(w)},
+    ),
+    "token_list": PostRule(
+        by_role(200, anonymous=Redirect(LOGIN)),
+        data=lambda w, role: {"name": "matrix node", "scopes": ["read"], "days": "90"},
+        changes=_SIGNED_IN,
+        effect=lambda w, role: AccessToken.objects.filter(user=w.user(role), name="matrix node", revoked_at__isnull=True).exists(),
+        why="Anyone signed in creates tokens for themselves; the page shows the new token once (200, no redirect).",
+    ),
+    "token_revoke": PostRule(
+        by_role(404, anonymous=Redirect(LOGIN), granted=Redirect("/access/tokens/")),
+        data=lambda w, role: {},
+        changes=frozenset({"granted"}),
+        effect=lambda w, role: AccessToken.objects.get(pk=w.token.pk).revoked_at is not None,
+        why="Only the token's owner revokes it; for anyone else, the superuser included, it does not exist (404). "
+            "An account at risk is disabled instead, which stops all its tokens.",
+        kwargs=lambda w: {"pk": w.token.pk},
     ),
     # One admin form stands for the family: admin_view guards every method alike.
     "admin:datasets_app_resource_change": PostRule(

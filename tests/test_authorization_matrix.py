@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from types import ModuleType
 from urllib.parse import urlsplit
 
@@ -22,7 +23,9 @@ from django.urls import URLResolver, get_resolver, path, reverse
 from django.utils import timezone
 
 from datasets_app import services
-from datasets_app.models import AccessRequest, Grant, LicenseVersion, Resource, Version
+from datasets_app.models import AccessRequest, AccessToken, Grant, LicenseVersion, Resource, Version
+from datasets_app.publishing import version_publish
+from datasets_app.tokens import access_token_create
 from portal import urls as portal_urls
 from portal import views as portal_views
 from portal.models import AuditEvent
@@ -64,35 +67,60 @@ def endpoints() -> list[Endpoint]:
     return found
 
 
-# --- The world: the cast plus the few objects the admin and resource B need ------------------------
+# --- The world: the cast plus the few objects the admin, resource B and downloads need --------------
 
 @dataclass
 class World:
     cast: object
     group: Group
-    version: Version
+    version: Version  # an unpublished draft of resource A (the admin's version pages open it)
     request_b: AccessRequest  # pending on resource B
     grant_b: Grant  # active on resource B
+    release_a: Version  # published files of resource A (see m.RELEASE_A)
+    release_open: Version  # published files of the open resource (see m.RELEASE_OPEN)
+    token: AccessToken  # the granted researcher's personal access token
     license_v2: LicenseVersion | None = None
 
     def user(self, role: str):
         return self.cast.users[role.removesuffix("_no_mfa")]
 
 
+def _publish(resource, files: dict[str, bytes], folder: Path, actor) -> Version:
+    for path, content in files.items():
+        (folder / path).parent.mkdir(parents=True, exist_ok=True)
+        (folder / path).write_bytes(content)
+    return version_publish(resource=resource, name=m.RELEASE, source=str(folder), actor=actor)
+
+
+@pytest.fixture(autouse=True)
+def _fast_password_hashing(settings):
+    # The cast signs in with force_login; full-strength PBKDF2 for its users would be most of the setup.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
 @pytest.fixture
-def world(cast) -> World:
+def world(cast, settings, tmp_path) -> World:
+    # Release bytes go to a folder of this test, not to MEDIA_ROOT.
+    settings.STORAGES = {**settings.STORAGES, "default": {
+        "BACKEND": "django.core.files.storage.FileSystemStorage", "OPTIONS": {"location": str(tmp_path / "media")},
+    }}
     reviewer_b = cast.users["reviewer_b"]
     applicant_b, _ = make_user("applicant_b")
     holder_b, _ = make_user("holder_b")
     approved_b = apply(holder_b, cast.resource_b)
     grant_b = services.access_request_approve(access_request=approved_b, reviewer=reviewer_b,
                                               expires_at=timezone.now() + timedelta(days=90))
+    admin_user = cast.users["admin"]
+    token, _ = access_token_create(user=cast.users["granted"], name="cluster login node", scopes=["read"], days=30)
     return World(
         cast=cast,
         group=Group.objects.create(name="Data governance committee"),
-        version=Version.objects.create(resource=cast.resource_a, name="v1"),
+        version=Version.objects.create(resource=cast.resource_a, name="v2-draft"),
         request_b=apply(applicant_b, cast.resource_b),
         grant_b=grant_b,
+        release_a=_publish(cast.resource_a, m.RELEASE_A, tmp_path / "corpus-a", admin_user),
+        release_open=_publish(cast.open_resource, m.RELEASE_OPEN, tmp_path / "tokenizer", admin_user),
+        token=token,
     )
 
 
@@ -100,7 +128,7 @@ def world(cast) -> World:
 class Cell:
     key: str
     label: str
-    url: str
+    urls: dict  # role -> URL; the same URL for every role unless the rule has kwargs_by_role
     expect: dict  # role -> Expect
     why: str
 
@@ -169,14 +197,17 @@ def plan_gets(world: World) -> tuple[list[Cell], list[str]]:
             if endpoint.key in m.RULES:
                 rules = m.RULES[endpoint.key]
                 for rule in rules if isinstance(rules, tuple) else (rules,):
-                    if endpoint.params and rule.kwargs is None:
+                    if endpoint.params and rule.kwargs is None and rule.kwargs_by_role is None:
                         raise NoRule(f"rule for {endpoint.key} needs kwargs for {endpoint.params}")
-                    url = reverse(endpoint.name, kwargs=rule.kwargs(world) if rule.kwargs else None)
-                    cells.append(Cell(endpoint.key, rule.label, url, dict(rule.expect), rule.why))
+                    if rule.kwargs_by_role:
+                        urls = {role: reverse(endpoint.name, kwargs=rule.kwargs_by_role(world, role)) for role in m.ALL_ROLES}
+                    else:
+                        urls = dict.fromkeys(m.ALL_ROLES, reverse(endpoint.name, kwargs=rule.kwargs(world) if rule.kwargs else None))
+                    cells.append(Cell(endpoint.key, rule.label, urls, dict(rule.expect), rule.why))
             elif endpoint.is_admin:
                 expect, why = _admin_expect(endpoint)
                 for label, url in _admin_urls(endpoint, world):
-                    cells.append(Cell(endpoint.key, label, url, expect, why))
+                    cells.append(Cell(endpoint.key, label, dict.fromkeys(m.ALL_ROLES, url), expect, why))
             else:
                 raise NoRule(no_rule(endpoint))
         except NoRule as error:
@@ -204,6 +235,8 @@ def request(client: Client, method: str, url: str, data: dict | None = None, ins
     session_cookie = client.cookies.get("sessionid")
     with transaction.atomic():
         response = client.post(url, data or {}) if method == "POST" else client.get(url)
+        if response.streaming:  # read to the end, which closes the stored file a download holds open
+            b"".join(response.streaming_content)
         seen = inspect() if inspect else None
         transaction.set_rollback(True)
     # Back to the session the role signed in with, should a view have cycled it in the undone transaction.
@@ -222,20 +255,21 @@ def mismatches(cells: list[Cell], by_role: dict[str, Client]) -> list[str]:
     found = []
     for role, client in by_role.items():
         for cell in cells:
-            expected = cell.expect[role]
-            got, _ = request(client, "GET", cell.url)
-            if not expected.matches(got, cell.url):
-                found.append(f"{_name(cell.key, cell.label):45} {role:18} GET {cell.url}: expected {expected.describe(cell.url)}, "
+            expected, url = cell.expect[role], cell.urls[role]
+            got, _ = request(client, "GET", url)
+            if not expected.matches(got, url):
+                found.append(f"{_name(cell.key, cell.label):45} {role:18} GET {url}: expected {expected.describe(url)}, "
                              f"got {got.describe()}  ({cell.why})")
     return found
 
 
 def snapshot() -> tuple:
-    """What a forbidden POST must leave alone: requests, grants, resources, the audit trail."""
+    """What a forbidden POST must leave alone: requests, grants, resources, tokens, the audit trail."""
     return (
         list(AccessRequest.objects.order_by("pk").values_list("pk", "status", "decided_by", "decision_reason", "intended_use")),
         list(Grant.objects.order_by("pk").values_list("pk", "status", "expires_at", "ended_at", "license_version")),
         list(Resource.objects.order_by("pk").values_list("pk", "title", "access_policy", "license_version")),
+        list(AccessToken.objects.order_by("pk").values_list("pk", "user", "revoked_at")),
         AuditEvent.objects.count(),
     )
 
@@ -260,7 +294,7 @@ def post_mismatches(world: World, by_role: dict[str, Client]) -> tuple[list[str]
                 if not expected.matches(got, url):
                     problems.append(f"expected {expected.describe(url)}, got {got.describe()}")
                 if not ok:
-                    problems.append("the change did not happen" if allowed else "it changed requests, grants, resources or the audit trail")
+                    problems.append("the change did not happen" if allowed else "it changed requests, grants, resources, tokens or the audit trail")
                 if problems:
                     found.append(f"{_name(key, rule.label):45} {role:18} POST {url}: {'; '.join(problems)}  ({rule.why})")
     return found, checked

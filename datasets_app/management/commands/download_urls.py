@@ -22,6 +22,9 @@ class Command(BaseCommand):
             names = ", ".join(resource.versions.filter(published_at__isnull=False).values_list("name", flat=True)) or "none"
             raise CommandError(f"{resource.repo_id} has no published version {version!r}. Published versions: {names}.")
         [user] = users_by_name([username])
+        if not user.is_active:
+            # Redeeming refuses links of disabled accounts; printing them would only hand out dead links.
+            raise CommandError(f"{username} may not download {resource.repo_id}: the account is disabled.")
         decision = can_download(user, resource)
         if not decision:
             raise CommandError(f"{username} may not download {resource.repo_id}: {decision.message}")

@@ -1,0 +1,111 @@
+"""Fixtures for the download tests: a release folder, local storage, a published version,
+and real HTTP clients (curl, wget) run as subprocesses.
+
+Import the fixtures you use into the test module; the cast comes from tests/conftest.py.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from datasets_app.publishing import version_publish
+from portal.models import AuditEvent
+
+# Big enough that a rate-limited client is still mid-way after a second; small enough to be quick.
+BIG_SIZE = 1_500_000
+
+
+def release_bytes(seed: int, size: int) -> bytes:
+    return random.Random(seed).randbytes(size)
+
+
+def write_release(root: Path, files: dict[str, bytes]) -> Path:
+    for path, data in files.items():
+        target = root / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+    return root
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@pytest.fixture
+def release_files() -> dict[str, bytes]:
+    """What a custodian publishes: a README, two configs in the Hub layout, one big shard."""
+    return {
+        "README.md": b"# Corpus A\n\nShards of the test corpus, one folder per language.\n",
+        "data/en/part-00000.jsonl": b"".join(b'{"id": %d, "text": "hello"}\n' % i for i in range(2000)),
+        "data/fr/part-00000.parquet": release_bytes(1, BIG_SIZE),
+    }
+
+
+@pytest.fixture
+def release_folder(tmp_path, release_files) -> Path:
+    return write_release(tmp_path / "release-v1.0", release_files)
+
+
+@pytest.fixture
+def local_storage(settings, tmp_path) -> Path:
+    """Release bytes on the local disk, under this test's tmp folder."""
+    media = tmp_path / "media"
+    settings.STORAGES = {
+        "default": {"BACKEND": "django.core.files.storage.FileSystemStorage", "OPTIONS": {"location": str(media)}},
+        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    }
+    settings.DOWNLOAD_ACCEL_REDIRECT = ""
+    return media
+
+
+@pytest.fixture
+def published(cast, local_storage, release_folder):
+    """resource_a@v1.0, published from the release folder into local storage."""
+    return version_publish(resource=cast.resource_a, name="v1.0", source=str(release_folder), actor=cast.admin)
+
+
+def file_of(version, path: str):
+    return version.files.get(path=path)
+
+
+def downloads_since(seq: int) -> list[AuditEvent]:
+    return list(AuditEvent.objects.filter(seq__gt=seq, action="file_downloaded").order_by("seq"))
+
+
+def run(*args: str, cwd: Path | None = None, check: bool = True, timeout: float = 30) -> subprocess.CompletedProcess:
+    """Run a real HTTP client; its output is kept (as bytes) for the assertions."""
+    # LC_ALL=C: wget and sha256sum report in English, whatever the machine's locale.
+    result = subprocess.run(args, cwd=cwd, capture_output=True, timeout=timeout, env={**os.environ, "LC_ALL": "C"})
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(args)} exited {result.returncode}: {result.stderr.decode(errors='replace')}")
+    return result
+
+
+def curl(*args: str, **kwargs) -> subprocess.CompletedProcess:
+    return run("curl", "-sS", *args, **kwargs)
+
+
+def parse_headers(raw: bytes) -> tuple[int, dict[str, str]]:
+    """The status and headers of the last response in a `curl -D -` dump (after redirects)."""
+    blocks = [b for b in raw.decode("latin-1").replace("\r\n", "\n").split("\n\n") if b.startswith("HTTP/")]
+    lines = blocks[-1].strip().split("\n")
+    status = int(lines[0].split()[1])
+    headers = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    return status, headers
