@@ -306,7 +306,8 @@ def grant_reaccept(*, grant: Grant, user, request=None) -> Grant:
         raise GovernanceError("This grant belongs to someone else.")
     if not grant.is_current:
         raise GovernanceError("This grant is no longer active: request access again.")
-    current = grant.resource.license_version
+    # Read the current license from the database: the caller's resource may be stale.
+    current = Resource.objects.select_related("license_version").get(pk=grant.resource_id).license_version
     if current is None or current.pk == grant.license_version_id:
         return grant
     grant.license_version = current

@@ -173,6 +173,9 @@ if _s3_bucket:
             "default_acl": None,
             "file_overwrite": False,
             "querystring_auth": True,
+            "signature_version": env_str("S3_SIGNATURE_VERSION", "s3v4"),
+            # MinIO and Ceph usually want "path"; AWS works with the default.
+            "addressing_style": env_str("S3_ADDRESSING_STYLE"),
         },
     }
 else:

@@ -44,7 +44,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -148,29 +148,37 @@ def tail(path: Path, lines: int = 30) -> str:
         return ""
 
 
-# --- Memory ---------------------------------------------------------------------------------------
+# --- Server memory and CPU -------------------------------------------------------------------------
+
+_TICK = os.sysconf("SC_CLK_TCK")
 
 
-def _children() -> dict[int, list[int]]:
-    tree: dict[int, list[int]] = {}
+def _proc_table() -> list[tuple[int, int, str]]:
+    """(pid, ppid, title) of every process."""
+    table = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
             with open(f"/proc/{entry}/stat") as f:
                 ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                title = f.read().replace(b"\0", b" ").decode(errors="replace")
         except (OSError, IndexError, ValueError):
             continue
-        tree.setdefault(ppid, []).append(int(entry))
-    return tree
+        table.append((int(entry), ppid, title))
+    return table
 
 
-def process_tree(roots: list[int]) -> list[int]:
-    tree, found, todo = _children(), [], list(roots)
+def process_tree(roots: list[int], table=None) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for pid, ppid, _ in table or _proc_table():
+        children.setdefault(ppid, []).append(pid)
+    found, todo = [], list(roots)
     while todo:
         pid = todo.pop()
         found.append(pid)
-        todo.extend(tree.get(pid, []))
+        todo.extend(children.get(pid, []))
     return found
 
 
@@ -188,31 +196,65 @@ def rss_bytes(pids: list[int]) -> int:
     return total
 
 
-class PeakRSS:
-    """Samples the summed RSS of process trees (servers and their workers) in a thread."""
+def cpu_seconds(pid: int) -> float | None:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / _TICK  # utime + stime
+    except (OSError, IndexError, ValueError):
+        return None
 
-    def __init__(self, roots: list[int], interval: float = 0.05):
-        self.roots, self.interval, self.peak = roots, interval, 0
+
+class ServerMeter:
+    """Samples server processes in a thread while a measurement runs.
+
+    peak: the largest summed RSS of the servers' process trees (masters and workers).
+    cpu: CPU seconds those trees used meanwhile, plus the PostgreSQL backends serving
+    our database (matched by their process title), which do part of each redemption.
+    """
+
+    def __init__(self, roots: list[int], *, db_name: str | None = None, interval: float = 0.05):
+        self.roots, self.db_name, self.interval = roots, db_name, interval
+        self.peak, self._first, self._last = 0, {}, {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
 
+    def _pids(self) -> tuple[list[int], list[int]]:
+        table = _proc_table()
+        servers = process_tree(self.roots, table)
+        backends = [pid for pid, _, title in table if self.db_name and title.startswith("postgres:") and f" {self.db_name} " in title]
+        return servers, backends
+
+    def _take(self, servers: list[int], backends: list[int]) -> None:
+        self.peak = max(self.peak, rss_bytes(servers))
+        for pid in servers + backends:
+            used = cpu_seconds(pid)
+            if used is not None:
+                self._first.setdefault(pid, used)
+                self._last[pid] = used
+
     def _sample(self) -> None:
-        pids, refreshed = process_tree(self.roots), time.monotonic()
+        (servers, backends), refreshed = self._pids(), time.monotonic()
         while True:
-            self.peak = max(self.peak, rss_bytes(pids))
+            self._take(servers, backends)
             if self._stop.wait(self.interval):
                 return
-            if time.monotonic() - refreshed > 0.5:  # workers may be replaced
-                pids, refreshed = process_tree(self.roots), time.monotonic()
+            if time.monotonic() - refreshed > 0.5:  # workers and database connections may be replaced
+                (servers, backends), refreshed = self._pids(), time.monotonic()
+
+    @property
+    def cpu(self) -> float:
+        return sum(self._last[pid] - self._first[pid] for pid in self._last)
 
     def __enter__(self):
+        self._take(*self._pids())
         self._thread.start()
         return self
 
     def __exit__(self, *exc):
         self._stop.set()
         self._thread.join()
-        self.peak = max(self.peak, rss_bytes(process_tree(self.roots)))
+        self._take(*self._pids())
 
 
 # --- Set-up ---------------------------------------------------------------------------------------
@@ -505,13 +547,17 @@ def percentile(sorted_values: list[float], p: float) -> float:
 class PathResult:
     name: str
     url: str
-    roots: list[int]
+    roots: list[int]  # server processes whose trees serve this path (for RSS and CPU)
     single: list[float] = field(default_factory=list)  # GB/s per repeat
     parallel: list[float] = field(default_factory=list)  # aggregate GB/s per repeat
     ttfb: list[float] = field(default_factory=list)  # seconds
     errors: int = 0
     error_samples: list[str] = field(default_factory=list)
     peak_rss: int = 0
+    bulk_cpu: float = 0.0  # server CPU seconds during the 1x and 32x downloads
+    bulk_bytes: int = 0
+    small_cpu: float = 0.0  # server CPU seconds during the small ranged requests
+    small_requests: int = 0
 
     def error(self, what: str) -> None:
         self.errors += 1
@@ -530,6 +576,8 @@ class PathResult:
             "errors": self.errors,
             "error_samples": self.error_samples,
             "peak_rss_mib": round(self.peak_rss / 2**20, 1),
+            "server_cpu_s_per_gb": round(self.bulk_cpu / (self.bulk_bytes / GB), 3) if self.bulk_bytes else None,
+            "server_cpu_ms_per_small_request": round(self.small_cpu / self.small_requests * 1e3, 2) if self.small_requests else None,
         }
         if baseline is not None:
             out["single_ratio"] = round(out["single_gbps"] / statistics.median(baseline.single), 3)
@@ -554,15 +602,16 @@ def check_content(path: PathResult, data_file: Path, size: int) -> None:
                 path.error(f"content of bytes {start}-{end}: got {len(got)} bytes, not the file's")
 
 
-def measure_single(path: PathResult, size: int) -> None:
+def measure_single(path: PathResult, size: int) -> int:
     fetch = curl_one(path.url)
     if fetch.status != 200 or fetch.size != size:
         path.error(f"full download: HTTP {fetch.status}, {fetch.size} bytes")
     if fetch.size:
         path.single.append(fetch.size / fetch.total / GB)
+    return fetch.size
 
 
-def measure_parallel(path: PathResult, size: int, n: int) -> None:
+def measure_parallel(path: PathResult, size: int, n: int) -> int:
     bounds = [i * size // n for i in range(n + 1)]
     ranges = [(bounds[i], bounds[i + 1] - 1) for i in range(n)]
     wall, fetches = curl_parallel(path.url, ranges)
@@ -572,6 +621,7 @@ def measure_parallel(path: PathResult, size: int, n: int) -> None:
         if fetch.status != 206 or fetch.size != b - a + 1:
             path.error(f"range {a}-{b}: HTTP {fetch.status}, {fetch.size} bytes")
     path.parallel.append(received / wall / GB)
+    return received
 
 
 def measure_ttfb(path: PathResult, offsets: list[int], length: int) -> None:
@@ -590,24 +640,22 @@ def machine_info() -> dict:
         except (OSError, IndexError, subprocess.SubprocessError):
             return None
 
-    cpu = None
+    cpu = mem = None
     try:
         cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    mem = None
-    try:
         mem = round(int(next(line.split()[1] for line in open("/proc/meminfo") if line.startswith("MemTotal"))) / 2**20, 1)
     except (OSError, StopIteration):
         pass
     nginx = subprocess.run([shutil.which("nginx") or "/usr/sbin/nginx", "-v"], capture_output=True, text=True).stderr.strip()
     versions = subprocess.run([str(VENV_PYTHON), "-c", "import django, gunicorn, psycopg; print(django.__version__, gunicorn.__version__, psycopg.__version__)"],
-                              capture_output=True, text=True).stdout.split()
+                              capture_output=True, text=True).stdout.split() + [None] * 3
+    wrk = first(["sh", "-c", "wrk --version 2>&1"]) if shutil.which("wrk") else None
     return {
-        "cpu": cpu, "cores": os.cpu_count(), "memory_gib": mem, "kernel": platform.release(), "os": first(["sh", "-c", ". /etc/os-release; echo $PRETTY_NAME"]),
-        "python": platform.python_version(), "django": versions[0] if versions else None, "gunicorn": versions[1] if len(versions) > 1 else None,
-        "psycopg": versions[2] if len(versions) > 2 else None, "nginx": nginx.split("/")[-1] if nginx else None, "curl": first(["curl", "--version"]).split()[1],
-        "wrk": first(["sh", "-c", "wrk --version 2>&1"]) if shutil.which("wrk") else None,
+        "cpu": cpu, "cores": os.cpu_count(), "memory_gib": mem, "kernel": platform.release(),
+        "os": first(["sh", "-c", ". /etc/os-release; echo $PRETTY_NAME"]), "python": platform.python_version(),
+        "django": versions[0], "gunicorn": versions[1], "psycopg": versions[2],
+        "postgresql": first(["psql", "--version"]), "nginx": nginx.split("/")[-1] if nginx else None,
+        "curl": (first(["curl", "--version"]) or " ?").split()[1], "wrk": wrk.split(" [")[0] if wrk else None,
     }
 
 
@@ -622,25 +670,34 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smoke run: 64 MiB file, fewer repeats, prints only")
     parser.add_argument("--out", help="JSON results file (default: bench/results/downloads.json; none with --quick)")
+    parser.add_argument("--size-mib", type=int, help="file size (default 1024, quick 64)")
+    parser.add_argument("--workers", type=int, help="gunicorn sync workers (default 4)")
+    parser.add_argument("--single-repeats", type=int, help="full downloads per path (default 5, quick 2)")
+    parser.add_argument("--parallel-repeats", type=int, help="rounds of 32 ranged downloads per path (default 3, quick 1)")
     parser.add_argument("--admin-db-url", default=os.environ.get("BENCH_ADMIN_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"),
                         help="PostgreSQL URL allowed to CREATE/DROP DATABASE (env BENCH_ADMIN_DATABASE_URL)")
     args = parser.parse_args()
     profile = QUICK if args.quick else FULL
-    out = Path(args.out) if args.out else (None if args.quick else REPO / "bench" / "results" / "downloads.json")
-    for tool in ("curl",):
-        if not shutil.which(tool):
-            sys.exit(f"{tool} is required")
+    overrides = {"size": args.size_mib and args.size_mib * 2**20, "workers": args.workers,
+                 "single_repeats": args.single_repeats, "parallel_repeats": args.parallel_repeats}
+    profile = replace(profile, **{k: v for k, v in overrides.items() if v})
+    out = Path(args.out).resolve() if args.out else (None if args.quick else REPO / "bench" / "results" / "downloads.json")
+    missing = [tool for tool in ("curl",) if not shutil.which(tool)] + ([] if GUNICORN.exists() else [str(GUNICORN)])
+    if missing:
+        sys.exit(f"missing: {', '.join(missing)}")
 
     cleanup = Cleanup()
 
     def on_signal(signum, frame):
+        for other in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+            signal.signal(other, signal.SIG_IGN)  # a second signal must not interrupt the clean-up
         raise KeyboardInterrupt(f"signal {signum}")
 
     def on_alarm(signum, frame):
         raise Deadline(f"the run passed its {profile.deadline_s}s limit")
 
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGHUP, on_signal)
+    for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+        signal.signal(signum, on_signal)
     signal.signal(signal.SIGALRM, on_alarm)
     signal.alarm(profile.deadline_s)
     started, load_before = time.monotonic(), os.getloadavg()
@@ -722,28 +779,35 @@ def run(profile: Profile, admin_db_url: str, cleanup: Cleanup) -> dict:
             check_content(path, stored, profile.size)
             curl_one(path.url, "0-0")  # warm-up: workers imported and connected
 
+        @contextmanager
+        def metered(path: PathResult):
+            with ServerMeter(path.roots, db_name=None if path is paths[0] else db_name) as meter:
+                yield meter
+            path.peak_rss = max(path.peak_rss, meter.peak)
+
         # Paths take turns within each repeat, so drift in the machine's load hits them alike.
-        rng = random.Random(1234)
-        offsets = [rng.randrange(0, profile.size - profile.ttfb_bytes) for _ in range(profile.ttfb_requests)]
         log(f"single downloads x{profile.single_repeats}")
         for _ in range(profile.single_repeats):
             for path in paths:
-                with PeakRSS(path.roots) as rss:
-                    measure_single(path, profile.size)
-                path.peak_rss = max(path.peak_rss, rss.peak)
+                with metered(path) as meter:
+                    path.bulk_bytes += measure_single(path, profile.size)
+                path.bulk_cpu += meter.cpu
         log(f"{profile.parallel} concurrent ranged downloads x{profile.parallel_repeats}")
         for _ in range(profile.parallel_repeats):
             for path in paths:
-                with PeakRSS(path.roots) as rss:
-                    measure_parallel(path, profile.size, profile.parallel)
-                path.peak_rss = max(path.peak_rss, rss.peak)
+                with metered(path) as meter:
+                    path.bulk_bytes += measure_parallel(path, profile.size, profile.parallel)
+                path.bulk_cpu += meter.cpu
         log(f"time to first byte, {profile.ttfb_requests} ranged requests of {profile.ttfb_bytes} bytes")
+        rng = random.Random(1234)
+        offsets = [rng.randrange(0, profile.size - profile.ttfb_bytes) for _ in range(profile.ttfb_requests)]
         batches = 4
         for i in range(batches):
             for path in paths:
-                with PeakRSS(path.roots) as rss:
+                with metered(path) as meter:
                     measure_ttfb(path, offsets[i::batches], profile.ttfb_bytes)
-                path.peak_rss = max(path.peak_rss, rss.peak)
+                path.small_cpu += meter.cpu
+                path.small_requests += len(offsets[i::batches])
 
     # Redemptions on a server of their own with the bench urlconf (noop/); the transfer servers are stopped.
     with ExitStack() as servers:
@@ -753,45 +817,57 @@ def run(profile: Profile, admin_db_url: str, cleanup: Cleanup) -> dict:
                               settings="bench.downloads.bench_settings")
         rate_server = start_gunicorn(name="gunicorn-rate", env=env_rate, port=port_rate, workers=profile.workers, tmp=tmp, cleanup=phase)
         client = wrk_rate if shutil.which("wrk") else python_rate
+        client_name = client.__name__.split("_")[0]
         headers = {"Range": "bytes=0-0"}  # the same request for both: one byte from the link, "ok" from noop
         noop_url, link_url = f"http://127.0.0.1:{port_rate}/noop/", f"http://127.0.0.1:{port_rate}{link_path}"
-        log(f"request rates with {client.__name__.split('_')[0]}: no-op view vs signed link, {profile.rate_rounds} x {profile.rate_seconds}s each")
+        log(f"request rates with {client_name}: no-op view vs signed link, {profile.rate_rounds} x {profile.rate_seconds}s each")
         client(noop_url, seconds=1, connections=profile.rate_connections, headers=headers)  # warm-up
         client(link_url, seconds=1, connections=profile.rate_connections, headers=headers)
         audited_before = count_events(db_url, "file_downloaded")
-        noop_runs, link_runs, rate_rss = [], [], 0
+        runs: dict[str, list[tuple[Rate, float]]] = {"noop": [], "link": []}
+        rate_rss = 0
         for _ in range(profile.rate_rounds):
-            with PeakRSS([rate_server.pid]) as rss:
-                noop_runs.append(client(noop_url, seconds=profile.rate_seconds, connections=profile.rate_connections, headers=headers))
-                link_runs.append(client(link_url, seconds=profile.rate_seconds, connections=profile.rate_connections, headers=headers))
-            rate_rss = max(rate_rss, rss.peak)
+            for kind, url in (("noop", noop_url), ("link", link_url)):
+                with ServerMeter([rate_server.pid], db_name=db_name) as meter:
+                    rate = client(url, seconds=profile.rate_seconds, connections=profile.rate_connections, headers=headers)
+                runs[kind].append((rate, meter.cpu))
+                rate_rss = max(rate_rss, meter.peak)
         time.sleep(0.5)  # requests in flight when the client stopped finish
         audited = count_events(db_url, "file_downloaded") - audited_before
     verify = manage(env_plain, "verify_audit").strip()
 
     baseline = paths[0]
     results = {p.name: p.summary(None if p is baseline else baseline) for p in paths}
-    noop = statistics.median(r.per_second for r in noop_runs)
-    redeem = statistics.median(r.per_second for r in link_runs)
-    link_ok = sum(r.requests for r in link_runs)
 
-    def rate_json(runs):
-        return [{"per_second": round(r.per_second, 1), "requests": r.requests, "errors": r.errors,
-                 "p50_ms": r.p50_ms, "p99_ms": r.p99_ms} for r in runs]
+    def rate_json(kind):
+        return [{"per_second": round(r.per_second, 1), "requests": r.requests, "errors": r.errors, "p50_ms": r.p50_ms,
+                 "p99_ms": r.p99_ms, "server_cpu_ms_per_request": round(cpu / r.requests * 1e3, 3) if r.requests else None}
+                for r, cpu in runs[kind]]
 
+    def median_rate(kind):
+        return statistics.median(r.per_second for r, _ in runs[kind])
+
+    def cpu_per_request(kind):
+        requests = sum(r.requests for r, _ in runs[kind])
+        return round(sum(cpu for _, cpu in runs[kind]) / requests * 1e3, 3) if requests else None
+
+    noop, redeem = median_rate("noop"), median_rate("link")
+    link_ok = sum(r.requests for r, _ in runs["link"])
+    errors = sum(r.errors for kind in runs for r, _ in runs[kind])
     redemption = {
-        "client": client.__name__.split("_")[0], "connections": profile.rate_connections, "seconds_per_run": profile.rate_seconds,
+        "client": client_name, "connections": profile.rate_connections, "seconds_per_run": profile.rate_seconds,
         "request": "GET with Range: bytes=0-0 (the link answers 206 with one byte; noop answers 200 'ok')",
         "noop_per_second": round(noop, 1), "redemptions_per_second": round(redeem, 1), "ratio": round(redeem / noop, 3),
-        "noop_runs": rate_json(noop_runs), "redemption_runs": rate_json(link_runs),
-        "errors": sum(r.errors for r in noop_runs + link_runs),
+        # gunicorn master and workers plus the PostgreSQL backends of the bench database; not the client.
+        "server_cpu_ms_per_noop": cpu_per_request("noop"), "server_cpu_ms_per_redemption": cpu_per_request("link"),
+        "noop_runs": rate_json("noop"), "redemption_runs": rate_json("link"), "errors": errors,
         "audit_events_written": audited, "successful_redemptions_counted": link_ok,
         # Each redemption writes one event; the server may finish a few in flight after the client stops counting.
         "every_redemption_audited": link_ok <= audited <= link_ok + profile.rate_connections * 2 * profile.rate_rounds,
         "audit_chain": verify, "peak_rss_mib": round(rate_rss / 2**20, 1),
     }
     accel_r, guni_r = results["nginx+X-Accel"], results["gunicorn"]
-    total_errors = sum(r["errors"] for r in results.values()) + redemption["errors"]
+    total_errors = sum(r["errors"] for r in results.values()) + errors
     goals = {
         "x-accel >= 0.95x nginx (1x and 32x)": min(accel_r["single_ratio"], accel_r["parallel_ratio"]) >= GOALS["x-accel_vs_nginx"],
         "gunicorn >= 0.7x nginx (1x and 32x)": min(guni_r["single_ratio"], guni_r["parallel_ratio"]) >= GOALS["gunicorn_vs_nginx"],
@@ -801,14 +877,14 @@ def run(profile: Profile, admin_db_url: str, cleanup: Cleanup) -> dict:
     return {
         "benchmark": "downloads",
         "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "mode": "quick" if profile is QUICK else "full",
+        "mode": "quick" if profile.size < FULL.size else "full",
         "machine": machine_info(),
         "setup": {
             "file_bytes": profile.size, "gunicorn_workers": profile.workers, "gunicorn_worker_class": "sync",
             "single_repeats": profile.single_repeats, "parallel_downloads": profile.parallel,
             "parallel_repeats": profile.parallel_repeats, "ttfb_requests": profile.ttfb_requests, "ttfb_range_bytes": profile.ttfb_bytes,
             "throughput_unit": "GB/s = 1e9 bytes/s; 1x from curl's time_total, 32x = bytes / wall time from release to last exit",
-            "client": "curl (one process per download), loopback",
+            "client": "curl 1 process per download, loopback; server CPU = server process trees (+ PostgreSQL backends of the bench database)",
         },
         "paths": results,
         "redemption": redemption,
@@ -819,7 +895,9 @@ def run(profile: Profile, admin_db_url: str, cleanup: Cleanup) -> dict:
 def markdown(report: dict) -> str:
     size = report["setup"]["file_bytes"]
     n = report["setup"]["parallel_downloads"]
-    rows = [f"File: {size / 2**20:.0f} MiB, {report['machine']['cores']} cores; {report['mode']} run, {report['timestamp']}.", "",
+    load = report["machine"].get("load_average_1m", {})
+    rows = [f"File {size / 2**20:.0f} MiB; {report['machine']['cores']} cores, load average {load.get('start')} -> {load.get('end')}; "
+            f"{report['mode']} run, {report['timestamp']}.", "",
             f"| path | 1× GB/s | ratio | {n}× GB/s | ratio | TTFB p50 / p99 ms | errors | peak RSS MiB |",
             "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for name, r in report["paths"].items():
@@ -827,9 +905,10 @@ def markdown(report: dict) -> str:
                     f"{r.get('parallel_ratio', 1.0):.2f} | {r['ttfb_ms']['p50']:.2f} / {r['ttfb_ms']['p99']:.2f} | {r['errors']} | {r['peak_rss_mib']:.0f} |")
     red = report["redemption"]
     rows += ["", f"Signed-link redemptions: {red['redemptions_per_second']:.0f}/s vs no-op view {red['noop_per_second']:.0f}/s "
-                 f"(ratio {red['ratio']:.2f}; {red['client']}, {red['connections']} connections, errors {red['errors']}; "
-                 f"{red['audit_events_written']} audit events for {red['successful_redemptions_counted']} counted redemptions; "
-                 f"{red['audit_chain']}; peak RSS {red['peak_rss_mib']:.0f} MiB)", "", "Goals:"]
+                 f"on the same gunicorn (ratio {red['ratio']:.2f}; {red['client']}, {red['connections']} connections, errors {red['errors']}).",
+             f"Server CPU per request: redemption {red['server_cpu_ms_per_redemption']} ms, no-op {red['server_cpu_ms_per_noop']} ms "
+             f"(gunicorn + PostgreSQL backends). {red['audit_events_written']} audit events for {red['successful_redemptions_counted']} "
+             f"counted redemptions; {red['audit_chain']}", "", "Goals:"]
     rows += [f"- {'met' if ok else 'MISSED'}: {goal}" for goal, ok in report["goals"].items()]
     rows += ["", f"Run took {report.get('run_seconds', '?')} s."]
     return "\n".join(rows)
