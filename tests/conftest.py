@@ -10,6 +10,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from allauth.account.models import EmailAddress
@@ -125,6 +126,26 @@ def cast(db) -> Cast:
     for access_request in cast.requests.values():
         access_request.refresh_from_db()
     return cast
+
+
+@pytest.fixture
+def release_storage(settings, tmp_path) -> Path:
+    """Release files go to a FileSystemStorage under this test's tmp folder, served by Django."""
+    media = tmp_path / "media"
+    settings.STORAGES = {**settings.STORAGES, "default": {
+        "BACKEND": "django.core.files.storage.FileSystemStorage", "OPTIONS": {"location": str(media)},
+    }}
+    settings.DOWNLOAD_ACCEL_REDIRECT = ""
+    return media
+
+
+def write_release(root: Path, files: dict[str, bytes]) -> Path:
+    """Write {relative path: bytes} under root, the way a custodian's release folder looks."""
+    for path, data in files.items():
+        target = root / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+    return root
 
 
 def mfa_login(client, user, *, mfa: bool = True) -> None:

@@ -99,11 +99,7 @@ def _fast_password_hashing(settings):
 
 
 @pytest.fixture
-def world(cast, settings, tmp_path) -> World:
-    # Release bytes go to a folder of this test, not to MEDIA_ROOT.
-    settings.STORAGES = {**settings.STORAGES, "default": {
-        "BACKEND": "django.core.files.storage.FileSystemStorage", "OPTIONS": {"location": str(tmp_path / "media")},
-    }}
+def world(cast, settings, tmp_path, release_storage) -> World:
     reviewer_b = cast.users["reviewer_b"]
     applicant_b, _ = make_user("applicant_b")
     holder_b, _ = make_user("holder_b")

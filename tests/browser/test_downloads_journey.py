@@ -14,6 +14,7 @@ from django.template.defaultfilters import filesizeformat
 
 from datasets_app.publishing import version_publish
 from tests.browser.conftest import sign_in
+from tests.conftest import write_release
 
 pytestmark = pytest.mark.browser
 
@@ -26,15 +27,9 @@ FILES = {
 
 
 @pytest.fixture
-def release(cast, settings, tmp_path):
+def release(cast, release_storage, tmp_path):
     """Version v1 of resource A, published from a folder into a FileSystemStorage of this test."""
-    settings.STORAGES = {**settings.STORAGES, "default": {
-        "BACKEND": "django.core.files.storage.FileSystemStorage", "OPTIONS": {"location": str(tmp_path / "media")},
-    }}
-    source = tmp_path / "corpus-a"
-    for path, content in FILES.items():
-        (source / path).parent.mkdir(parents=True, exist_ok=True)
-        (source / path).write_bytes(content)
+    source = write_release(tmp_path / "corpus-a", FILES)
     return version_publish(resource=cast.resource_a, name="v1", source=str(source), actor=cast.admin,
                            changelog="First release: French and Breton.")
 

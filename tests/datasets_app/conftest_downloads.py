@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import write_release
+
 from datasets_app.publishing import version_publish
 from portal.models import AuditEvent
 
@@ -23,14 +25,6 @@ BIG_SIZE = 1_500_000
 
 def release_bytes(seed: int, size: int) -> bytes:
     return random.Random(seed).randbytes(size)
-
-
-def write_release(root: Path, files: dict[str, bytes]) -> Path:
-    for path, data in files.items():
-        target = root / path
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(data)
-    return root
 
 
 def sha256_hex(data: bytes) -> str:
@@ -61,15 +55,8 @@ def release_folder(tmp_path, release_files) -> Path:
 
 
 @pytest.fixture
-def local_storage(settings, tmp_path) -> Path:
-    """Release bytes on the local disk, under this test's tmp folder."""
-    media = tmp_path / "media"
-    settings.STORAGES = {
-        "default": {"BACKEND": "django.core.files.storage.FileSystemStorage", "OPTIONS": {"location": str(media)}},
-        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
-    }
-    settings.DOWNLOAD_ACCEL_REDIRECT = ""
-    return media
+def local_storage(release_storage) -> Path:
+    return release_storage
 
 
 @pytest.fixture

@@ -24,10 +24,7 @@ FILES = {
 
 
 @pytest.fixture
-def folder(settings, tmp_path):
-    settings.STORAGES = {**settings.STORAGES, "default": {
-        "BACKEND": "django.core.files.storage.FileSystemStorage", "OPTIONS": {"location": str(tmp_path / "store")},
-    }}
+def folder(settings, tmp_path, release_storage):
     settings.PORTAL_BASE_URL = BASE
 
     def folder(name: str, files: dict[str, bytes]) -> str:

@@ -17,27 +17,18 @@ from datasets_app.publishing import version_publish
 from datasets_app.services import GovernanceError
 from datasets_app.tasks import publish_version
 from portal.models import AuditEvent
-from tests.conftest import mfa_login
+from tests.conftest import mfa_login, write_release
 from tests.datasets_app.conftest import actions_since, assert_audit_chain_intact, last_seq, shown_messages
 
 MIB = 2**20
 
 
 @pytest.fixture
-def store_root(settings, tmp_path) -> Path:
-    root = tmp_path / "store"
-    settings.STORAGES = {**settings.STORAGES, "default": {
-        "BACKEND": "django.core.files.storage.FileSystemStorage", "OPTIONS": {"location": str(root)},
-    }}
-    return root
+def store_root(release_storage) -> Path:
+    return release_storage
 
 
-def write_tree(root: Path, files: dict[str, bytes]) -> Path:
-    for path, data in files.items():
-        target = root / path
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(data)
-    return root
+write_tree = write_release
 
 
 def stored_objects(store_root: Path) -> set[str]:

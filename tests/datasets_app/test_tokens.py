@@ -16,7 +16,7 @@ from datasets_app.models import AccessToken
 from datasets_app.publishing import version_publish
 from datasets_app.tokens import access_token_create
 from portal.models import AuditEvent
-from tests.conftest import client_for
+from tests.conftest import client_for, write_release
 from tests.datasets_app.conftest import actions_since, assert_audit_chain_intact, last_seq, shown_messages
 
 URLS = "/resources/test/corpus-a/versions/v1/urls.txt"
@@ -29,14 +29,8 @@ FILES = {
 
 
 @pytest.fixture
-def published(cast, settings, tmp_path):
-    settings.STORAGES = {**settings.STORAGES, "default": {
-        "BACKEND": "django.core.files.storage.FileSystemStorage", "OPTIONS": {"location": str(tmp_path / "store")},
-    }}
-    source = tmp_path / "release"
-    for path, data in FILES.items():
-        (source / path).parent.mkdir(parents=True, exist_ok=True)
-        (source / path).write_bytes(data)
+def published(cast, release_storage, tmp_path):
+    source = write_release(tmp_path / "release", FILES)
     return version_publish(resource=cast.resource_a, name="v1", source=str(source), actor=None)
 
 
