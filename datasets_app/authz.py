@@ -47,9 +47,13 @@ def can_download(user, resource: Resource) -> Decision:
 
     request_url = reverse("access_request", kwargs={"namespace": resource.namespace, "slug": resource.slug})
     now = timezone.now()
-    grant = Grant.objects.filter(user=user, resource=resource, status=Grant.Status.ACTIVE).select_related("license_version").first()
+    grant = (
+        Grant.objects.filter(user=user, resource=resource, status=Grant.Status.ACTIVE)
+        .select_related("license_version__license").defer("license_version__text").first()
+    )
     if grant is not None and grant.expires_at > now:
-        if grant.needs_reacceptance:
+        # Compared here rather than with grant.needs_reacceptance, which would load the resource again.
+        if resource.license_version_id is not None and resource.license_version_id != grant.license_version_id:
             current = resource.license_version
             return Decision(
                 False, "license_changed",

@@ -129,6 +129,14 @@ def _byte_range(request, size: int, etag: str):
     return max(0, size - suffix), size - 1
 
 
+_FILE_FIELDS = (
+    "id", "path", "size", "sha256", "content_type", "storage_key",
+    "version__id", "version__name", "version__published_at",
+    "version__resource__id", "version__resource__namespace", "version__resource__slug",
+    "version__resource__access_policy", "version__resource__license_version_id",
+)
+
+
 class _RangeReader:
     """Reads `length` bytes from an open file; exposes fileno so servers can sendfile it."""
 
@@ -156,12 +164,17 @@ def file_download(request, token, path):
         claims = link_claims(token)
     except LinkError as error:
         return text_response(error.status, str(error))
-    file = File.objects.select_related("version__resource__license_version").filter(pk=claims.file_id).first()
+    # Only what redemption needs: this runs on every range request of every download.
+    file = (
+        File.objects.select_related("version__resource")
+        .only(*_FILE_FIELDS)
+        .filter(pk=claims.file_id).first()
+    )
     if file is None or file.path != path or file.version.published_at is None:
         return text_response(404, "This link names a file that is not part of a published version. Copy it again from the download page.")
     resource = file.version.resource
     if claims.user_id:
-        user = get_user_model().objects.filter(pk=claims.user_id, is_active=True).first()
+        user = get_user_model().objects.only("id", "username", "is_active").filter(pk=claims.user_id, is_active=True).first()
         if user is None:
             return text_response(403, "The account this link was issued to is disabled.")
     else:

@@ -5,7 +5,7 @@ One run, one machine, loopback only, one client (curl; wrk or a Python client fo
 request rates). Paths compared, all on the same published file:
 
   nginx static     nginx sends the stored object directly: the baseline (the limit)
-  gunicorn         `gunicorn portal.wsgi` (sync workers) redeems the link and sends
+  gunicorn         `gunicorn -c gunicorn.conf.py portal.wsgi` (gthread workers) redeems the link and sends
                    the bytes itself (FileResponse -> sendfile)
   nginx+X-Accel    nginx proxies to gunicorn (DOWNLOAD_ACCEL_REDIRECT=/_protected/),
                    which authorizes and answers X-Accel-Redirect; nginx sends the bytes
@@ -43,7 +43,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -324,7 +324,10 @@ def portal_env(*, tmp: Path, db_url: str, base_url: str, secret: str, accel: str
 
 def start_gunicorn(*, name: str, env: dict, port: int, workers: int, tmp: Path, cleanup: Cleanup) -> subprocess.Popen:
     log = tmp / f"{name}.log"
-    cmd = [str(GUNICORN), "portal.wsgi", "--workers", str(workers), "--bind", f"127.0.0.1:{port}", "--chdir", str(REPO)]
+    # The production configuration (gunicorn.conf.py: gthread workers, sendfile), only
+    # the worker count and the port set here; the access log is off as for nginx.
+    cmd = [str(GUNICORN), "-c", str(REPO / "gunicorn.conf.py"), "portal.wsgi", "--workers", str(workers),
+           "--bind", f"127.0.0.1:{port}", "--chdir", str(REPO), "--access-logfile", "/dev/null"]
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=open(log, "ab"), stderr=subprocess.STDOUT, start_new_session=True)
     # SIGINT is gunicorn's quick shutdown (SIGTERM waits for requests up to 30 s).
     cleanup.push(f"stop {name}", lambda: stop_process(proc, sig=signal.SIGINT))
@@ -553,11 +556,18 @@ class PathResult:
     ttfb: list[float] = field(default_factory=list)  # seconds
     errors: int = 0
     error_samples: list[str] = field(default_factory=list)
-    peak_rss: int = 0
-    bulk_cpu: float = 0.0  # server CPU seconds during the 1x and 32x downloads
-    bulk_bytes: int = 0
-    small_cpu: float = 0.0  # server CPU seconds during the small ranged requests
-    small_requests: int = 0
+    # Per scenario ("1x", "32x", "ttfb"): peak summed RSS, server CPU seconds, and bytes or requests served.
+    peak_rss: dict = field(default_factory=dict)
+    cpu: dict = field(default_factory=dict)
+    served: dict = field(default_factory=dict)
+
+    def account(self, scenario: str, meter: "ServerMeter", served: int) -> None:
+        self.peak_rss[scenario] = max(self.peak_rss.get(scenario, 0), meter.peak)
+        self.cpu[scenario] = self.cpu.get(scenario, 0.0) + meter.cpu
+        self.served[scenario] = self.served.get(scenario, 0) + served
+
+    def _cpu_per(self, scenario: str, unit: float, digits: int):
+        return round(self.cpu[scenario] / (self.served[scenario] / unit), digits) if self.served.get(scenario) else None
 
     def error(self, what: str) -> None:
         self.errors += 1
@@ -575,9 +585,11 @@ class PathResult:
                         "min": round(ttfb[0] * 1e3, 2), "max": round(ttfb[-1] * 1e3, 2), "n": len(ttfb)},
             "errors": self.errors,
             "error_samples": self.error_samples,
-            "peak_rss_mib": round(self.peak_rss / 2**20, 1),
-            "server_cpu_s_per_gb": round(self.bulk_cpu / (self.bulk_bytes / GB), 3) if self.bulk_bytes else None,
-            "server_cpu_ms_per_small_request": round(self.small_cpu / self.small_requests * 1e3, 2) if self.small_requests else None,
+            "peak_rss_mib": round(max(self.peak_rss.values()) / 2**20, 1),
+            "peak_rss_mib_by_scenario": {k: round(v / 2**20, 1) for k, v in self.peak_rss.items()},
+            # CPU of the server processes (and, for signed links, PostgreSQL backends): clock-tick (10 ms) resolution.
+            "server_cpu_s_per_gb": {"1x": self._cpu_per("1x", GB, 3), "32x": self._cpu_per("32x", GB, 3)},
+            "server_cpu_ms_per_ttfb_request": round(self._cpu_per("ttfb", 1, 6) * 1e3, 2) if self.served.get("ttfb") else None,
         }
         if baseline is not None:
             out["single_ratio"] = round(out["single_gbps"] / statistics.median(baseline.single), 3)
@@ -671,7 +683,7 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="smoke run: 64 MiB file, fewer repeats, prints only")
     parser.add_argument("--out", help="JSON results file (default: bench/results/downloads.json; none with --quick)")
     parser.add_argument("--size-mib", type=int, help="file size (default 1024, quick 64)")
-    parser.add_argument("--workers", type=int, help="gunicorn sync workers (default 4)")
+    parser.add_argument("--workers", type=int, help="gunicorn workers (default 4), gthread as in gunicorn.conf.py")
     parser.add_argument("--single-repeats", type=int, help="full downloads per path (default 5, quick 2)")
     parser.add_argument("--parallel-repeats", type=int, help="rounds of 32 ranged downloads per path (default 3, quick 1)")
     parser.add_argument("--admin-db-url", default=os.environ.get("BENCH_ADMIN_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"),
@@ -703,6 +715,8 @@ def main() -> int:
     started, load_before = time.monotonic(), os.getloadavg()
     try:
         report = run(profile, args.admin_db_url, cleanup)
+        report["mode"] = "quick" if args.quick else "full"
+        report["setup"]["overrides"] = {k: v for k, v in overrides.items() if v}
     except (Deadline, KeyboardInterrupt) as error:
         print(f"stopped: {error}", file=sys.stderr)
         return 1
@@ -779,25 +793,22 @@ def run(profile: Profile, admin_db_url: str, cleanup: Cleanup) -> dict:
             check_content(path, stored, profile.size)
             curl_one(path.url, "0-0")  # warm-up: workers imported and connected
 
-        @contextmanager
-        def metered(path: PathResult):
-            with ServerMeter(path.roots, db_name=None if path is paths[0] else db_name) as meter:
-                yield meter
-            path.peak_rss = max(path.peak_rss, meter.peak)
+        def metered(path: PathResult) -> ServerMeter:
+            return ServerMeter(path.roots, db_name=None if path is paths[0] else db_name)
 
         # Paths take turns within each repeat, so drift in the machine's load hits them alike.
         log(f"single downloads x{profile.single_repeats}")
         for _ in range(profile.single_repeats):
             for path in paths:
                 with metered(path) as meter:
-                    path.bulk_bytes += measure_single(path, profile.size)
-                path.bulk_cpu += meter.cpu
+                    received = measure_single(path, profile.size)
+                path.account("1x", meter, received)
         log(f"{profile.parallel} concurrent ranged downloads x{profile.parallel_repeats}")
         for _ in range(profile.parallel_repeats):
             for path in paths:
                 with metered(path) as meter:
-                    path.bulk_bytes += measure_parallel(path, profile.size, profile.parallel)
-                path.bulk_cpu += meter.cpu
+                    received = measure_parallel(path, profile.size, profile.parallel)
+                path.account("32x", meter, received)
         log(f"time to first byte, {profile.ttfb_requests} ranged requests of {profile.ttfb_bytes} bytes")
         rng = random.Random(1234)
         offsets = [rng.randrange(0, profile.size - profile.ttfb_bytes) for _ in range(profile.ttfb_requests)]
@@ -806,8 +817,7 @@ def run(profile: Profile, admin_db_url: str, cleanup: Cleanup) -> dict:
             for path in paths:
                 with metered(path) as meter:
                     measure_ttfb(path, offsets[i::batches], profile.ttfb_bytes)
-                path.small_cpu += meter.cpu
-                path.small_requests += len(offsets[i::batches])
+                path.account("ttfb", meter, len(offsets[i::batches]))
 
     # Redemptions on a server of their own with the bench urlconf (noop/); the transfer servers are stopped.
     with ExitStack() as servers:
@@ -877,10 +887,10 @@ def run(profile: Profile, admin_db_url: str, cleanup: Cleanup) -> dict:
     return {
         "benchmark": "downloads",
         "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "mode": "quick" if profile.size < FULL.size else "full",
+        "mode": None,  # set by main()
         "machine": machine_info(),
         "setup": {
-            "file_bytes": profile.size, "gunicorn_workers": profile.workers, "gunicorn_worker_class": "sync",
+            "file_bytes": profile.size, "gunicorn_workers": profile.workers, "gunicorn_worker_class": "gthread",
             "single_repeats": profile.single_repeats, "parallel_downloads": profile.parallel,
             "parallel_repeats": profile.parallel_repeats, "ttfb_requests": profile.ttfb_requests, "ttfb_range_bytes": profile.ttfb_bytes,
             "throughput_unit": "GB/s = 1e9 bytes/s; 1x from curl's time_total, 32x = bytes / wall time from release to last exit",
