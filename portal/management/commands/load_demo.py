@@ -1,4 +1,7 @@
-"""Demo data for the embedded default: two releases, a license, two users."""
+"""Demo data for the embedded default: three releases, two licenses, two users."""
+
+import tempfile
+from pathlib import Path
 
 from allauth.account.models import EmailAddress
 from allauth.mfa.models import Authenticator
@@ -9,6 +12,7 @@ from django.core.management.base import BaseCommand
 from django.db import transaction
 
 from datasets_app.models import AccessQuestion, License, LicenseVersion, Resource
+from datasets_app.publishing import version_publish
 
 DEMO_LICENSE = """Responsible Data Use Agreement, version 1.0
 
@@ -26,6 +30,15 @@ MODEL_LICENSE = """Open Responsible AI License for the released model, version 1
 2. You will not use the model for the uses listed in Attachment A (surveillance, disinformation, discrimination, medical advice without oversight).
 3. You will pass these use restrictions on to anyone you share the model or a derivative with.
 """
+
+# Small stand-ins written here, so that a fresh portal has something to download.
+DEMO_CORPUS_FILES = {
+    "README.md": "# UDHR demo release\n\nThree small configs, one per language, in JSON lines.\n",
+    "data/en/train-00000-of-00001.jsonl": '{"id": "en-1", "text": "All human beings are born free and equal in dignity and rights."}\n',
+    "data/fr/train-00000-of-00001.jsonl": '{"id": "fr-1", "text": "Tous les êtres humains naissent libres et égaux en dignité et en droits."}\n',
+    "data/ar/train-00000-of-00001.jsonl": '{"id": "ar-1", "text": "يولد جميع الناس أحراراً متساوين في الكرامة والحقوق."}\n',
+}
+DEMO_TOKENIZER_FILES = {"tokenizer.json": '{"version": "1.0", "model": {"type": "BPE", "vocab": {"<s>": 0, "</s>": 1}}}\n'}
 
 PASSWORDS = {"admin": "admin-demo-pass", "researcher": "researcher-demo-pass"}
 
@@ -69,16 +82,30 @@ class Command(BaseCommand):
             "access_policy": Resource.Policy.GATED_AUTO, "license_version": model_v1, "default_grant_days": 730,
         })
         model.reviewers.add(admin)
-        Resource.objects.get_or_create(namespace="bigscience", slug="tokenizer", defaults={
+        tokenizer, _ = Resource.objects.get_or_create(namespace="bigscience", slug="tokenizer", defaults={
             "kind": Resource.Kind.CHECKPOINT, "title": "Multilingual tokenizer",
             "summary": "The 250k-token byte-level BPE tokenizer, open to everyone.", "access_policy": Resource.Policy.OPEN,
         })
+
+        self._publish(corpus, "v1.0", DEMO_CORPUS_FILES, "Demo release: three languages.")
+        self._publish(tokenizer, "v1.0", DEMO_TOKENIZER_FILES, "Demo release.")
 
         secret = self._totp(admin)
         self.stdout.write(self.style.SUCCESS("Demo data ready."))
         self.stdout.write(f"  admin and reviewer:  admin / {PASSWORDS['admin']}   (TOTP secret {secret}; "
                           "current code: .venv/bin/python manage.py demo_totp admin)")
         self.stdout.write(f"  researcher:          researcher / {PASSWORDS['researcher']}")
+
+    @staticmethod
+    def _publish(resource, name, files, changelog):
+        if resource.versions.filter(name=name, published_at__isnull=False).exists():
+            return
+        with tempfile.TemporaryDirectory() as folder:
+            for path, text in files.items():
+                target = Path(folder) / path
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_text(text, encoding="utf-8")
+            version_publish(resource=resource, name=name, source=folder, actor=None, changelog=changelog)
 
     @staticmethod
     def _license_version(license, version, text):

@@ -1,0 +1,26 @@
+from django.contrib.auth import authenticate
+from django.core.management import call_command
+
+from datasets_app.authz import can_download
+from datasets_app.models import Resource, Version
+from portal.audit import audit_verify
+from portal.management.commands.load_demo import PASSWORDS
+
+
+def test_it_loads_a_usable_demo_twice_without_duplicates(db, release_storage, capsys):
+    call_command("load_demo")
+    call_command("load_demo")
+    out = capsys.readouterr().out
+    assert "admin / admin-demo-pass" in out and "researcher / researcher-demo-pass" in out
+
+    assert authenticate(username="admin", password=PASSWORDS["admin"]).is_superuser
+    researcher = authenticate(username="researcher", password=PASSWORDS["researcher"])
+    assert researcher.profile.is_complete
+    assert Resource.objects.count() == 3
+    assert list(Version.objects.order_by("resource__slug").values_list("resource__slug", "name", "status")) == [
+        ("roots-udhr", "v1.0", "published"), ("tokenizer", "v1.0", "published"),
+    ]
+    corpus = Resource.objects.get(slug="roots-udhr")
+    assert can_download(researcher, corpus).code == "request_required"  # the demo starts with a request to make
+    assert can_download(researcher, Resource.objects.get(slug="tokenizer")).allowed
+    assert audit_verify()[1] is None
