@@ -214,13 +214,21 @@ def file_download(request, token, path):
         response["Content-Disposition"] = disposition
         response["Cache-Control"] = "private, no-store"
         return response
-    return _serve_local(store.local_path(file.storage_key, storage=storage), file, byte_range, etag, disposition)
+    return _serve_local(request, store.local_path(file.storage_key, storage=storage), file, byte_range, etag, disposition)
 
 
-def _serve_local(path, file, byte_range, etag, disposition):
+def _serve_local(request, path, file, byte_range, etag, disposition):
     headers = {"ETag": etag, "Accept-Ranges": "bytes", "Content-Disposition": disposition, "Cache-Control": "private, no-store"}
     if byte_range == "unsatisfiable":
         response = HttpResponse(status=416, headers={**headers, "Content-Range": f"bytes */{file.size}"})
+        return response
+    if request.method == "HEAD":
+        # Headers only: a file response would be sent whole by gunicorn's sendfile, HEAD or not.
+        start, end = byte_range or (0, file.size - 1)
+        response = HttpResponse(status=206 if byte_range else 200, content_type=file.content_type, headers=headers)
+        response["Content-Length"] = str(max(end - start + 1, 0))
+        if byte_range:
+            response["Content-Range"] = f"bytes {start}-{end}/{file.size}"
         return response
     try:
         handle = open(path, "rb")

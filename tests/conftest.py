@@ -148,6 +148,18 @@ def write_release(root: Path, files: dict[str, bytes]) -> Path:
     return root
 
 
+def subprocess_database_url() -> str:
+    """DATABASE_URL for a server or worker process that a test starts on its test database."""
+    from django.conf import settings
+    from django.db import connection
+
+    db = settings.DATABASES["default"]
+    if connection.vendor == "sqlite":
+        return f"sqlite:///{Path(db['NAME']).resolve()}"
+    auth = db["USER"] + (f":{db['PASSWORD']}" if db.get("PASSWORD") else "")
+    return f"postgres://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+
+
 def mfa_login(client, user, *, mfa: bool = True) -> None:
     """Sign `user` in on a test client; with mfa, as if they had entered a TOTP code."""
     client.force_login(user)
