@@ -4,6 +4,7 @@ interrupted and resumed, checked with sha256sum."""
 
 from __future__ import annotations
 
+import shutil
 from datetime import timedelta
 
 import pytest
@@ -289,3 +290,21 @@ def test_it_writes_no_download_event_for_listing_links(cast, published):
     seq = last_seq()
     client_for(Client(), cast, "granted").get(VERSION_URL + "urls.txt")
     assert downloads_since(seq) == []
+
+
+@pytest.mark.skipif(shutil.which("aria2c") is None, reason="aria2c is not installed (apt-get install aria2; CI installs it)")
+def test_it_downloads_with_aria2c_in_parallel_and_checks_the_sha256(cast, published, live_server, tmp_path):
+    """aria2c -x 4 -i on the aria2 list: paths kept, several connections per file, checksums verified."""
+    node = tmp_path / "node"
+    node.mkdir()
+    token = read_token(cast)
+    base = live_server.url + VERSION_URL
+    curl("-fsSL", "-H", f"Authorization: Bearer {token}", base + "urls.txt?client=aria2", "-o", "urls.aria2.txt", cwd=node)
+    curl("-fsSL", "-H", f"Authorization: Bearer {token}", base + "SHA256SUMS", "-o", "SHA256SUMS", cwd=node)
+    seq = last_seq()
+
+    run("aria2c", "-q", "-c", "-x", "4", "-s", "4", "-k", "1M", "--auto-file-renaming=false", "-i", "urls.aria2.txt", cwd=node, timeout=60)
+
+    assert run("sha256sum", "-c", "SHA256SUMS", cwd=node).stdout.decode().count(": OK") == 3
+    ranges = [e.data["range"] for e in downloads_since(seq) if e.data["path"] == BIG]
+    assert len(ranges) > 1 and any(r.startswith("bytes=") for r in ranges)  # split across connections
