@@ -45,12 +45,13 @@ def can_download(user, resource: Resource) -> Decision:
     if policy == Resource.Policy.REGISTERED:
         return Decision(True, "registered")
 
-    request_url = reverse("access_request", kwargs={"namespace": resource.namespace, "slug": resource.slug})
     now = timezone.now()
-    grant = (
+    # At most one active grant exists (a database constraint), so no ordering is needed:
+    # [:1] rather than first() spares compiling an ORDER BY on every download request.
+    grant = next(iter(
         Grant.objects.filter(user=user, resource=resource, status=Grant.Status.ACTIVE)
-        .select_related("license_version__license").defer("license_version__text").first()
-    )
+        .select_related("license_version__license").defer("license_version__text")[:1]
+    ), None)
     if grant is not None and grant.expires_at > now:
         # Compared here rather than with grant.needs_reacceptance, which would load the resource again.
         if resource.license_version_id is not None and resource.license_version_id != grant.license_version_id:
@@ -63,6 +64,7 @@ def can_download(user, resource: Resource) -> Decision:
             )
         return Decision(True, "granted", grant=grant)
 
+    request_url = reverse("access_request", kwargs={"namespace": resource.namespace, "slug": resource.slug})
     # An open request is the next step, even after an expiry or a revocation: telling
     # someone who already re-applied to "apply again" sends them in a circle.
     pending = AccessRequest.objects.filter(user=user, resource=resource, status__in=AccessRequest.OPEN_STATUSES).first()

@@ -165,16 +165,12 @@ def file_download(request, token, path):
     except LinkError as error:
         return text_response(error.status, str(error))
     # Only what redemption needs: this runs on every range request of every download.
-    file = (
-        File.objects.select_related("version__resource")
-        .only(*_FILE_FIELDS)
-        .filter(pk=claims.file_id).first()
-    )
+    file = next(iter(File.objects.select_related("version__resource").only(*_FILE_FIELDS).filter(pk=claims.file_id)[:1]), None)
     if file is None or file.path != path or file.version.published_at is None:
         return text_response(404, "This link names a file that is not part of a published version. Copy it again from the download page.")
     resource = file.version.resource
     if claims.user_id:
-        user = get_user_model().objects.only("id", "username", "is_active").filter(pk=claims.user_id, is_active=True).first()
+        user = next(iter(get_user_model().objects.only("id", "username", "is_active").filter(pk=claims.user_id, is_active=True)[:1]), None)
         if user is None:
             return text_response(403, "The account this link was issued to is disabled.")
     else:

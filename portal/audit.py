@@ -69,7 +69,11 @@ def audit_record(
         if connection.vendor == "postgresql":
             with connection.cursor() as cursor:
                 cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_ADVISORY_LOCK_KEY])
-        last = AuditEvent.objects.order_by("-seq").values_list("seq", "hash").first()
+        # Plain SQL on this path: every governance action and every served download
+        # comes through here, and compiling ORM queries was most of its cost.
+        with connection.cursor() as cursor:
+            cursor.execute(_LAST_SQL)
+            last = cursor.fetchone()
         seq, prev_hash = (last[0] + 1, last[1]) if last else (1, GENESIS_HASH)
         authenticated = actor is not None and getattr(actor, "is_authenticated", False)
         event = AuditEvent(
@@ -87,8 +91,22 @@ def audit_record(
             prev_hash=prev_hash,
         )
         event.hash = event_hash(event)
-        event.save(force_insert=True)
+        with connection.cursor() as cursor:
+            cursor.execute(_insert_sql(), [f.get_db_prep_save(getattr(event, f.attname), connection) for f in _INSERT_FIELDS])
+            event.pk = cursor.fetchone()[0]
+        event._state.adding = False
     return event
+
+
+_TABLE = AuditEvent._meta.db_table
+_LAST_SQL = f'SELECT "seq", "hash" FROM "{_TABLE}" ORDER BY "seq" DESC LIMIT 1'
+_INSERT_FIELDS = [f for f in AuditEvent._meta.concrete_fields if not f.primary_key]
+
+
+def _insert_sql() -> str:
+    columns = ", ".join(connection.ops.quote_name(f.column) for f in _INSERT_FIELDS)
+    placeholders = ", ".join(["%s"] * len(_INSERT_FIELDS))
+    return f'INSERT INTO "{_TABLE}" ({columns}) VALUES ({placeholders}) RETURNING "id"'
 
 
 @dataclass(frozen=True)
