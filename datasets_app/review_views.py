@@ -25,7 +25,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from datasets_app.authz import reviewable_resources
 from datasets_app.forms import ApproveForm, BulkForm, ReasonForm
-from datasets_app.models import AccessRequest, Grant, Resource
+from datasets_app.models import AccessRequest, Grant
 from datasets_app.services import (
     GovernanceError,
     access_request_approve,

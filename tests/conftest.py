@@ -7,6 +7,8 @@ pending, rejected, revoked, expired, stranger, anonymous.
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
 import time
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -19,7 +21,7 @@ from django.contrib.auth import get_user_model
 from django.utils import timezone
 
 from datasets_app import services
-from datasets_app.models import AccessQuestion, AccessRequest, Grant, License, LicenseVersion, Resource
+from datasets_app.models import AccessQuestion, Grant, License, LicenseVersion, Resource
 from portal.celery import app as celery_app
 
 LICENSE_TEXT = "Test Data License 1.0\n\nUse for research; do not re-identify anyone; do not redistribute."
@@ -158,6 +160,15 @@ def subprocess_database_url() -> str:
         return f"sqlite:///{Path(db['NAME']).resolve()}"
     auth = db["USER"] + (f":{db['PASSWORD']}" if db.get("PASSWORD") else "")
     return f"postgres://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+
+
+def stop_process_group(process) -> None:
+    """Stop a server or worker a test started with start_new_session=True, children included."""
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
 
 
 def mfa_login(client, user, *, mfa: bool = True) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -17,7 +16,7 @@ from django.utils import timezone
 from datasets_app import services, tasks
 from datasets_app.models import Grant
 from portal.celery import app as celery_app
-from tests.conftest import subprocess_database_url
+from tests.conftest import stop_process_group, subprocess_database_url
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -47,11 +46,7 @@ def worker(transactional_db, tmp_path):
         yield {"mail_dir": mail_dir, "log": tmp_path / "worker.log"}
     finally:
         celery_app.conf.task_routes, celery_app.conf.task_always_eager = routes, eager
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
+        stop_process_group(process)
         log.close()
         # Messages left behind by a failed run would wait forever on a queue nobody reads.
         folder = getattr(settings, "CELERY_BROKER_TRANSPORT_OPTIONS", {}).get("data_folder_in")

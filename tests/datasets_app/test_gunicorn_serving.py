@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -16,7 +15,7 @@ import pytest
 
 from datasets_app.links import link_url
 from datasets_app.publishing import version_publish
-from tests.conftest import subprocess_database_url, write_release
+from tests.conftest import stop_process_group, subprocess_database_url, write_release
 
 ROOT = Path(__file__).resolve().parents[2]
 # Larger than the socket buffers on both ends, so the server is still sending when the timeout passes.
@@ -52,11 +51,7 @@ def gunicorn(transactional_db, release_storage, tmp_path):
     try:
         yield base
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
+        stop_process_group(process)
         log.close()
 
 

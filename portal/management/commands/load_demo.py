@@ -56,7 +56,7 @@ class Command(BaseCommand):
 
         admin = self._user(User, "admin", "admin@example.org", superuser=True,
                            profile={"full_name": "Ada Reviewer", "affiliation": "Data Governance Committee", "country": "FR", "position": "Committee chair"})
-        researcher = self._user(User, "researcher", "researcher@example.org",
+        self._user(User, "researcher", "researcher@example.org",
                                 profile={"full_name": "Rosa Researcher", "affiliation": "University of Lisbon", "country": "PT", "position": "PhD student"})
 
         corpus, _ = Resource.objects.get_or_create(namespace="bigscience", slug="roots-udhr", defaults={
