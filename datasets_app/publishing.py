@@ -9,7 +9,6 @@ import re
 from typing import Callable
 
 from django.db import IntegrityError, transaction
-from django.db.models import Sum
 from django.utils import timezone
 
 from datasets_app import storage as store
@@ -110,7 +109,3 @@ def _discard(keys: list[str]) -> None:
         if key not in still_used:
             store.delete_object(key)
 
-
-def version_stats(version: Version) -> dict:
-    agg = version.files.aggregate(total=Sum("size"))
-    return {"files": version.files.count(), "bytes": agg["total"] or 0}
