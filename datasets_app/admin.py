@@ -1,6 +1,8 @@
 from django.contrib import admin, messages
 
-from datasets_app.models import AccessQuestion, AccessRequest, AccessToken, File, Grant, License, LicenseVersion, Resource, Version
+from datasets_app.models import (
+    AccessQuestion, AccessRequest, AccessToken, DownloadEvent, File, Grant, License, LicenseVersion, Resource, Version,
+)
 from datasets_app.services import GovernanceError, license_version_publish
 from datasets_app.tasks import publish_version
 from portal.admin_site import ReadOnlyAdmin
@@ -123,3 +125,11 @@ class GrantAdmin(ReadOnlyAdmin):
 class AccessTokenAdmin(ReadOnlyAdmin):
     list_display = ["user", "name", "prefix", "scopes", "created_at", "expires_at", "last_used_at", "revoked_at"]
     search_fields = ["user__username", "prefix", "name"]
+
+
+@admin.register(DownloadEvent)
+class DownloadEventAdmin(ReadOnlyAdmin):
+    list_display = ["id", "created_at", "username", "resource", "version", "path", "byte_range", "ip"]
+    list_filter = ["resource"]
+    search_fields = ["username", "resource", "path", "ip"]
+    date_hierarchy = "created_at"

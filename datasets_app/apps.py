@@ -8,6 +8,6 @@ class DatasetsAppConfig(AppConfig):
     def ready(self) -> None:
         from django.db.models.signals import post_migrate
 
-        from datasets_app import db_guards
+        from datasets_app import db_guards, download_events  # noqa: F401 (registers the download seal's verifier)
 
         post_migrate.connect(db_guards.install, sender=self, dispatch_uid="datasets_app.db_guards")

@@ -1,5 +1,5 @@
 """Guards the database itself keeps, whatever code path writes: a published
-version's identity and files never change.
+version's identity and files never change, and download records are append-only.
 
 Installed after every `migrate` (idempotently): SQLite drops a table's triggers
 whenever a migration rebuilds the table, so a one-off migration would not last.
@@ -52,6 +52,17 @@ DROP TRIGGER IF EXISTS datasets_app_file_immutable ON datasets_app_file;
 CREATE TRIGGER datasets_app_file_immutable BEFORE INSERT OR UPDATE OR DELETE ON datasets_app_file
     FOR EACH ROW EXECUTE FUNCTION datasets_app_file_immutable();
 """
+PG_DOWNLOAD_EVENTS = """
+CREATE OR REPLACE FUNCTION datasets_app_downloadevent_append_only() RETURNS trigger AS $$
+BEGIN
+    RAISE EXCEPTION 'download records are append-only: % of row #% refused', TG_OP, OLD.id
+        USING ERRCODE = 'insufficient_privilege';
+END
+$$ LANGUAGE plpgsql;
+DROP TRIGGER IF EXISTS datasets_app_downloadevent_append_only ON datasets_app_downloadevent;
+CREATE TRIGGER datasets_app_downloadevent_append_only BEFORE UPDATE OR DELETE ON datasets_app_downloadevent
+    FOR EACH ROW EXECUTE FUNCTION datasets_app_downloadevent_append_only();
+"""
 SQLITE = [
     """DROP TRIGGER IF EXISTS datasets_app_version_immutable;""",
     """CREATE TRIGGER datasets_app_version_immutable BEFORE UPDATE ON datasets_app_version
@@ -78,6 +89,7 @@ def install(*, using: str = "default", **kwargs) -> None:
         if connection.vendor == "postgresql":
             cursor.execute(PG_VERSION)
             cursor.execute(PG_FILE)
+            cursor.execute(PG_DOWNLOAD_EVENTS)
         elif connection.vendor == "sqlite":
             for statement in SQLITE:
                 cursor.execute(statement)

@@ -16,6 +16,7 @@ from django.views.decorators.http import require_safe
 
 from datasets_app import storage as store
 from datasets_app.authz import can_download
+from datasets_app.download_events import download_redeem
 from datasets_app.links import LinkError, link_claims, link_url
 from datasets_app.models import File, Version
 from datasets_app.tokens import accepts_token, text_response
@@ -129,14 +130,6 @@ def _byte_range(request, size: int, etag: str):
     return max(0, size - suffix), size - 1
 
 
-_FILE_FIELDS = (
-    "id", "path", "size", "sha256", "content_type", "storage_key",
-    "version__id", "version__name", "version__published_at",
-    "version__resource__id", "version__resource__namespace", "version__resource__slug",
-    "version__resource__access_policy", "version__resource__license_version_id",
-)
-
-
 class _RangeReader:
     """Reads `length` bytes from an open file; exposes fileno so servers can sendfile it."""
 
@@ -164,38 +157,15 @@ def file_download(request, token, path):
         claims = link_claims(token)
     except LinkError as error:
         return text_response(error.status, str(error))
-    # Only what redemption needs: this runs on every range request of every download.
-    file = next(iter(File.objects.select_related("version__resource").only(*_FILE_FIELDS).filter(pk=claims.file_id)[:1]), None)
-    if file is None or file.path != path or file.version.published_at is None:
-        return text_response(404, "This link names a file that is not part of a published version. Copy it again from the download page.")
-    resource = file.version.resource
-    if claims.user_id:
-        user = next(iter(get_user_model().objects.only("id", "username", "is_active").filter(pk=claims.user_id, is_active=True)[:1]), None)
-        if user is None:
-            return text_response(403, "The account this link was issued to is disabled.")
-    else:
-        user = AnonymousUser()
-    presenter = request.user if request.user.is_authenticated else None
     # A link issued to nobody (an open resource's page seen signed out) is no other account's.
-    if presenter is not None and claims.user_id and presenter.pk != claims.user_id:
-        return text_response(403, "This link was issued to another account. Links are personal: get your own from the download page.")
-    decision = can_download(user, resource)
-    if not decision:
-        action = f" {request.build_absolute_uri(decision.action_url)}" if decision.action_url else ""
-        return text_response(403 if user.is_authenticated else 401, decision.message + action)
+    other_account = bool(claims.user_id) and request.user.is_authenticated and request.user.pk != claims.user_id
+    # The check and the audit record in one statement: this runs on every range request of every download.
+    file = None if other_account else download_redeem(
+        file_id=claims.file_id, path=path, user_id=claims.user_id, link_grant_id=claims.grant_id, request=request)
+    if file is None:
+        return _refusal(request, claims, path, other_account=other_account)
 
     etag = f'"{file.sha256}"'
-    byte_range = _byte_range(request, file.size, etag)
-    grant = decision.grant
-    audit_record(
-        action="file_downloaded", actor=user, target=file, resource=resource.repo_id, request=request,
-        data={
-            "version": file.version.name, "path": file.path, "method": request.method,
-            "range": request.META.get("HTTP_RANGE", "") if byte_range not in (None, "unsatisfiable") else "",
-            "grant_id": grant.pk if grant else None, "link_grant_id": claims.grant_id,
-            "license_version": str(grant.license_version) if grant and grant.license_version else None,
-        },
-    )
     disposition = content_disposition_header(as_attachment=True, filename=file.filename)
     storage = store.release_storage()
     if store.is_s3(storage):
@@ -210,7 +180,28 @@ def file_download(request, token, path):
         response["Content-Disposition"] = disposition
         response["Cache-Control"] = "private, no-store"
         return response
+    byte_range = _byte_range(request, file.size, etag)
     return _serve_local(request, store.local_path(file.storage_key, storage=storage), file, byte_range, etag, disposition)
+
+
+def _refusal(request, claims, path, *, other_account: bool):
+    """Why a link was refused, in words: the slow path, taken only when access is denied."""
+    file = File.objects.select_related("version__resource").filter(pk=claims.file_id).first()
+    if file is None or file.path != path or file.version.published_at is None:
+        return text_response(404, "This link names a file that is not part of a published version. Copy it again from the download page.")
+    user = AnonymousUser()
+    if claims.user_id:
+        user = get_user_model().objects.filter(pk=claims.user_id, is_active=True).first()
+        if user is None:
+            return text_response(403, "The account this link was issued to is disabled.")
+    if other_account:
+        return text_response(403, "This link was issued to another account. Links are personal: get your own from the download page.")
+    decision = can_download(user, file.version.resource)
+    if decision:
+        # Access was granted between the two checks (a concurrent approval): ask for a retry.
+        return text_response(503, "Your access changed while this request was checked. Try again.")
+    action = f" {request.build_absolute_uri(decision.action_url)}" if decision.action_url else ""
+    return text_response(403 if user.is_authenticated else 401, decision.message + action)
 
 
 def _serve_local(request, path, file, byte_range, etag, disposition):

@@ -313,3 +313,35 @@ class AccessToken(models.Model):
     @property
     def is_active(self) -> bool:
         return self.revoked_at is None and self.expires_at > timezone.now()
+
+
+class DownloadEvent(models.Model):
+    """One served request through a signed link: who, which file, which bytes, under which grant.
+
+    Downloads are the portal's busiest write, so they do not take the audit chain's
+    lock one by one: each row is appended by the same statement that checks the
+    grant, and a periodic task seals the new rows into the hash chain as one
+    `downloads_sealed` event carrying their digest (see datasets_app.download_events).
+    Recorded by value, like AuditEvent, and append-only on PostgreSQL.
+    """
+
+    created_at = models.DateTimeField()
+    user_id = models.BigIntegerField(null=True, blank=True)
+    username = models.CharField(max_length=150, blank=True)
+    file_id = models.BigIntegerField()
+    resource = models.CharField(max_length=201)
+    version = models.CharField(max_length=64)
+    path = models.CharField(max_length=1024)
+    grant_id = models.BigIntegerField(null=True, blank=True)
+    link_grant_id = models.BigIntegerField(null=True, blank=True)
+    license_version_id = models.BigIntegerField(null=True, blank=True)
+    method = models.CharField(max_length=8)
+    byte_range = models.CharField(max_length=100, blank=True)
+    ip = models.GenericIPAddressField(null=True, blank=True)
+    user_agent = models.CharField(max_length=400, blank=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"{self.username or 'anonymous'} fetched {self.resource}@{self.version}/{self.path}"

@@ -24,6 +24,14 @@ def grants_remind() -> int:
     return services.grants_send_reminders(days=settings.GRANT_REMINDER_DAYS)
 
 
+@shared_task(soft_time_limit=600, time_limit=660)
+def download_events_seal() -> int:
+    """Seal the download records of the last minute into the audit chain (harmless when run twice)."""
+    from datasets_app.download_events import download_events_seal as seal
+
+    return len(seal())
+
+
 @shared_task(acks_late=True, soft_time_limit=23 * 3600, time_limit=24 * 3600)
 def publish_version(version_id: int, actor_id: int | None = None) -> str:
     """Publish a queued version. Safe to redeliver: objects are content-addressed and

@@ -13,7 +13,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from datetime import timezone as dt_timezone
-from typing import Any
+from typing import Any, Callable
 
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connection, transaction
@@ -52,6 +52,22 @@ def _client(request) -> tuple[str | None, str]:
     return request.META.get("REMOTE_ADDR") or None, request.META.get("HTTP_USER_AGENT", "")[:400]
 
 
+def audit_lock() -> None:
+    """Hold the chain's writer lock until the current transaction ends (re-entrant)."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_ADVISORY_LOCK_KEY])
+
+
+# Events that seal rows kept outside the chain (busy, append-only tables) carry a digest
+# of those rows; the app owning the rows registers how to recompute it.
+_seal_verifiers: dict[str, Callable[[AuditEvent], str | None]] = {}
+
+
+def register_seal_verifier(action: str, verify: Callable[[AuditEvent], str | None]) -> None:
+    _seal_verifiers[action] = verify
+
+
 def audit_record(
     *,
     action: str,
@@ -66,9 +82,7 @@ def audit_record(
     # Round-trip through JSON so the stored value and the hashed value are the same.
     payload = json.loads(json.dumps(data or {}, cls=DjangoJSONEncoder))
     with transaction.atomic():
-        if connection.vendor == "postgresql":
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_ADVISORY_LOCK_KEY])
+        audit_lock()
         # Plain SQL on this path: every governance action and every served download
         # comes through here, and compiling ORM queries was most of its cost.
         with connection.cursor() as cursor:
@@ -125,5 +139,7 @@ def audit_verify(*, batch_size: int = 2000) -> tuple[int, AuditBreak | None]:
             return checked, AuditBreak(event.seq, f"row #{event.seq} does not link to row #{event.seq - 1}: the chain was rewritten")
         if event_hash(event) != event.hash:
             return checked, AuditBreak(event.seq, f"row #{event.seq} ({event.action}) was edited: its content no longer matches its hash")
+        if event.action in _seal_verifiers and (problem := _seal_verifiers[event.action](event)):
+            return checked, AuditBreak(event.seq, problem)
         expected_prev, expected_seq, checked = event.hash, expected_seq + 1, checked + 1
     return checked, None

@@ -226,6 +226,7 @@ CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 CELERY_BEAT_SCHEDULE = {
     "grants-expire": {"task": "datasets_app.tasks.grants_expire", "schedule": timedelta(minutes=15)},
     "grants-remind": {"task": "datasets_app.tasks.grants_remind", "schedule": timedelta(hours=6)},
+    "downloads-seal": {"task": "datasets_app.tasks.download_events_seal", "schedule": timedelta(seconds=env_int("DOWNLOAD_SEAL_SECONDS", 60, minimum=1))},
 }
 
 # --- Governance -------------------------------------------------------------------------
@@ -235,6 +236,8 @@ GRANT_REMINDER_DAYS = env_int("GRANT_REMINDER_DAYS", 14, minimum=1)
 # Links outlive a multi-hour download; each request through one re-checks the grant anyway.
 DOWNLOAD_LINK_TTL = env_duration("DOWNLOAD_LINK_TTL", "7d", minimum=60, maximum=90 * 86400)
 # S3 caps presigned URLs at 7 days; short is better, since a presigned URL cannot be revoked.
+# Download records are sealed into the audit chain in batches of at most this many rows.
+DOWNLOAD_SEAL_MAX_ROWS = env_int("DOWNLOAD_SEAL_MAX_ROWS", 50_000, minimum=1)
 S3_PRESIGN_TTL = env_duration("S3_PRESIGN_TTL", "10m", minimum=10, maximum=7 * 86400)
 # With nginx in front: the internal location that maps to MEDIA_ROOT (e.g. /_protected/).
 DOWNLOAD_ACCEL_REDIRECT = env_str("DOWNLOAD_ACCEL_REDIRECT", "")

@@ -31,7 +31,7 @@ from django.contrib.auth.models import AnonymousUser
 from django.utils import timezone
 
 from datasets_app.links import link_token
-from datasets_app.models import AccessRequest, AccessToken, Grant
+from datasets_app.models import AccessRequest, AccessToken, DownloadEvent, Grant
 from portal.models import AuditEvent
 from tests.conftest import ROLES
 
@@ -402,6 +402,8 @@ ADMIN_AS_ADMIN: dict[str, tuple[Expect | int, str]] = {
     "admin:datasets_app_accesstoken_add": (403, "A token is created by its owner on the Access tokens page, which shows it once."),
     "admin:datasets_app_accesstoken_delete": (403, "Read-only in the admin: tokens are revoked, never deleted."),
     "admin:portal_auditevent_delete": (403, "The audit trail is append-only."),
+    "admin:datasets_app_downloadevent_add": (403, "Download records are written by serving downloads only."),
+    "admin:datasets_app_downloadevent_delete": (403, "Download records are append-only."),
 }
 # The unnamed "<path:object_id>/" pattern of every model admin redirects to the change page.
 ADMIN_OBJECT_REDIRECT = Redirect("{url}change/")
@@ -421,7 +423,16 @@ ADMIN_OBJECTS: dict[str, Callable[..., int]] = {
     "datasets_app.accesstoken": lambda w: w.token.pk,
     "portal.profile": lambda w: w.cast.users["granted"].profile.pk,
     "portal.auditevent": lambda w: AuditEvent.objects.order_by("-seq").first().pk,
+    "datasets_app.downloadevent": lambda w: _a_download(w),
 }
+
+
+def _a_download(w) -> int:
+    """A served download's record (the matrix world has served none on its own)."""
+    event, _ = DownloadEvent.objects.get_or_create(
+        path="README.md", defaults={"created_at": timezone.now(), "user_id": w.cast.users["granted"].pk, "username": "granted",
+                                    "file_id": 1, "resource": "test/corpus-a", "version": "v1.0", "method": "GET"})
+    return event.pk
 
 # The two admin patterns whose answers differ from the family's for more than the admin.
 RULES["admin:login"] = Rule(

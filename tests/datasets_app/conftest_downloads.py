@@ -17,7 +17,7 @@ import pytest
 from tests.conftest import write_release
 
 from datasets_app.publishing import version_publish
-from portal.models import AuditEvent
+from datasets_app.models import DownloadEvent
 
 # Big enough that a rate-limited client is still mid-way after a second; small enough to be quick.
 BIG_SIZE = 1_500_000
@@ -69,8 +69,13 @@ def file_of(version, path: str):
     return version.files.get(path=path)
 
 
-def downloads_since(seq: int) -> list[AuditEvent]:
-    return list(AuditEvent.objects.filter(seq__gt=seq, action="file_downloaded").order_by("seq"))
+def download_mark() -> int:
+    """The last download record's id, to find the records a test's requests add."""
+    return DownloadEvent.objects.order_by("-id").values_list("id", flat=True).first() or 0
+
+
+def downloads_since(mark: int) -> list[DownloadEvent]:
+    return list(DownloadEvent.objects.filter(id__gt=mark).order_by("id"))
 
 
 def run(*args: str, cwd: Path | None = None, check: bool = True, timeout: float = 30) -> subprocess.CompletedProcess:

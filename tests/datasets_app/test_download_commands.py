@@ -8,11 +8,13 @@ from django.core.management import CommandError, call_command
 from django.test import Client
 
 from datasets_app.authz import can_download
+from datasets_app.download_events import download_events_seal
 from datasets_app.models import Version
 from datasets_app.publishing import version_publish
 from datasets_app.services import GovernanceError
 from portal.models import AuditEvent
 from tests.datasets_app.conftest import actions_since, assert_audit_chain_intact, last_seq
+from tests.datasets_app.conftest_downloads import download_mark, downloads_since
 
 BASE = "https://portal.example.org"
 FILES = {
@@ -55,7 +57,7 @@ def fetch(url: str) -> bytes:
 
 
 def test_it_prints_one_working_link_per_file(cast, published):
-    seq = last_seq()
+    seq, mark = last_seq(), download_mark()
 
     out = download_urls("test/corpus-a", "v1", "granted")
 
@@ -65,13 +67,14 @@ def test_it_prints_one_working_link_per_file(cast, published):
     fetched = {file.path: fetch(line) for file, line in zip(files, lines)}
     assert fetched == FILES
     assert {path: hashlib.sha256(data).hexdigest() for path, data in fetched.items()} == {f.path: f.sha256 for f in files}
-    assert actions_since(seq) == ["link_list_issued"] + ["file_downloaded"] * len(FILES)
+    assert actions_since(seq) == ["link_list_issued"]
     issued = AuditEvent.objects.get(seq=seq + 1)
     assert issued.resource == "test/corpus-a" and issued.data == {
         "version": "v1", "files": len(FILES), "user": "granted", "via": "download_urls command"}
-    downloads = AuditEvent.objects.filter(seq__gt=seq + 1)
-    assert {(e.actor, e.data["path"], e.data["grant_id"]) for e in downloads} == {
+    assert {(e.username, e.path, e.grant_id) for e in downloads_since(mark)} == {
         ("granted", path, cast.grants["granted"].pk) for path in FILES}
+    download_events_seal()
+    assert actions_since(seq) == ["link_list_issued", "downloads_sealed"]
     assert_audit_chain_intact()
 
 

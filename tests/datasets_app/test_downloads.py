@@ -16,9 +16,8 @@ from datasets_app import links
 from datasets_app.models import AccessToken
 from datasets_app.tokens import access_token_create, access_token_revoke
 from tests.conftest import client_for
-from tests.datasets_app.conftest import last_seq
 from tests.datasets_app.conftest_downloads import (  # noqa: F401 (fixtures)
-    BIG_SIZE, curl, downloads_since, file_of, local_storage, published, release_files, release_folder, run, sha256_file,
+    BIG_SIZE, curl, download_mark, downloads_since, file_of, local_storage, published, release_files, release_folder, run, sha256_file,
     sha256_hex,
 )
 
@@ -60,7 +59,7 @@ def test_it_downloads_every_file_whole_under_its_own_name(cast, published, live_
 def test_it_resumes_a_download_killed_mid_way_with_curl(cast, published, live_server, tmp_path):
     url = link_for(cast, published, BIG, live_server.url)
     out = tmp_path / "part-00000.parquet"
-    seq = last_seq()
+    mark = download_mark()
 
     # The transfer breaks off mid-file: the pipe closes after 400 kB and curl stops with a write error.
     cut = run("bash", "-c", f'curl -sS "{url}" | head -c 400000 > "{out}"; exit ${{PIPESTATUS[0]}}', check=False)
@@ -72,8 +71,8 @@ def test_it_resumes_a_download_killed_mid_way_with_curl(cast, published, live_se
 
     assert out.stat().st_size == BIG_SIZE
     assert sha256_file(out) == file_of(published, BIG).sha256
-    resumed = downloads_since(seq)[-1]
-    assert resumed.data["range"] == f"bytes={partial}-"
+    resumed = downloads_since(mark)[-1]
+    assert resumed.byte_range == f"bytes={partial}-"
 
 
 def test_it_resumes_a_partial_file_with_wget_c(cast, published, live_server, release_files, tmp_path):
@@ -81,13 +80,13 @@ def test_it_resumes_a_partial_file_with_wget_c(cast, published, live_server, rel
     target = tmp_path / BIG
     target.parent.mkdir(parents=True)
     target.write_bytes(release_files[BIG][:600_000])  # what an earlier, interrupted run left
-    seq = last_seq()
+    mark = download_mark()
 
     result = run("wget", "-c", "-x", "-nH", "--cut-dirs=2", url, cwd=tmp_path)
 
     assert b"206 Partial Content" in result.stderr
     assert sha256_file(target) == file_of(published, BIG).sha256
-    assert downloads_since(seq)[-1].data["range"] == "bytes=600000-"
+    assert downloads_since(mark)[-1].byte_range == "bytes=600000-"
 
     # Run again on the complete file: the server says there is nothing left, wget keeps the file.
     again = run("wget", "-c", "-x", "-nH", "--cut-dirs=2", url, cwd=tmp_path)
@@ -118,10 +117,10 @@ def test_it_passes_the_readme_cluster_recipe_with_a_token(cast, published, live_
     big = node / BIG
     with open(big, "r+b") as handle:
         handle.truncate(500_000)
-    seq = last_seq()
+    mark = download_mark()
     run("wget", "-c", "-x", "-nH", "--cut-dirs=2", "-i", "urls.txt", cwd=node)
     run("sha256sum", "-c", "SHA256SUMS", cwd=node)
-    assert [e.data["range"] for e in downloads_since(seq) if e.data["path"] == BIG] == ["bytes=500000-"]
+    assert [e.byte_range for e in downloads_since(mark) if e.path == BIG] == ["bytes=500000-"]
 
 
 def test_it_works_as_a_one_line_pipe_into_wget(cast, published, live_server, tmp_path):
@@ -287,9 +286,9 @@ def test_it_hides_unpublished_versions(cast, published):
 
 
 def test_it_writes_no_download_event_for_listing_links(cast, published):
-    seq = last_seq()
+    mark = download_mark()
     client_for(Client(), cast, "granted").get(VERSION_URL + "urls.txt")
-    assert downloads_since(seq) == []
+    assert downloads_since(mark) == []
 
 
 @pytest.mark.skipif(shutil.which("aria2c") is None, reason="aria2c is not installed (apt-get install aria2; CI installs it)")
@@ -301,10 +300,10 @@ def test_it_downloads_with_aria2c_in_parallel_and_checks_the_sha256(cast, publis
     base = live_server.url + VERSION_URL
     curl("-fsSL", "-H", f"Authorization: Bearer {token}", base + "urls.txt?client=aria2", "-o", "urls.aria2.txt", cwd=node)
     curl("-fsSL", "-H", f"Authorization: Bearer {token}", base + "SHA256SUMS", "-o", "SHA256SUMS", cwd=node)
-    seq = last_seq()
+    mark = download_mark()
 
     run("aria2c", "-q", "-c", "-x", "4", "-s", "4", "-k", "1M", "--auto-file-renaming=false", "-i", "urls.aria2.txt", cwd=node, timeout=60)
 
     assert run("sha256sum", "-c", "SHA256SUMS", cwd=node).stdout.decode().count(": OK") == 3
-    ranges = [e.data["range"] for e in downloads_since(seq) if e.data["path"] == BIG]
+    ranges = [e.byte_range for e in downloads_since(mark) if e.path == BIG]
     assert len(ranges) > 1 and any(r.startswith("bytes=") for r in ranges)  # split across connections

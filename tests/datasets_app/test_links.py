@@ -19,9 +19,8 @@ from hypothesis import strategies as st
 from datasets_app import links, services
 from datasets_app.models import Grant
 from tests.conftest import client_for
-from tests.datasets_app.conftest import last_seq
 from tests.datasets_app.conftest_downloads import (  # noqa: F401 (fixtures)
-    BIG_SIZE, curl, downloads_since, file_of, local_storage, parse_headers, published,
+    BIG_SIZE, curl, download_mark, downloads_since, file_of, local_storage, parse_headers, published,
     release_files, release_folder,
 )
 
@@ -105,34 +104,34 @@ def test_it_stops_a_ranged_download_at_the_next_range_after_revocation(cast, pub
     assert b"".join(parts) == release_files[BIG][:1_000_000]
 
     services.grant_revoke(grant=cast.grants["granted"], revoked_by=cast.reviewer_a, reason="Shared the link publicly.")
-    seq = last_seq()
+    mark = download_mark()
     result = curl("-r", "1000000-", "-w", "%{http_code}", "-o", str(tmp_path / "refused"), big_link)
 
     assert result.stdout.decode() == "403"
     message = (tmp_path / "refused").read_text()
     assert "was revoked" in message and "Shared the link publicly." in message
     assert "apply again" in message
-    assert downloads_since(seq) == []
+    assert downloads_since(mark) == []
 
 
 def test_it_records_each_served_request_with_who_what_range_and_where_from(cast, published, big_link):
     file = file_of(published, BIG)
-    seq = last_seq()
+    mark = download_mark()
     curl("-f", "-o", "/dev/null", "-A", "shard-fetcher/2.1", "-r", "10-19", big_link)
     curl("-f", "-o", "/dev/null", "-A", "shard-fetcher/2.1", big_link)
 
-    ranged, whole = downloads_since(seq)
+    ranged, whole = downloads_since(mark)
     for event in (ranged, whole):
-        assert event.actor == "granted" and event.actor_id == cast.granted.pk
+        assert event.username == "granted" and event.user_id == cast.granted.pk
         assert event.resource == "test/corpus-a"
-        assert event.target_id == str(file.pk)
-        assert event.data["path"] == BIG and event.data["version"] == "v1.0"
-        assert event.data["grant_id"] == cast.grants["granted"].pk
-        assert event.data["license_version"] == str(cast.license_version)
+        assert event.file_id == file.pk
+        assert event.path == BIG and event.version == "v1.0"
+        assert event.grant_id == cast.grants["granted"].pk
+        assert event.license_version_id == cast.license_version.pk
         assert event.ip == "127.0.0.1"
         assert event.user_agent == "shard-fetcher/2.1"
-    assert ranged.data["range"] == "bytes=10-19"
-    assert whole.data["range"] == ""
+    assert ranged.byte_range == "bytes=10-19"
+    assert whole.byte_range == ""
 
 
 # --- Refusals (Django's test client: the same view, without the network) ----------------------
@@ -142,27 +141,27 @@ def test_it_refuses_a_tampered_link_with_403(cast, published, client):
     url = local(granted_link(cast, file_of(published, "README.md")))
     token = url.split("/")[2]
     tampered = url.replace(token, token[:-1] + ("A" if token[-1] != "A" else "B"))
-    seq = last_seq()
+    mark = download_mark()
 
     response = client.get(tampered)
 
     assert response.status_code == 403
     assert "cut short or altered" in response.content.decode()
     assert "Copy it again from the version's download page" in response.content.decode()
-    assert downloads_since(seq) == []
+    assert downloads_since(mark) == []
 
 
 def test_it_refuses_an_expired_link_with_410_and_says_to_get_fresh_links(cast, published, client):
     file = file_of(published, "README.md")
     token = links.link_token(file=file, user=cast.granted, grant=cast.grants["granted"], ttl=3600, now=time.time() - 7200)
-    seq = last_seq()
+    mark = download_mark()
 
     response = client.get(reverse("file_download", kwargs={"token": token, "path": file.path}))
 
     assert response.status_code == 410
     body = response.content.decode()
     assert "expired" in body and "Get fresh links" in body and "resume" in body
-    assert downloads_since(seq) == []
+    assert downloads_since(mark) == []
 
 
 def test_it_accepts_a_link_until_its_ttl_runs_out(cast, published, client):
@@ -176,14 +175,14 @@ def test_it_accepts_a_link_until_its_ttl_runs_out(cast, published, client):
 def test_it_refuses_a_link_opened_in_another_users_session(cast, published):
     url = local(granted_link(cast, file_of(published, "README.md")))
     stranger = client_for(Client(), cast, "stranger")
-    seq = last_seq()
+    mark = download_mark()
 
     response = stranger.get(url)
 
     assert response.status_code == 403
     assert "issued to another account" in response.content.decode()
     assert "get your own from the download page" in response.content.decode()
-    assert downloads_since(seq) == []
+    assert downloads_since(mark) == []
     # The owner, signed in or not, still gets the file: links need no cookie.
     assert client_for(Client(), cast, "granted").get(url).status_code == 200
     assert Client().get(url).status_code == 200
@@ -195,7 +194,7 @@ def test_it_refuses_a_link_once_the_grant_ended(cast, published, client, role, w
     # A link issued while the grant was active, redeemed after it ended.
     url = local(links.link_url(file=file_of(published, "README.md"), user=cast.users[role], grant=cast.grants[role],
                                base="http://testserver"))
-    seq = last_seq()
+    mark = download_mark()
 
     response = client.get(url)
 
@@ -204,7 +203,7 @@ def test_it_refuses_a_link_once_the_grant_ended(cast, published, client, role, w
     for word in words:
         assert word in body
     assert "http://testserver" + reverse("access_request", kwargs={"namespace": "test", "slug": "corpus-a"}) in body
-    assert downloads_since(seq) == []
+    assert downloads_since(mark) == []
 
 
 def test_it_stops_serving_the_moment_a_grant_runs_out_even_before_the_expiry_sweep(cast, published, client):
@@ -225,7 +224,7 @@ def test_it_refuses_until_a_new_license_is_accepted_then_serves_again(cast, publ
     url = local(granted_link(cast, file_of(published, "README.md")))
     services.license_version_publish(license=cast.license_version.license, version="2.0", actor=cast.admin,
                                      text="Test Data License 2.0\n\nAlso: cite the corpus.")
-    seq = last_seq()
+    mark = download_mark()
 
     response = client.get(url)
 
@@ -234,23 +233,23 @@ def test_it_refuses_until_a_new_license_is_accepted_then_serves_again(cast, publ
     assert "changed to version 2.0" in body and "Accept it to keep downloading" in body
     grant = cast.grants["granted"]
     assert "http://testserver" + reverse("grant_reaccept", kwargs={"pk": grant.pk}) in body
-    assert downloads_since(seq) == []
+    assert downloads_since(mark) == []
 
     services.grant_reaccept(grant=Grant.objects.get(pk=grant.pk), user=cast.granted)
     response = client.get(url)
     assert response.status_code == 200
-    assert downloads_since(seq)[-1].data["license_version"] == str(Grant.objects.get(pk=grant.pk).license_version)
+    assert downloads_since(mark)[-1].license_version_id == Grant.objects.get(pk=grant.pk).license_version_id
 
 
 def test_it_answers_404_when_the_link_names_another_path(cast, published, client):
     url = local(granted_link(cast, file_of(published, "README.md")))
-    seq = last_seq()
+    mark = download_mark()
 
     for wrong in (url.replace("README.md", BIG), url.replace("README.md", "readme.md"), url + "x"):
         response = client.get(wrong)
         assert response.status_code == 404
         assert "not part of a published version" in response.content.decode()
-    assert downloads_since(seq) == []
+    assert downloads_since(mark) == []
 
 
 def test_it_refuses_a_link_of_a_disabled_account(cast, published, client):
@@ -267,7 +266,7 @@ def test_it_refuses_a_link_of_a_disabled_account(cast, published, client):
 def test_it_hands_the_bytes_to_nginx_after_authorizing_when_configured(cast, published, client, settings):
     settings.DOWNLOAD_ACCEL_REDIRECT = "/_protected/"
     file = file_of(published, BIG)
-    seq = last_seq()
+    mark = download_mark()
 
     response = client.get(local(granted_link(cast, file)), HTTP_RANGE="bytes=0-99")
 
@@ -275,7 +274,7 @@ def test_it_hands_the_bytes_to_nginx_after_authorizing_when_configured(cast, pub
     assert response["X-Accel-Redirect"] == f"/_protected/objects/sha256/{file.sha256[:2]}/{file.sha256[2:4]}/{file.sha256}"
     assert response["Content-Disposition"] == 'attachment; filename="part-00000.parquet"'
     assert response["Content-Type"] == "application/vnd.apache.parquet"
-    assert downloads_since(seq)[0].data["range"] == "bytes=0-99"
+    assert downloads_since(mark)[0].byte_range == "bytes=0-99"
     # Refusals never reach nginx.
     revoked = links.link_path(file=file, user=cast.revoked, grant=cast.grants["revoked"])
     refused = client.get(revoked)
@@ -320,7 +319,7 @@ def test_it_never_accepts_a_mutated_token(cast, published, client):
     file = file_of(published, "README.md")
     token = links.link_token(file=file, user=cast.granted, grant=cast.grants["granted"])
     assert client.get(f"/d/{token}/{file.path}").status_code == 200
-    seq = last_seq()
+    mark = download_mark()
     tried = []
 
     @hypothesis_settings(max_examples=200, deadline=None, database=None,
@@ -339,4 +338,4 @@ def test_it_never_accepts_a_mutated_token(cast, published, client):
     assert len(tried) > 100
     # Most mutations reach the link check and are refused there, not merely routed elsewhere.
     assert tried.count(403) > len(tried) // 2, sorted(set(tried))
-    assert downloads_since(seq) == []
+    assert downloads_since(mark) == []

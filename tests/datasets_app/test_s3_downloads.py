@@ -19,9 +19,8 @@ from datasets_app import links, services
 from datasets_app.models import File
 from datasets_app.publishing import version_publish
 from tests.conftest import client_for
-from tests.datasets_app.conftest import last_seq
 from tests.datasets_app.conftest_downloads import (  # noqa: F401 (fixtures)
-    BIG_SIZE, curl, downloads_since, file_of, parse_headers, release_files, release_folder, sha256_file,
+    BIG_SIZE, curl, download_mark, downloads_since, file_of, parse_headers, release_files, release_folder, sha256_file,
     sha256_hex,
 )
 
@@ -116,7 +115,7 @@ def test_it_publishes_from_an_s3_prefix_and_stores_shared_bytes_once(cast, s3, p
 
 
 def test_it_redirects_a_link_to_a_short_lived_presigned_get_naming_the_file(cast, s3, published):
-    seq = last_seq()
+    mark = download_mark()
 
     response = Client().get(granted_link(cast, published, BIG).removeprefix("http://testserver"),
                             HTTP_USER_AGENT="shard-fetcher/2.1")
@@ -133,9 +132,9 @@ def test_it_redirects_a_link_to_a_short_lived_presigned_get_naming_the_file(cast
         assert int(query["X-Amz-Expires"]) == PRESIGN_TTL
     else:  # SigV2: an absolute time
         assert abs(int(query["Expires"]) - (time.time() + PRESIGN_TTL)) < 30
-    (event,) = downloads_since(seq)
-    assert event.actor == "granted" and event.data["path"] == BIG
-    assert event.data["grant_id"] == cast.grants["granted"].pk and event.user_agent == "shard-fetcher/2.1"
+    (event,) = downloads_since(mark)
+    assert event.username == "granted" and event.path == BIG
+    assert event.grant_id == cast.grants["granted"].pk and event.user_agent == "shard-fetcher/2.1"
 
 
 def test_it_downloads_through_the_redirect_and_resumes_after_an_interruption(cast, s3, published, live_server, tmp_path):
@@ -187,14 +186,14 @@ def test_it_refuses_before_any_redirect(cast, s3, published, case, status, words
                                          text="Test Data License 2.0")
     elif case == "wrong_path":
         url = url.replace(BIG, "data/fr/part-00001.parquet")
-    seq = last_seq()
+    mark = download_mark()
 
     response = client.get(url)
 
     assert response.status_code == status
     assert words in response.content.decode()
     assert "Location" not in response and s3.endpoint not in response.content.decode()
-    assert downloads_since(seq) == []
+    assert downloads_since(mark) == []
 
 
 def test_it_stops_a_ranged_download_from_s3_once_the_grant_is_revoked(cast, s3, published, live_server, tmp_path):

@@ -1,0 +1,204 @@
+"""Redeeming a signed link: the access check and the download's audit row in one statement,
+and the periodic seal that ties those rows into the hash-chained audit trail.
+
+A download tool sends one request per range, so this is the portal's busiest path.
+Taking the audit chain's lock per request would serialise every download behind one
+commit; instead each served request appends a DownloadEvent row in the same
+statement that checks the grant (on PostgreSQL one round trip, no lock), and
+`download_events_seal` later appends one `downloads_sealed` event to the chain with
+the sha256 of the new rows. `verify_audit` recomputes every seal, so editing, adding
+or deleting a sealed download row breaks the trail like editing any other event.
+
+The statement allows exactly what `authz.can_download` allows. When it allows
+nothing, the view asks `can_download` for the reason, so refusals keep their
+messages; a test keeps the two in step for every role of the cast.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import timezone as dt_timezone
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.db import connection, transaction
+from django.utils import timezone
+
+from datasets_app.models import DownloadEvent, File, Grant, Resource, Version
+from portal.audit import audit_lock, audit_record, register_seal_verifier
+from portal.models import AuditEvent
+
+SEAL_ACTION = "downloads_sealed"
+
+
+@dataclass(frozen=True)
+class Redemption:
+    """What serving a redeemed link needs to know about its file."""
+
+    file_id: int
+    path: str
+    size: int
+    sha256: str
+    content_type: str
+    storage_key: str
+
+    @property
+    def filename(self) -> str:
+        return self.path.rsplit("/", 1)[-1]
+
+
+def _tables() -> dict[str, str]:
+    return {
+        "file": File._meta.db_table, "version": Version._meta.db_table, "resource": Resource._meta.db_table,
+        "grant": Grant._meta.db_table, "user": get_user_model()._meta.db_table, "event": DownloadEvent._meta.db_table,
+    }
+
+
+# Mirrors can_download: open resources for anyone, registered ones for any active
+# account, gated ones for an active grant that has not expired and whose license
+# version is the resource's current one. A link issued to an account (user != 0)
+# needs that account to be active, whatever the policy.
+_CHECK = """
+SELECT f.id AS file_id, f.path, f.size, f.sha256, f.content_type, f.storage_key,
+       v.name AS version, r.namespace || '/' || r.slug AS resource,
+       u.username, g.id AS grant_id, g.license_version_id
+FROM "{file}" f
+JOIN "{version}" v ON v.id = f.version_id AND v.published_at IS NOT NULL
+JOIN "{resource}" r ON r.id = v.resource_id
+LEFT JOIN "{user}" u ON u.id = %(user)s AND u.is_active
+LEFT JOIN "{grant}" g ON g.user_id = u.id AND g.resource_id = r.id AND g.status = 'active'
+     AND g.expires_at > %(now)s
+     AND (r.license_version_id IS NULL OR g.license_version_id = r.license_version_id)
+WHERE f.id = %(file)s AND f.path = %(path)s
+  AND (%(user)s = 0 OR u.id IS NOT NULL)
+  AND (r.access_policy = 'open' OR (r.access_policy = 'registered' AND u.id IS NOT NULL) OR g.id IS NOT NULL)
+"""
+_COLUMNS = ("created_at, user_id, username, file_id, resource, version, path, grant_id, link_grant_id,"
+            " license_version_id, method, byte_range, ip, user_agent")
+# PostgreSQL: check and append in one statement (a data-modifying CTE runs once, to completion).
+_REDEEM_PG = """
+WITH ok AS ({check}), recorded AS (
+    INSERT INTO "{event}" ({columns})
+    SELECT %(now)s::timestamptz, NULLIF(%(user)s, 0), COALESCE(ok.username, ''), ok.file_id, ok.resource, ok.version,
+           ok.path, ok.grant_id, %(link_grant)s, ok.license_version_id, %(method)s, %(range)s, %(ip)s::inet, %(agent)s
+    FROM ok
+)
+SELECT file_id, path, size, sha256, content_type, storage_key FROM ok
+"""
+_INSERT = """INSERT INTO "{event}" ({columns}) VALUES
+(%(now)s, %(user_or_null)s, %(username)s, %(file)s, %(resource)s, %(version)s, %(path)s, %(grant_id)s, %(link_grant)s,
+ %(license_version_id)s, %(method)s, %(range)s, %(ip)s, %(agent)s)"""
+
+_sql_cache: dict[str, str] = {}
+
+
+def _sql(name: str) -> str:
+    if name not in _sql_cache:
+        tables = _tables()
+        check = _CHECK.format(**tables)
+        _sql_cache["check"] = check
+        _sql_cache["redeem_pg"] = _REDEEM_PG.format(check=check, columns=_COLUMNS, **tables)
+        _sql_cache["insert"] = _INSERT.format(columns=_COLUMNS, **tables)
+    return _sql_cache[name]
+
+
+def download_redeem(*, file_id: int, path: str, user_id: int, link_grant_id: int | None, request) -> Redemption | None:
+    """Check access to a link's file and record the request; None when access is refused
+    (nothing is recorded then: ask can_download why)."""
+    meta = request.META
+    params = {
+        "file": file_id, "path": path, "user": user_id or 0, "link_grant": link_grant_id,
+        "now": connection.ops.adapt_datetimefield_value(timezone.now()),
+        "method": request.method[:8], "range": meta.get("HTTP_RANGE", "")[:100],
+        "ip": meta.get("REMOTE_ADDR") or None, "agent": meta.get("HTTP_USER_AGENT", "")[:400],
+    }
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(_sql("redeem_pg"), params)
+            row = cursor.fetchone()
+        return Redemption(*row) if row else None
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(_sql("check"), params)
+        row = cursor.fetchone()
+        if row is None:
+            return None
+        (file_id, path, size, sha256, content_type, storage_key, version, resource, username, grant_id, license_version_id) = row
+        cursor.execute(_sql("insert"), {
+            **params, "user_or_null": user_id or None, "username": username or "", "resource": resource,
+            "version": version, "grant_id": grant_id, "license_version_id": license_version_id,
+        })
+    return Redemption(file_id, path, size, sha256, content_type, storage_key)
+
+
+# --- Sealing into the audit chain ------------------------------------------------------------
+
+_FIELDS = ("id", "created_at", "user_id", "username", "file_id", "resource", "version", "path", "grant_id",
+           "link_grant_id", "license_version_id", "method", "byte_range", "ip", "user_agent")
+
+
+def _digest(after_id: int, last_id: int) -> tuple[int, str]:
+    """(rows, sha256) of the download rows with after_id < id <= last_id, one canonical line each."""
+    digest, count = hashlib.sha256(), 0
+    rows = DownloadEvent.objects.filter(id__gt=after_id, id__lte=last_id).order_by("id").values_list(*_FIELDS)
+    for row in rows.iterator(chunk_size=5000):
+        values = list(row)
+        values[1] = values[1].astimezone(dt_timezone.utc).isoformat()
+        values[13] = str(values[13]) if values[13] is not None else None
+        digest.update(json.dumps(values, ensure_ascii=False, separators=(",", ":")).encode())
+        digest.update(b"\n")
+        count += 1
+    return count, digest.hexdigest()
+
+
+def _last_seal() -> AuditEvent | None:
+    return AuditEvent.objects.filter(action=SEAL_ACTION).order_by("-seq").first()
+
+
+def download_events_seal(*, max_rows: int | None = None) -> list[AuditEvent]:
+    """Seal every download row recorded so far into the audit chain; returns the new seal events."""
+    max_rows = max_rows or settings.DOWNLOAD_SEAL_MAX_ROWS
+    # Rows are numbered when inserted but become visible when committed, possibly out of
+    # order. A SHARE lock waits for every transaction still inserting, so each id up to
+    # the max read under it is committed: no row can later appear inside a sealed range.
+    with transaction.atomic():
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute(f'LOCK TABLE "{DownloadEvent._meta.db_table}" IN SHARE MODE')
+        upper = DownloadEvent.objects.order_by("-id").values_list("id", flat=True).first() or 0
+    seals = []
+    while True:
+        with transaction.atomic():
+            audit_lock()  # one sealer at a time: two must not seal the same rows
+            last = _last_seal()
+            after_id = last.data["last_id"] if last else 0
+            if after_id >= upper:
+                return seals
+            nth = list(DownloadEvent.objects.filter(id__gt=after_id, id__lte=upper).order_by("id").values_list("id", flat=True)[max_rows - 1:max_rows])
+            last_id = nth[0] if nth else upper
+            rows, digest = _digest(after_id, last_id)
+            seals.append(audit_record(action=SEAL_ACTION, data={"after_id": after_id, "last_id": last_id, "rows": rows, "sha256": digest}))
+
+
+def download_events_unsealed() -> int:
+    last = _last_seal()
+    return DownloadEvent.objects.filter(id__gt=last.data["last_id"] if last else 0).count()
+
+
+def verify_seal(event: AuditEvent) -> str | None:
+    """The problem with one seal event, or None: its rows must still hash to what it recorded."""
+    data = event.data
+    previous = AuditEvent.objects.filter(action=SEAL_ACTION, seq__lt=event.seq).order_by("-seq").first()
+    expected_after = previous.data["last_id"] if previous else 0
+    if data.get("after_id") != expected_after:
+        return (f"download seal #{event.seq} starts after download row {data.get('after_id')}, "
+                f"but the previous seal ended at row {expected_after}")
+    rows, digest = _digest(data["after_id"], data["last_id"])
+    if (rows, digest) != (data["rows"], data["sha256"]):
+        return (f"the download rows {data['after_id'] + 1}..{data['last_id']} sealed by row #{event.seq} were "
+                f"edited, added or deleted ({rows} row(s) now, {data['rows']} sealed)")
+    return None
+
+
+register_seal_verifier(SEAL_ACTION, verify_seal)
