@@ -1,0 +1,128 @@
+"""python -m inference.engine generate ... | make-demo-checkpoint ...
+
+Every error a user can cause (missing files, another architecture, a corrupt shard, an empty or too long
+prompt, a budget too small) ends the command with one line on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from .errors import EngineError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, not argparse's usage block
+        raise EngineError(f"{message} (see python -m inference.engine {self.prog.split()[-1]} --help)")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="python -m inference.engine", description="Offloaded inference within a memory budget.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    g = sub.add_parser("generate", help="generate completions for one or more prompts, batched")
+    g.add_argument("--checkpoint", required=True, type=Path, help="directory with config.json, *.safetensors, tokenizer.json")
+    g.add_argument("--memory-budget", required=True, help="resident weights + KV cache + read buffers, e.g. 1.5GiB")
+    g.add_argument("--max-new-tokens", type=int, default=32)
+    src = g.add_mutually_exclusive_group(required=True)
+    src.add_argument("--prompt", action="append", help="a prompt; repeat for a batch")
+    src.add_argument("--prompts-file", type=Path, help="one prompt per non-blank line")
+    mode = g.add_mutually_exclusive_group()
+    mode.add_argument("--greedy", action="store_true", help="the most likely token at each step (the default)")
+    mode.add_argument("--temperature", type=float, help="sample at this temperature instead")
+    g.add_argument("--top-p", type=float, help="with --temperature: nucleus sampling mass (default 1.0)")
+    g.add_argument("--seed", type=int, help="with --temperature: seed for reproducible sampling")
+    g.add_argument("--stop-token", type=int, action="append", help="token id ending a sequence (default: the model's EOS); repeatable")
+    g.add_argument("--json", action="store_true", help="print completions with token ids and the figures as JSON")
+    g.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available")
+    g.add_argument("--io", choices=["direct", "buffered"], default="direct", help="how streamed blocks are read (default direct: O_DIRECT)")
+    g.add_argument("--threads", type=int, help="torch compute threads (default: torch's choice)")
+
+    d = sub.add_parser("make-demo-checkpoint", help="a checkpoint with real shapes, random weights and a trained tokenizer")
+    d.add_argument("out", type=Path)
+    d.add_argument("--shape", required=True, choices=["tiny", "bloom-560m", "bloom-1b7"])
+    d.add_argument("--dtype", choices=["bf16", "fp32"], default="bf16")
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--corpus", type=Path, help="optional text to train the tokenizer on (.txt, .jsonl or .jsonl.gz with a text field)")
+    return p
+
+
+def _prompts(args) -> list[str]:
+    if args.prompt is not None:
+        return args.prompt
+    try:
+        lines = args.prompts_file.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise EngineError(f"prompts file {args.prompts_file} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise EngineError(f"prompts file {args.prompts_file} cannot be read as UTF-8 text ({exc.__class__.__name__})") from None
+    prompts = [line for line in lines if line.strip()]
+    if not prompts:
+        raise EngineError(f"prompts file {args.prompts_file} has no prompts (one per non-blank line)")
+    return prompts
+
+
+def _generate(args) -> int:
+    if args.temperature is None and (args.top_p is not None or args.seed is not None):
+        raise EngineError("--top-p and --seed apply to sampling; add --temperature")
+    if args.max_new_tokens < 1:
+        raise EngineError("--max-new-tokens must be at least 1")
+    prompts = _prompts(args)
+    for n, p in enumerate(prompts, 1):
+        if not p.strip():
+            raise EngineError(f"prompt {n} is empty; give it some text")
+    from .config import parse_size
+
+    budget = parse_size(args.memory_budget)
+    import torch
+
+    from .generate import Engine
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise EngineError("--device cuda, but torch sees no CUDA device here")
+    from .checkpoint import load_tokenizer
+
+    # The budget reserves a KV cache for exactly these prompts; one longer than the context fails in generate().
+    tokenizer = load_tokenizer(args.checkpoint) if args.checkpoint.is_dir() else None
+    longest = max(len(tokenizer.encode(p, add_special_tokens=False).ids) for p in prompts) if tokenizer else 0
+    engine = Engine(args.checkpoint, memory_budget=budget, max_batch_size=len(prompts), device=args.device, io=args.io,
+                    max_seq_len=longest + args.max_new_tokens)
+    try:
+        result = engine.generate(prompts, max_new_tokens=args.max_new_tokens, temperature=args.temperature or 0.0,
+                                 top_p=args.top_p if args.top_p is not None else 1.0, seed=args.seed,
+                                 stop_tokens=args.stop_token)
+    finally:
+        engine.close()
+    if args.json:
+        print(json.dumps({"completions": [c.__dict__ for c in result.completions],
+                          "figures": result.stats.as_dict(),
+                          "placement": {"resident": list(engine.placement.resident), "streamed": list(engine.placement.streamed)}},
+                         ensure_ascii=False, indent=1))
+    else:
+        for n, c in enumerate(result.completions, 1):
+            print(f"--- {n} ({len(c.token_ids)} tokens, {c.finish_reason})")
+            print(f"{c.prompt}{c.text}")
+        print(f"--- figures: {result.stats.summary()}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    try:
+        args = _parser().parse_args(argv)
+        if args.command == "generate":
+            return _generate(args)
+        from .demo import make_demo_checkpoint
+
+        out = make_demo_checkpoint(args.out, shape=args.shape, dtype=args.dtype, seed=args.seed, corpus=args.corpus)
+        print(f"wrote a {args.shape} demo checkpoint ({args.dtype}) to {out}")
+        return 0
+    except EngineError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2

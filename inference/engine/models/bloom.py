@@ -1,0 +1,117 @@
+"""BLOOM: ALiBi attention, LayerNorm (also right after the embeddings), GELU MLP, tied embeddings.
+
+Mirrors transformers' BloomForCausalLM numerically (same ALiBi positions from the padding mask, same
+additive mask of the dtype's minimum, softmax in fp32), so logits agree within 1e-4 in fp32; the code
+is shaped for a preallocated KV cache and weights that may live in a reusable read buffer.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+MODEL_TYPE = "bloom"
+
+_BLOCK = {
+    "ln1_w": "input_layernorm.weight", "ln1_b": "input_layernorm.bias",
+    "qkv_w": "self_attention.query_key_value.weight", "qkv_b": "self_attention.query_key_value.bias",
+    "proj_w": "self_attention.dense.weight", "proj_b": "self_attention.dense.bias",
+    "ln2_w": "post_attention_layernorm.weight", "ln2_b": "post_attention_layernorm.bias",
+    "fc1_w": "mlp.dense_h_to_4h.weight", "fc1_b": "mlp.dense_h_to_4h.bias",
+    "fc2_w": "mlp.dense_4h_to_h.weight", "fc2_b": "mlp.dense_4h_to_h.bias",
+}
+
+
+def weight_names(cfg, tensors) -> tuple[dict[str, str], list[dict[str, str]]]:
+    # transformers saves BloomForCausalLM under "transformer."; the original BigScience files saved
+    # BloomModel without a prefix. Both load.
+    prefix = "transformer." if "transformer.word_embeddings.weight" in tensors else ""
+    names = {
+        "wte": f"{prefix}word_embeddings.weight",
+        "emb_ln_w": f"{prefix}word_embeddings_layernorm.weight", "emb_ln_b": f"{prefix}word_embeddings_layernorm.bias",
+        "ln_f_w": f"{prefix}ln_f.weight", "ln_f_b": f"{prefix}ln_f.bias",
+    }
+    if not cfg.tie_word_embeddings:
+        names["lm_head"] = "lm_head.weight"
+    blocks = [{role: f"{prefix}h.{i}.{suffix}" for role, suffix in _BLOCK.items()} for i in range(cfg.n_layer)]
+    return names, blocks
+
+
+def weight_shapes(cfg) -> tuple[dict[str, tuple], dict[str, tuple]]:
+    V, C = cfg.vocab_size, cfg.hidden_size
+    glob = {"wte": (V, C), "emb_ln_w": (C,), "emb_ln_b": (C,), "ln_f_w": (C,), "ln_f_b": (C,), "lm_head": (V, C)}
+    block = {"ln1_w": (C,), "ln1_b": (C,), "qkv_w": (3 * C, C), "qkv_b": (3 * C,), "proj_w": (C, C), "proj_b": (C,),
+             "ln2_w": (C,), "ln2_b": (C,), "fc1_w": (4 * C, C), "fc1_b": (4 * C,), "fc2_w": (C, 4 * C), "fc2_b": (C,)}
+    return glob, block
+
+
+def alibi_slopes(n_head: int, device) -> torch.Tensor:
+    """The geometric ALiBi slopes, with BLOOM's interleaved extension for head counts that are not powers of 2."""
+    closest = 2 ** math.floor(math.log2(n_head))
+    base = torch.tensor(2 ** (-(2 ** -(math.log2(closest) - 3))), dtype=torch.float32, device=device)
+    slopes = torch.pow(base, torch.arange(1, 1 + closest, dtype=torch.int32, device=device))
+    if closest != n_head:
+        extra_base = torch.tensor(2 ** (-(2 ** -(math.log2(2 * closest) - 3))), dtype=torch.float32, device=device)
+        n_extra = min(closest, n_head - closest)
+        slopes = torch.cat([slopes, torch.pow(extra_base, torch.arange(1, 1 + 2 * n_extra, 2, dtype=torch.int32, device=device))])
+    return slopes
+
+
+def attention_bias(slopes: torch.Tensor, valid: torch.Tensor, T: int, dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """ALiBi bias and additive mask for the last T query slots over all L key slots, shared by every block.
+
+    valid: [B, L] bool, False at left padding. A key's ALiBi position counts only the valid keys before it,
+    so a padded prompt sees exactly the biases it would see alone; padding and future keys get the dtype's
+    minimum added (not -inf), so a fully masked padding row stays finite, as in transformers.
+    """
+    B, L = valid.shape
+    positions = ((valid.cumsum(-1) - 1) * valid)[:, None, :]  # [B, 1, L]
+    alibi = (slopes[None, :, None] * positions).reshape(B * slopes.shape[0], 1, L).to(dtype)  # [B*nh, 1, L]
+    q_slot = torch.arange(L - T, L, device=valid.device)[:, None]  # [T, 1]
+    k_slot = torch.arange(L, device=valid.device)[None, :]  # [1, L]
+    blocked = (k_slot > q_slot)[None, :, :] | ~valid[:, None, :]  # [B, T, L]
+    mask = torch.zeros(B, 1, T, L, dtype=dtype, device=valid.device)
+    mask.masked_fill_(blocked[:, None], torch.finfo(dtype).min)
+    return alibi, mask
+
+
+def embed(g: dict, ids: torch.Tensor, eps: float) -> torch.Tensor:
+    # ids: [B, T] -> x: [B, T, C]
+    x = F.embedding(ids, g["wte"])
+    return F.layer_norm(x, (x.shape[-1],), g["emb_ln_w"], g["emb_ln_b"], eps)
+
+
+def block(w: dict, x: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, start: int,
+          alibi: torch.Tensor, mask: torch.Tensor, cfg) -> torch.Tensor:
+    """One transformer block; writes this step's keys and values into the cache at [start, start+T).
+
+    x: [B, T, C]; k_cache, v_cache: [B, nh, Lmax, hd]; alibi: [B*nh, 1, L]; mask: [B, 1, T, L], L = start+T.
+    """
+    B, T, C = x.shape
+    nh, hd, eps = cfg.n_head, cfg.head_dim, cfg.layer_norm_epsilon
+    L = start + T
+    h = F.layer_norm(x, (C,), w["ln1_w"], w["ln1_b"], eps)
+    residual = h if cfg.apply_residual_connection_post_layernorm else x
+    qkv = F.linear(h, w["qkv_w"], w["qkv_b"]).view(B, T, nh, 3, hd)  # heads interleave q, k, v per head
+    k_cache[:, :, start:L] = qkv[..., 1, :].transpose(1, 2)
+    v_cache[:, :, start:L] = qkv[..., 2, :].transpose(1, 2)
+    q = qkv[..., 0, :].transpose(1, 2).reshape(B * nh, T, hd)  # [B*nh, T, hd]
+    k = k_cache[:, :, :L].reshape(B * nh, L, hd)  # a view: the cache's batch and head dims merge
+    v = v_cache[:, :, :L].reshape(B * nh, L, hd)
+    scores = torch.baddbmm(alibi, q, k.transpose(1, 2), beta=1.0, alpha=1.0 / math.sqrt(hd))  # [B*nh, T, L]
+    scores = scores.view(B, nh, T, L) + mask
+    probs = F.softmax(scores, dim=-1, dtype=torch.float32).to(x.dtype).view(B * nh, T, L)
+    attn = torch.bmm(probs, v).view(B, nh, T, hd).permute(0, 2, 1, 3).reshape(B, T, C)
+    x = F.linear(attn, w["proj_w"], w["proj_b"]) + residual
+    h = F.layer_norm(x, (C,), w["ln2_w"], w["ln2_b"], eps)
+    residual = h if cfg.apply_residual_connection_post_layernorm else x
+    h = F.gelu(F.linear(h, w["fc1_w"], w["fc1_b"]), approximate="tanh")  # BLOOM's tanh GELU, fused
+    return F.linear(h, w["fc2_w"], w["fc2_b"]) + residual
+
+
+def head(g: dict, x: torch.Tensor, eps: float) -> torch.Tensor:
+    # x: [B, T, C] -> logits: [B, T, V] in fp32
+    x = F.layer_norm(x, (x.shape[-1],), g["ln_f_w"], g["ln_f_b"], eps)
+    return F.linear(x, g.get("lm_head", g["wte"])).float()
