@@ -1,0 +1,342 @@
+"""build_shards: sources in, a directory of verifiable shards out.
+
+Two passes. Read: every source file is parsed in chunks on a reader thread, validated,
+scrubbed, filtered against the takedown list, hashed (one sha256 of the normalised text
+serves takedown and deduplication), numbered, and spilled into config-sorted runs in
+the work dir. Write: duplicates are resolved on disk, then each config's rows are read
+back from the runs and written as shards by a few threads (zstd and sha256 release the
+GIL). Memory stays bounded by the spill and dedup budgets whatever the corpus size.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import queue
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor, TimeoutError
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from datasets_app.shards.dedup import DedupIndex, is_dropped
+from datasets_app.shards.normalize import text_digests
+from datasets_app.shards.records import scrub_pii, validate
+from datasets_app.shards.sources import FileReader, SourceFile, Wanted, list_files
+from datasets_app.shards.spec import (
+    BASE_COLUMNS, KEEP_TYPES, BuildCancelled, BuildError, BuildParams, BuildResult, LanguageStats,
+    Progress, Reject, SourceSpec,
+)
+from datasets_app.shards.spill import SpillWriter
+from datasets_app.shards.write import ConfigWriter, card_text, file_entry, revision_input, write_json
+
+REJECT_SAMPLE = 50
+PROGRESS_EVERY = 0.5  # seconds; a Celery task saves each call to the database
+_KEEP_TYPES = {"string": pa.string(), "int64": pa.int64(), "float64": pa.float64(), "bool": pa.bool_()}
+
+
+def build_shards(
+    *, sources: Sequence[SourceSpec], params: BuildParams, out_dir: Path,
+    progress: Callable[[Progress], None] | None = None, should_stop: Callable[[], bool] | None = None,
+    s3_client=None,
+) -> BuildResult:
+    """Build shards, manifest.json and README.md into out_dir (absent or empty).
+
+    Raises BuildError for bad input (file and line named) or bad parameters, and
+    BuildCancelled when should_stop() turns true; either way out_dir is left as it was.
+    `s3_client` is a boto3 S3 client for s3:// sources (default: boto3.client("s3")).
+    """
+    out_dir = Path(out_dir)
+    keep_types = _check(sources, params, out_dir)
+    created_out_dir = not out_dir.exists()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="shard-build-", dir=params.work_dir))
+    build = _Build(sources=sources, params=params, out_dir=out_dir, work=work, keep_types=keep_types,
+                   progress=progress, should_stop=should_stop, s3_client=s3_client)
+    try:
+        return build.run()
+    except BaseException:
+        if created_out_dir:
+            shutil.rmtree(out_dir, ignore_errors=True)
+        else:
+            for child in out_dir.iterdir():
+                shutil.rmtree(child) if child.is_dir() else child.unlink()
+        raise
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _check(sources: Sequence[SourceSpec], params: BuildParams, out_dir: Path) -> dict[str, pa.DataType]:
+    if not sources:
+        raise BuildError("No sources: register at least one source to build from.")
+    if params.on_error not in ("fail", "skip"):
+        raise BuildError(f"on_error must be 'fail' or 'skip', not {params.on_error!r}.")
+    if params.shard_size < 1024:
+        raise BuildError(f"shard_size {params.shard_size} is too small: give at least 1 KiB.")
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise BuildError(f"{out_dir} is not empty: build into a new directory.")
+    keep: dict[str, pa.DataType] = {}
+    for spec in sources:
+        if spec.format not in ("auto", "jsonl", "parquet", "csv", "text"):
+            raise BuildError(f"Source {spec.uri}: unknown format {spec.format!r}.")
+        if spec.language_column is None and not params.default_language:
+            raise BuildError(f"Source {spec.uri} has no language column: set language_column or default_language.")
+        for name, type_name in spec.keep_columns.items():
+            if name in BASE_COLUMNS:
+                raise BuildError(f"Source {spec.uri}: kept column '{name}' would clash with the shards' own '{name}' column; rename it.")
+            if type_name not in KEEP_TYPES:
+                raise BuildError(f"Source {spec.uri}: kept column '{name}' has type {type_name!r}; use one of {', '.join(KEEP_TYPES)}.")
+            if keep.get(name, _KEEP_TYPES[type_name]) != _KEEP_TYPES[type_name]:
+                raise BuildError(f"Kept column '{name}' has different types in different sources; give it one type.")
+            keep[name] = _KEEP_TYPES[type_name]
+    return keep
+
+
+class _Build:
+    def __init__(self, *, sources, params: BuildParams, out_dir: Path, work: Path, keep_types, progress, should_stop, s3_client):
+        self.sources, self.params, self.out_dir, self.work = list(sources), params, out_dir, work
+        self.keep_types = keep_types
+        self.schema = pa.schema([(name, pa.string()) for name in BASE_COLUMNS] + list(keep_types.items()))
+        self._progress_cb, self._should_stop = progress, should_stop or (lambda: False)
+        self.s3_client = s3_client
+        self.records_read = self.bytes_read = self.bytes_total = 0
+        self.kept = self.dropped = self.rejects = self.duplicates = self.written = 0
+        self.configs_written = self.configs_total = 0
+        self.pii = {"email": 0, "phone": 0}
+        self.sample: list[Reject] = []
+        self.fingerprints: list[dict] = []
+        self._last_progress = 0.0
+        self._excluded_ids = pa.array(sorted(params.excluded_ids), pa.string())
+        self._excluded_digests = {bytes.fromhex(h) for h in params.excluded_text_sha256}
+        bad = [h for h in params.excluded_text_sha256 if len(h) != 64]
+        if bad:
+            raise BuildError(f"{bad[0]!r} is not a sha256 hex digest: the takedown list needs text_sha256() values.")
+        self._excluded_prefixes = np.array(sorted({int.from_bytes(d[:8], "little") for d in self._excluded_digests}), dtype=np.uint64)
+
+    # --- progress and cancellation -------------------------------------------------
+
+    def stop_if_asked(self) -> None:
+        if self._should_stop():
+            raise BuildCancelled("The build was cancelled; nothing was kept.")
+
+    def report(self, phase: str, *, force: bool = False) -> None:
+        now = time.monotonic()
+        if self._progress_cb and (force or now - self._last_progress >= PROGRESS_EVERY):
+            self._last_progress = now
+            self._progress_cb(Progress(phase, self.records_read, self.bytes_read, self.bytes_total,
+                                       self.written, self.configs_written, self.configs_total))
+
+    # --- the two passes ------------------------------------------------------------
+
+    def run(self) -> BuildResult:
+        files_by_source = [(spec, list_files(spec, s3_client=self.s3_client)) for spec in self.sources]
+        self.bytes_total = sum(f.size for _, files in files_by_source for f in files)
+        self.report("read", force=True)
+        dedup = DedupIndex(self.work, memory=self.params.dedup_memory) if self.params.dedup else None
+        spill = SpillWriter(self.work / "runs", memory=self.params.spill_memory)
+        self._read(files_by_source, dedup, spill)
+        spill.flush()
+        bitmap = None
+        if dedup is not None:
+            self.report("dedup", force=True)
+            bitmap, self.duplicates = dedup.resolve(records=self.kept, bitmap_path=self.work / "duplicates.bits")
+        self.stop_if_asked()
+        languages = self._write(spill, bitmap)
+        return self._finish(files_by_source, languages)
+
+    def _read(self, files_by_source, dedup: DedupIndex | None, spill: SpillWriter) -> None:
+        chunks: queue.Queue = queue.Queue(maxsize=2)
+        stop = threading.Event()
+
+        def produce() -> None:
+            # Parsing and validation run here, overlapping the hashing on the main thread.
+            try:
+                for spec, files in files_by_source:
+                    wanted = Wanted(spec.text_column, spec.id_column, spec.language_column,
+                                    {name: self.keep_types[name] for name in spec.keep_columns})
+                    for file in files:
+                        reader = FileReader(file, wanted, self.work)
+                        for chunk in reader:
+                            table, rejects = validate(chunk, wanted=wanted, source=spec.name, default_language=self.params.default_language)
+                            if not _put(chunks, (chunk, table, rejects), stop):
+                                return
+                        self.fingerprints.append({"source": spec.name, "file": file.rel, "size": reader.size, "sha256": reader.sha256})
+                _put(chunks, None, stop)
+            except BaseException as error:
+                _put(chunks, error, stop)
+
+        thread = threading.Thread(target=produce, name="shard-reader", daemon=True)
+        thread.start()
+        done_bytes = 0  # bytes of the files finished before the current one
+        current: SourceFile | None = None
+        try:
+            while True:
+                item = chunks.get()
+                if item is None:
+                    break
+                if isinstance(item, BaseException):
+                    raise item
+                chunk, table, rejects = item
+                if chunk.file is not current:
+                    if current is not None:
+                        done_bytes += current.size
+                    current = chunk.file
+                self.records_read += table.num_rows + len(rejects)
+                self.bytes_read = done_bytes + chunk.bytes_read
+                if rejects:
+                    self._reject(chunk.file, rejects)
+                self._keep(table, dedup, spill)
+                self.stop_if_asked()
+                self.report("read")
+        finally:
+            stop.set()
+            while thread.is_alive():
+                try:
+                    chunks.get_nowait()
+                except queue.Empty:
+                    thread.join(0.05)
+        self.report("read", force=True)
+
+    def _reject(self, file: SourceFile, rejects: list[tuple[int, str]]) -> None:
+        if self.params.on_error == "fail":
+            line, reason = rejects[0]
+            raise BuildError(f"{file.spec.name}: {file.rel} {file.unit} {line}: {reason}. "
+                             "Fix the source, or build with on_error='skip' to leave such records out.")
+        self.rejects += len(rejects)
+        for line, reason in rejects[: REJECT_SAMPLE - len(self.sample)]:
+            self.sample.append(Reject(file.spec.name, file.rel, line, reason))
+
+    def _keep(self, table: pa.Table, dedup: DedupIndex | None, spill: SpillWriter) -> None:
+        if not table.num_rows:
+            return
+        text = table["text"].combine_chunks()
+        drop = np.zeros(table.num_rows, dtype=bool)
+        if self.params.scrub_pii:
+            original = text
+            text, counts, changed = scrub_pii(text)
+            for kind, count in counts.items():
+                self.pii[kind] += count
+            table = table.set_column(table.schema.get_field_index("text"), "text", text)
+            if changed.any() and self._excluded_digests:
+                # A takedown may quote the text as it was before scrubbing.
+                changed_rows = pa.array(np.flatnonzero(changed))
+                drop[np.flatnonzero(changed)] |= self._excluded(text_digests(original.take(changed_rows)))
+        digests = text_digests(text)
+        if len(self._excluded_ids):
+            drop |= pc.is_in(table["id"], value_set=self._excluded_ids).to_numpy(zero_copy_only=False)
+        if self._excluded_digests:
+            drop |= self._excluded(digests)
+        if drop.any():
+            self.dropped += int(drop.sum())
+            table = table.filter(pa.array(~drop))
+            digests = digests[~drop]
+        seqs = np.arange(self.kept, self.kept + table.num_rows, dtype=np.uint64)
+        self.kept += table.num_rows
+        if dedup is not None:
+            dedup.add(digests, seqs)
+        spill.add(table.append_column("__seq", pa.array(seqs)))
+
+    def _excluded(self, digests: np.ndarray) -> np.ndarray:
+        prefixes = np.ascontiguousarray(digests[:, :8]).view("<u8").ravel()
+        hit = np.isin(prefixes, self._excluded_prefixes)
+        for index in np.flatnonzero(hit):
+            hit[index] = bytes(digests[index]) in self._excluded_digests
+        return hit
+
+    def _write(self, spill: SpillWriter, bitmap) -> dict[str, LanguageStats]:
+        configs = sorted(spill.rows)
+        self.configs_total = len(configs)
+        self.report("write", force=True)
+        lock = threading.Lock()
+
+        def write_config(config: str):
+            writer = ConfigWriter(out_dir=self.out_dir, config=config, schema=self.schema,
+                                  shard_size=self.params.shard_size, should_stop=self.stop_if_asked)
+            try:
+                writer.write(self._rows_of(spill, config, bitmap))
+                files = writer.finish(self.out_dir)
+            except BaseException:
+                writer.abort()
+                raise
+            with lock:
+                self.written += writer.rows
+                self.configs_written += 1
+            return files, LanguageStats(writer.rows, writer.text_bytes)
+
+        # Biggest configs first, so that one large language does not finish last alone.
+        order = sorted(configs, key=lambda c: -spill.rows[c])
+        results = {}
+        with ThreadPoolExecutor(max_workers=max(1, self.params.workers), thread_name_prefix="shard-writer") as pool:
+            futures = {config: pool.submit(write_config, config) for config in order}
+            try:
+                for config in order:
+                    while True:
+                        try:
+                            results[config] = futures[config].result(timeout=PROGRESS_EVERY)
+                            break
+                        except TimeoutError:
+                            self.report("write")
+                    self.report("write")
+            except BaseException:
+                for future in futures.values():
+                    future.cancel()
+                raise
+        self.shards = sorted((f for config in configs for f in results[config][0]), key=lambda f: f.path)
+        return {config: results[config][1] for config in configs if results[config][1].records}
+
+    def _rows_of(self, spill: SpillWriter, config: str, bitmap):
+        for batch in spill.read(config):
+            if bitmap is not None:
+                keep = ~is_dropped(bitmap, batch.column("__seq").to_numpy())
+                if not keep.all():
+                    batch = batch.filter(pa.array(keep))
+            yield batch.drop_columns(["__seq"])
+
+    def _finish(self, files_by_source, languages: dict[str, LanguageStats]) -> BuildResult:
+        params = {
+            "shard_size": self.params.shard_size, "on_error": self.params.on_error, "dedup": self.params.dedup,
+            "scrub_pii": self.params.scrub_pii, "default_language": self.params.default_language,
+            "excluded_ids": len(self.params.excluded_ids), "excluded_text_sha256": len(self.params.excluded_text_sha256),
+            "normalisation": "NFC, whitespace runs to one space, trimmed; sha256 of UTF-8",
+            "parquet": {"pyarrow": pa.__version__, "compression": "zstd"},
+        }
+        counts = {"records_read": self.records_read, "records_written": self.written, "rejects": self.rejects,
+                  "dropped_by_takedown": self.dropped, "duplicates": self.duplicates, "pii_replacements": dict(self.pii)}
+        sources = [{"uri": spec.uri, "name": spec.name, "format": spec.format, "text_column": spec.text_column,
+                    "id_column": spec.id_column, "language_column": spec.language_column,
+                    "keep_columns": dict(spec.keep_columns),
+                    "files": [fp for fp in self.fingerprints if fp["source"] == spec.name]} for spec, _ in files_by_source]
+        configs = {config: {"rows": stats.records, "text_bytes": stats.text_bytes,
+                            "files": sum(1 for f in self.shards if f.config == config)} for config, stats in languages.items()}
+        (self.out_dir / "README.md").write_text(
+            card_text(configs=configs, files=self.shards, schema=self.schema, params=params, counts=counts), encoding="utf-8")
+        write_json(self.out_dir / "manifest.json", {
+            "format": "dataset-shards/1", "configs": configs, "counts": counts, "params": params, "sources": sources,
+            "schema": [{"name": field.name, "type": str(field.type)} for field in self.schema],
+            "files": [{"path": f.path, "config": f.config, "rows": f.rows, "size": f.size, "sha256": f.sha256} for f in self.shards],
+        })
+        files = sorted(self.shards + [file_entry(self.out_dir / name, self.out_dir) for name in ("README.md", "manifest.json")],
+                       key=lambda f: f.path)
+        revision = revision_input(files)
+        self.report("done", force=True)
+        return BuildResult(
+            files=tuple(files), records_read=self.records_read, records_written=self.written,
+            dropped_by_takedown=self.dropped, duplicates=self.duplicates, rejects=self.rejects,
+            pii_replacements=dict(self.pii), languages=languages, reject_sample=tuple(self.sample),
+            revision_input=revision, revision=hashlib.sha1(revision).hexdigest(),
+        )
+
+
+def _put(chunks: queue.Queue, item, stop: threading.Event) -> bool:
+    while not stop.is_set():
+        try:
+            chunks.put(item, timeout=0.1)
+            return True
+        except queue.Full:
+            continue
+    return False

@@ -1,0 +1,190 @@
+"""Writing a config's shards (zstd Parquet, sha256 computed on the way out), the
+manifest and the dataset card.
+
+Every byte is a function of the rows and the parameters: shard and row-group
+boundaries fall at fixed row sizes, never at the edges of whatever batches arrived,
+and the writer options below are pinned, so the same input gives the same files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from datasets_app.shards.spec import ALL_CONFIG, MiB, ShardFile
+
+ROW_GROUP_BYTES = 64 * MiB
+COMPRESSION_LEVEL = 3
+NO_DICTIONARY = ("id", "text")
+
+
+class _HashingFile:
+    """A write-only file that hashes what goes through it."""
+
+    def __init__(self, path: Path):
+        self._file = open(path, "wb")
+        self.digest = hashlib.sha256()
+        self.size = 0
+        self.closed = False
+
+    def write(self, data) -> int:
+        self.digest.update(data)
+        self.size += len(data)
+        return self._file.write(data)
+
+    def flush(self) -> None:
+        self._file.flush()
+
+    def close(self) -> None:
+        if not self.closed:
+            # No fsync: out_dir is staging; publishing copies and syncs, and a crash means a rebuild.
+            self._file.close()
+            self.closed = True
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+    def tell(self) -> int:
+        return self.size
+
+
+def row_sizes(batch: pa.RecordBatch) -> np.ndarray:
+    """Arrow bytes of each row: string bytes plus offsets, fixed widths for the rest."""
+    sizes = np.zeros(batch.num_rows, dtype=np.int64)
+    for column in batch.columns:
+        if pa.types.is_string(column.type):
+            sizes += pc.fill_null(pc.binary_length(column), 0).to_numpy(zero_copy_only=False) + 4
+        elif pa.types.is_boolean(column.type):
+            sizes += 1
+        else:
+            sizes += column.type.bit_width // 8
+    return sizes
+
+
+class ConfigWriter:
+    """Streams one config's rows into data/<config>/train-NNNNN-of-MMMMM.parquet."""
+
+    def __init__(self, *, out_dir: Path, config: str, schema: pa.Schema, shard_size: int, should_stop: Callable[[], None]):
+        self.dir = out_dir / "data" / config
+        self.dir.mkdir(parents=True)
+        self.config, self.schema, self.shard_size = config, schema, shard_size
+        self.row_group_bytes = min(ROW_GROUP_BYTES, shard_size)
+        self.should_stop = should_stop
+        self.rows = 0
+        self.text_bytes = 0
+        self._shards: list[tuple[Path, _HashingFile, int]] = []
+        self._writer: pq.ParquetWriter | None = None
+        self._sink: _HashingFile | None = None
+        self._shard_rows = self._shard_bytes = 0
+        self._pending: list[pa.RecordBatch] = []
+        self._pending_bytes = 0
+
+    def write(self, batches: Iterable[pa.RecordBatch]) -> None:
+        for batch in batches:
+            self.text_bytes += int(pc.sum(pc.binary_length(batch.column("text"))).as_py() or 0)
+            sizes = row_sizes(batch)
+            while batch.num_rows:
+                room = min(self.row_group_bytes - self._pending_bytes, self.shard_size - self._shard_bytes)
+                cumulative = np.cumsum(sizes)
+                # Take rows up to and including the one that reaches the limit.
+                take = min(int(np.searchsorted(cumulative, room, side="left")) + 1, batch.num_rows)
+                self._pending.append(batch.slice(0, take))
+                taken = int(cumulative[take - 1])
+                self._pending_bytes += taken
+                self._shard_bytes += taken
+                batch, sizes = batch.slice(take), sizes[take:]
+                if self._pending_bytes >= self.row_group_bytes or self._shard_bytes >= self.shard_size:
+                    self._flush_row_group()
+                if self._shard_bytes >= self.shard_size:
+                    self._close_shard()
+
+    def _flush_row_group(self) -> None:
+        if not self._pending:
+            return
+        self.should_stop()
+        if self._writer is None:
+            path = self.dir / f"train-{len(self._shards):05d}.parquet.partial"
+            self._sink = _HashingFile(path)
+            self._writer = pq.ParquetWriter(
+                self._sink, self.schema, compression="zstd", compression_level=COMPRESSION_LEVEL,
+                use_dictionary=[name for name in self.schema.names if name not in NO_DICTIONARY],
+                write_statistics=[name for name in self.schema.names if name != "text"],
+                version="2.6", data_page_version="1.0", write_page_index=False, store_schema=True,
+            )
+            self._shards.append((path, self._sink, 0))
+        table = pa.Table.from_batches(self._pending, schema=self.schema)
+        self._writer.write_table(table, row_group_size=table.num_rows)
+        self._shard_rows += table.num_rows
+        self.rows += table.num_rows
+        self._pending, self._pending_bytes = [], 0
+
+    def _close_shard(self) -> None:
+        self._flush_row_group()
+        if self._writer is not None:
+            self._writer.close()
+            self._sink.close()
+            path, sink, _ = self._shards[-1]
+            self._shards[-1] = (path, sink, self._shard_rows)
+        self._writer, self._sink = None, None
+        self._shard_rows = self._shard_bytes = 0
+
+    def finish(self, out_dir: Path) -> list[ShardFile]:
+        self._close_shard()
+        total = len(self._shards)
+        files = []
+        for index, (path, sink, rows) in enumerate(self._shards):
+            final = self.dir / f"train-{index:05d}-of-{total:05d}.parquet"
+            os.replace(path, final)
+            files.append(ShardFile(final.relative_to(out_dir).as_posix(), sink.size, sink.digest.hexdigest(), rows, self.config))
+        return files
+
+    def abort(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._sink.close()
+
+
+def write_json(path: Path, data) -> None:
+    path.write_text(json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def card_text(*, configs: dict[str, dict], files: list[ShardFile], schema: pa.Schema, params: dict, counts: dict) -> str:
+    """README.md: a YAML header `datasets` reads (one config per language, and `all`), then a summary."""
+    q = json.dumps  # JSON strings are valid YAML scalars, whatever the config is called
+    lines = ["---", "configs:"]
+    lines += [f"- config_name: {q(ALL_CONFIG)}", "  default: true", "  data_files:", "  - split: train", f"    path: {q('data/*/*.parquet')}"]
+    for config in configs:
+        lines += [f"- config_name: {q(config)}", "  data_files:", "  - split: train", "    path:"]
+        lines += [f"    - {q(f.path)}" for f in files if f.config == config]
+    lines += ["---", "", "# Dataset shards", "",
+              f"{counts['records_written']:,} records in {len(configs)} language configs, as zstd Parquet under "
+              "`data/<config>/`; the `all` config is every shard. `manifest.json` lists every file with its sha256.", "",
+              "Columns: " + ", ".join(f"`{field.name}` ({field.type})" for field in schema) + ".", "",
+              "| config | records | text bytes | files |", "| --- | ---: | ---: | ---: |"]
+    for config, stats in configs.items():
+        lines.append(f"| {config} | {stats['rows']:,} | {stats['text_bytes']:,} | {stats['files']} |")
+    lines += ["", "Build parameters: " + ", ".join(f"{key}={value}" for key, value in sorted(params.items())
+                                                   if not isinstance(value, (dict, list))) + ".", ""]
+    return "\n".join(lines)
+
+
+def revision_input(files: list[ShardFile]) -> bytes:
+    # The same bytes as datasets_app.publishing.manifest_for, so the revision agrees with publishing.
+    entries = sorted(({"path": f.path, "size": f.size, "sha256": f.sha256} for f in files), key=lambda f: f["path"])
+    return json.dumps({"files": entries}, sort_keys=True, separators=(",", ":")).encode()
+
+
+def file_entry(path: Path, out_dir: Path) -> ShardFile:
+    digest = hashlib.sha256(path.read_bytes())
+    return ShardFile(path.relative_to(out_dir).as_posix(), path.stat().st_size, digest.hexdigest(), None, "")
