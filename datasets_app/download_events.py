@@ -23,7 +23,7 @@ from datetime import timezone as dt_timezone
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.db import connection, transaction
+from django.db import OperationalError, connection, transaction
 from django.utils import timezone
 
 from datasets_app.models import DownloadEvent, File, Grant, Resource, Version
@@ -69,7 +69,7 @@ JOIN "{version}" v ON v.id = f.version_id AND v.published_at IS NOT NULL
 JOIN "{resource}" r ON r.id = v.resource_id
 LEFT JOIN "{user}" u ON u.id = %(user)s AND u.is_active
 LEFT JOIN "{grant}" g ON g.user_id = u.id AND g.resource_id = r.id AND g.status = 'active'
-     AND g.expires_at > %(now)s
+     AND g.expires_at > {now}
      AND (r.license_version_id IS NULL OR g.license_version_id = r.license_version_id)
 WHERE f.id = %(file)s AND f.path = %(path)s
   AND (%(user)s = 0 OR u.id IS NOT NULL)
@@ -78,14 +78,18 @@ WHERE f.id = %(file)s AND f.path = %(path)s
 _COLUMNS = ("created_at, user_id, username, file_id, resource, version, path, grant_id, link_grant_id,"
             " license_version_id, method, byte_range, ip, user_agent")
 # PostgreSQL: check and append in one statement (a data-modifying CTE runs once, to completion).
+# The commit waits for the WAL flush only when DOWNLOAD_RECORDS_DURABLE is set: a
+# transaction's setting at commit time decides, and set_config(..., true) is local to it.
 _REDEEM_PG = """
-WITH ok AS ({check}), recorded AS (
+WITH durability AS MATERIALIZED (
+    SELECT set_config('synchronous_commit', COALESCE(%(sync)s, current_setting('synchronous_commit')), true)),
+ok AS ({check}), recorded AS (
     INSERT INTO "{event}" ({columns})
-    SELECT %(now)s::timestamptz, NULLIF(%(user)s, 0), COALESCE(ok.username, ''), ok.file_id, ok.resource, ok.version,
+    SELECT statement_timestamp(), NULLIF(%(user)s, 0), COALESCE(ok.username, ''), ok.file_id, ok.resource, ok.version,
            ok.path, ok.grant_id, %(link_grant)s, ok.license_version_id, %(method)s, %(range)s, %(ip)s::inet, %(agent)s
     FROM ok
 )
-SELECT file_id, path, size, sha256, content_type, storage_key FROM ok
+SELECT file_id, path, size, sha256, content_type, storage_key FROM ok, durability
 """
 _INSERT = """INSERT INTO "{event}" ({columns}) VALUES
 (%(now)s, %(user_or_null)s, %(username)s, %(file)s, %(resource)s, %(version)s, %(path)s, %(grant_id)s, %(link_grant)s,
@@ -97,9 +101,9 @@ _sql_cache: dict[str, str] = {}
 def _sql(name: str) -> str:
     if name not in _sql_cache:
         tables = _tables()
-        check = _CHECK.format(**tables)
-        _sql_cache["check"] = check
-        _sql_cache["redeem_pg"] = _REDEEM_PG.format(check=check, columns=_COLUMNS, **tables)
+        # PostgreSQL tells the time itself (one parameter less to send); SQLite gets Python's clock.
+        _sql_cache["check"] = _CHECK.format(now="%(now)s", **tables)
+        _sql_cache["redeem_pg"] = _REDEEM_PG.format(check=_CHECK.format(now="statement_timestamp()", **tables), columns=_COLUMNS, **tables)
         _sql_cache["insert"] = _INSERT.format(columns=_COLUMNS, **tables)
     return _sql_cache[name]
 
@@ -110,15 +114,14 @@ def download_redeem(*, file_id: int, path: str, user_id: int, link_grant_id: int
     meta = request.META
     params = {
         "file": file_id, "path": path, "user": user_id or 0, "link_grant": link_grant_id,
-        "now": connection.ops.adapt_datetimefield_value(timezone.now()),
         "method": request.method[:8], "range": meta.get("HTTP_RANGE", "")[:100],
         "ip": meta.get("REMOTE_ADDR") or None, "agent": meta.get("HTTP_USER_AGENT", "")[:400],
     }
     if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute(_sql("redeem_pg"), params)
-            row = cursor.fetchone()
-        return Redemption(*row) if row else None
+        # Never relax the commit of a transaction that may hold other changes.
+        relaxed = not settings.DOWNLOAD_RECORDS_DURABLE and not connection.in_atomic_block
+        return _redeem_pg({**params, "sync": "off" if relaxed else None})
+    params["now"] = connection.ops.adapt_datetimefield_value(timezone.now())
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(_sql("check"), params)
         row = cursor.fetchone()
@@ -130,6 +133,30 @@ def download_redeem(*, file_id: int, path: str, user_id: int, link_grant_id: int
             "version": version, "grant_id": grant_id, "license_version_id": license_version_id,
         })
     return Redemption(file_id, path, size, sha256, content_type, storage_key)
+
+
+def _redeem_pg(params: dict) -> Redemption | None:
+    import psycopg
+
+    def run():
+        connection.ensure_connection()
+        # A server-side prepared statement: planning the joins cost four times what running
+        # them does. Django's cursors bind client-side and cannot prepare, so this one
+        # statement uses psycopg's own cursor on Django's connection (same transaction state).
+        with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
+            cursor.execute(_sql("redeem_pg"), params, prepare=True)
+            return cursor.fetchone()
+
+    try:
+        row = run()
+    except OperationalError:
+        # This cursor skips Django's per-request health check (a round trip on every
+        # request); a connection the server dropped is replaced here instead, once.
+        if connection.in_atomic_block:
+            raise
+        connection.close()
+        row = run()
+    return Redemption(*row) if row else None
 
 
 # --- Sealing into the audit chain ------------------------------------------------------------

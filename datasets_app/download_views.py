@@ -158,7 +158,9 @@ def file_download(request, token, path):
     except LinkError as error:
         return text_response(error.status, str(error))
     # A link issued to nobody (an open resource's page seen signed out) is no other account's.
-    other_account = bool(claims.user_id) and request.user.is_authenticated and request.user.pk != claims.user_id
+    # (Download tools send no session cookie: the session and user are then not loaded at all.)
+    other_account = (bool(claims.user_id) and settings.SESSION_COOKIE_NAME in request.COOKIES
+                     and request.user.is_authenticated and request.user.pk != claims.user_id)
     # The check and the audit record in one statement: this runs on every range request of every download.
     file = None if other_account else download_redeem(
         file_id=claims.file_id, path=path, user_id=claims.user_id, link_grant_id=claims.grant_id, request=request)

@@ -96,6 +96,12 @@ if _database_url:
     DATABASES = {"default": dj_database_url.parse(_database_url, conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 60, minimum=0))}
     if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
         DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+        # Lets the signed-link check (datasets_app.download_events) run as a prepared
+        # statement; Django's own queries bind client-side and are never prepared. Turn it
+        # off behind a pooler in transaction mode without prepared-statement support
+        # (PgBouncer before 1.21): the check then runs unprepared, slower but correct.
+        if env_bool("DATABASE_PREPARED_STATEMENTS", True):
+            DATABASES["default"].setdefault("OPTIONS", {})["prepare_threshold"] = 5
 else:
     DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": VAR_DIR / "portal.sqlite3"}}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
@@ -236,6 +242,11 @@ GRANT_REMINDER_DAYS = env_int("GRANT_REMINDER_DAYS", 14, minimum=1)
 # Links outlive a multi-hour download; each request through one re-checks the grant anyway.
 DOWNLOAD_LINK_TTL = env_duration("DOWNLOAD_LINK_TTL", "7d", minimum=60, maximum=90 * 86400)
 # S3 caps presigned URLs at 7 days; short is better, since a presigned URL cannot be revoked.
+# Whether serving a download waits for its record to be flushed to disk (PostgreSQL).
+# Off: a database server crash can lose the last fraction of a second of download
+# records (never other data, never half a record), and redemption is not limited by
+# the WAL's fsync rate. On: every record is durable before the bytes are sent.
+DOWNLOAD_RECORDS_DURABLE = env_bool("DOWNLOAD_RECORDS_DURABLE", False)
 # Download records are sealed into the audit chain in batches of at most this many rows.
 DOWNLOAD_SEAL_MAX_ROWS = env_int("DOWNLOAD_SEAL_MAX_ROWS", 50_000, minimum=1)
 S3_PRESIGN_TTL = env_duration("S3_PRESIGN_TTL", "10m", minimum=10, maximum=7 * 86400)

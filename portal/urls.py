@@ -1,9 +1,13 @@
 from django.contrib import admin
 from django.urls import include, path
 
+from datasets_app.download_views import file_download
 from portal import views
 
 urlpatterns = [
+    # First: every range request of every download resolves this pattern, and the
+    # patterns tried before it cost time on each one.
+    path("d/<str:token>/<path:path>", file_download, name="file_download"),
     path("", views.home, name="home"),
     path("accounts/profile/", views.profile, name="profile"),
     path("accounts/", include("allauth.urls")),

@@ -163,3 +163,22 @@ def test_it_refuses_updates_and_deletes_of_download_records_on_postgresql(cast, 
     for sql in ("UPDATE datasets_app_downloadevent SET username = 'x'", "DELETE FROM datasets_app_downloadevent"):
         with pytest.raises(DatabaseError, match="append-only"), transaction.atomic(), connection.cursor() as cursor:
             cursor.execute(sql)
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("durable", [False, True])
+def test_it_relaxes_the_commit_of_its_own_statement_only_and_only_when_allowed(cast, versions, settings, durable):
+    if connection.vendor != "postgresql":
+        pytest.skip("synchronous_commit is PostgreSQL's")
+    settings.DOWNLOAD_RECORDS_DURABLE = durable
+    file = versions[0].files.get(path="README.md")
+
+    def setting():
+        with connection.cursor() as cursor:
+            cursor.execute("SHOW synchronous_commit")
+            return cursor.fetchone()[0]
+
+    before = setting()
+    # The test runs inside a transaction, like any caller holding other changes: left alone.
+    assert redeem(file, cast.granted) is not None
+    assert setting() == before == "on"
