@@ -352,6 +352,8 @@ http {{
     fastcgi_temp_path {tmp}/nginx-fastcgi;
     uwsgi_temp_path {tmp}/nginx-uwsgi;
     scgi_temp_path {tmp}/nginx-scgi;
+    # Kept-alive upstream connections: no TCP handshake with gunicorn per request.
+    upstream portal {{ server 127.0.0.1:{upstream}; keepalive 32; }}
     server {{
         listen 127.0.0.1:{port};
         # The baseline: the same stored object, no authorization.
@@ -359,7 +361,9 @@ http {{
         # As in README.md's deployment section.
         location /_protected/ {{ internal; alias {media}/; }}
         location / {{
-            proxy_pass http://127.0.0.1:{upstream};
+            proxy_pass http://portal;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
             proxy_set_header Host $host;
             proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
             proxy_set_header X-Forwarded-Proto $scheme;
