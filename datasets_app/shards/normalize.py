@@ -71,13 +71,19 @@ def _patterns() -> tuple[str, str]:
 def normalize_texts(texts: pa.Array) -> pa.Array:
     """Normalised copies of a string array (nulls stay null)."""
     nfc, spaces = _patterns()
-    needs_nfc = pc.fill_null(pc.match_substring_regex(texts, nfc), False)
+    # One pass over every row finds the few that may change; the two finer checks run on those only.
+    candidates = pc.fill_null(pc.match_substring_regex(texts, f"{nfc}|{spaces}"), False)
+    if not pc.any(candidates).as_py():
+        return texts
+    some = texts.filter(candidates)
+    needs_nfc = pc.fill_null(pc.match_substring_regex(some, nfc), False)
     if pc.any(needs_nfc).as_py():
-        texts = pc.if_else(needs_nfc, pc.utf8_normalize(texts, "NFC"), texts)
-    needs_spaces = pc.fill_null(pc.match_substring_regex(texts, spaces), False)
+        some = pc.replace_with_mask(some, needs_nfc, pc.utf8_normalize(some.filter(needs_nfc), "NFC"))
+    needs_spaces = pc.fill_null(pc.match_substring_regex(some, spaces), False)
     if pc.any(needs_spaces).as_py():
-        collapsed = pc.utf8_trim(pc.replace_substring_regex(texts, f"[ {_ranges(map(ord, OTHER_WHITESPACE))}]+", " "), " ")
-        texts = pc.if_else(needs_spaces, collapsed, texts)
+        collapsed = pc.utf8_trim(pc.replace_substring_regex(some.filter(needs_spaces), f"[ {_ranges(map(ord, OTHER_WHITESPACE))}]+", " "), " ")
+        some = pc.replace_with_mask(some, needs_spaces, collapsed)
+    texts = pc.replace_with_mask(texts, candidates, some)
     return texts
 
 

@@ -8,6 +8,7 @@ reads its batches from every run, memory-mapped, in run order, which is source o
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +33,7 @@ class SpillWriter:
         self.rows: dict[str, int] = {}
         self._tables: list[pa.Table] = []
         self._buffered = 0
+        self._local = threading.local()
 
     def add(self, table: pa.Table) -> None:
         if table.num_rows:
@@ -64,10 +66,16 @@ class SpillWriter:
 
     def read(self, config: str) -> Iterator[pa.RecordBatch]:
         """The config's rows in source order, memory-mapped."""
+        # One reader per run and thread: opening parses the footer (a block per config),
+        # and readers are not documented as safe to share between threads.
+        readers = getattr(self._local, "readers", None)
+        if readers is None:
+            readers = self._local.readers = {}
         for run in self.runs:
             indices = run.batches.get(config)
             if indices:
-                with pa.memory_map(str(run.path)) as source:
-                    reader = pa.ipc.open_file(source)
-                    for index in indices:
-                        yield reader.get_batch(index)
+                if run.path not in readers:
+                    readers[run.path] = pa.ipc.open_file(pa.memory_map(str(run.path)))
+                reader = readers[run.path]
+                for index in indices:
+                    yield reader.get_batch(index)
