@@ -18,6 +18,8 @@ from .config import format_size, parse_size
 from .errors import EngineError, PromptError
 from .offload import BlockStream, Files, Layout, TORCH_DTYPES, load_resident, plan_placement
 
+PREFILL_TOKENS = 512  # tokens per block call in a prefill: bounds activations outside the budget; matmuls stay large
+
 
 @dataclass
 class Completion:
@@ -63,6 +65,7 @@ class Generation:
     completions: list[Completion]
     stats: RunStats
     step_logits: list[torch.Tensor] = field(default_factory=list)  # [B, V] per step, when asked for
+    token_times_s: list[float] = field(default_factory=list)  # when each step's tokens were ready, from the start
 
 
 def _memory() -> tuple[int, int]:
@@ -171,15 +174,29 @@ class Engine:
         for i in range(cfg.n_layer):
             w = self.blocks.get(i)
             if w is not None:
-                x = arch.block(w, x, kv[i, 0], kv[i, 1], start, alibi, mask, cfg)
+                x = self._block(w, x, kv[i], start, alibi, mask)
                 continue
             w = self.stream.acquire(i)
             try:
-                x = arch.block(w, x, kv[i, 0], kv[i, 1], start, alibi, mask, cfg)
+                x = self._block(w, x, kv[i], start, alibi, mask)
             finally:
                 self.stream.release()
         logits = arch.head(self.globals, x if all_logits else x[:, -1:], cfg.layer_norm_epsilon)
         return logits if all_logits else logits[:, 0]
+
+    def _block(self, w, x: torch.Tensor, kv: torch.Tensor, start: int, alibi: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """A block over the batch, a group of sequences at a time when the prefill is large: its
+        activations (the MLP's are 4x the hidden size, the attention's grow with T^2) stay bounded
+        outside the budget, while the weights are still read once for the whole batch."""
+        B, T, _ = x.shape
+        rows = max(1, PREFILL_TOKENS // T)
+        if B <= rows:
+            return self.arch.block(w, x, kv[0], kv[1], start, alibi, mask, self.config)
+        nh, out = self.config.n_head, torch.empty_like(x)
+        for b in range(0, B, rows):
+            e = min(B, b + rows)
+            out[b:e] = self.arch.block(w, x[b:e], kv[0, b:e], kv[1, b:e], start, alibi[b * nh:e * nh], mask[b:e], self.config)
+        return out
 
     def _kv(self, batch: int, seq_len: int) -> torch.Tensor:
         # [n_layer, 2 (k, v), B, nh, L, hd], allocated once per generation: decoding never grows or copies it
@@ -255,7 +272,7 @@ class Engine:
         out = torch.empty(B, max_new_tokens, dtype=torch.long)
         done = torch.zeros(B, dtype=torch.bool)
         lengths = torch.full((B,), max_new_tokens)
-        step_logits, peak_anon = [], 0
+        step_logits, token_times, peak_anon = [], [], 0
 
         if self.stream is not None:
             self.stream.start(max_new_tokens)
@@ -273,6 +290,7 @@ class Engine:
                 if step == 0:
                     t_first = time.perf_counter()
                 out[:, step] = host
+                token_times.append(time.perf_counter() - t_start)
                 hit = ~done & torch.tensor([int(t) in stops for t in host])
                 lengths[hit] = step
                 done |= hit
@@ -305,7 +323,7 @@ class Engine:
             compute_wait_s=sstats.wait_seconds if sstats else 0.0,
             peak_rss_bytes=_memory()[0], peak_anon_rss_bytes=peak_anon,
             resident_blocks=len(self.placement.resident), streamed_blocks=len(self.placement.streamed), load_s=self.load_s)
-        return Generation(completions, stats, step_logits)
+        return Generation(completions, stats, step_logits, token_times)
 
     @staticmethod
     def _sample(logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator) -> torch.Tensor:

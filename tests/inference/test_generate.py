@@ -69,3 +69,15 @@ def test_it_completes_each_prompt_of_a_batch_as_it_would_alone(engine):
     alone = [engine.generate([p], max_new_tokens=6, stop_tokens=[]).completions[0] for p in PROMPTS]
     assert [c.token_ids for c in together.completions] == [c.token_ids for c in alone]
     assert [c.text for c in together.completions] == [c.text for c in alone]
+
+
+def test_it_gives_the_same_logits_when_a_large_prefill_is_split_by_sequences(engine, reference_model, monkeypatch):
+    from inference.engine import generate
+
+    monkeypatch.setattr(generate, "PREFILL_TOKENS", 20)  # one or two sequences per block call here
+    input_ids, mask = left_pad(engine, PROMPTS)
+    ours = engine.logits(input_ids, mask)
+    with torch.no_grad():
+        theirs = reference_model(input_ids=input_ids, attention_mask=mask).logits
+    real = mask.bool()
+    assert (ours[real] - theirs[real]).abs().max().item() < 1e-4

@@ -1,0 +1,345 @@
+#!/usr/bin/env python3
+"""Inference benchmark: our offloaded engine against accelerate's disk offload and transformers in memory.
+
+Same checkpoint (bloom-1b7 shape, bf16, random weights), same prompts (128 random token ids per
+sequence, fixed seed), 32 new tokens, greedy, in one run. Two settings:
+
+  capped  every engine in ../shared/tools/in-memory-cgroup with a 2.5 GiB limit (which also bounds the
+          page cache), checkpoint pages evicted with posix_fadvise(DONTNEED) before each run
+  warm    no cap, checkpoint files read into the page cache before each run
+
+plus our capped curve at batch 1, 4, 16, 32, and the checkpoint files' sequential read bandwidth
+with O_DIRECT, which gives the streaming limit: bytes streamed per decode step / bandwidth.
+
+    python bench/inference/run.py           # full run, writes bench/results/inference.json
+    python bench/inference/run.py --quick   # smoke run: bloom-560m shape, 32 in, 8 out; prints only
+
+Each measurement runs in a fresh process (`run.py --worker ...`), which prints one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import mmap
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+VENV_PYTHON = REPO / ".venv" / "bin" / "python"
+CGROUP = (REPO / ".." / "shared" / "tools" / "in-memory-cgroup").resolve()
+GiB = 2**30
+GOALS = {"capped_b1_vs_streaming_limit": 0.9, "capped_b16_vs_accelerate": 1.4, "warm_b1_vs_transformers": 0.95}
+FULL = {"shape": "bloom-1b7", "prompt": 128, "new": 32, "limit": int(2.5 * GiB), "ours_budget": "2.1GiB",
+        "accelerate_cpu": "1536MiB", "curve": [1, 4, 16, 32], "batches": [1, 16], "timeout": 600}
+QUICK = {"shape": "bloom-560m", "prompt": 32, "new": 8, "limit": int(1.5 * GiB), "ours_budget": "1.0GiB",
+         "accelerate_cpu": "640MiB", "curve": [1, 4], "batches": [1, 4], "timeout": 300}
+
+
+# -- worker side: one engine, one batch size, one JSON line ------------------------------------------
+
+class MemorySampler:
+    """Largest anonymous RSS of this process, sampled every 20 ms (VmHWM alone counts file pages too)."""
+
+    def __init__(self):
+        self.peak_anon, self._stop = 0, threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        while not self._stop.wait(0.02):
+            self.peak_anon = max(self.peak_anon, status()["RssAnon"])
+
+    def stop(self) -> dict:
+        self._stop.set()
+        self._thread.join()
+        return {"peak_anon_rss_bytes": max(self.peak_anon, status()["RssAnon"]), "vm_hwm_bytes": status()["VmHWM"]}
+
+
+def status() -> dict:
+    out = {}
+    with open("/proc/self/status") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            if key in ("RssAnon", "VmHWM"):
+                out[key] = int(value.split()[0]) * 1024
+    return out
+
+
+def io_read_bytes() -> int:
+    """Bytes this process caused to be fetched from storage (O_DIRECT reads and page-cache misses alike)."""
+    with open("/proc/self/io") as f:
+        return int(next(line for line in f if line.startswith("read_bytes:")).split()[1])
+
+
+def prompts(batch: int, length: int, vocab: int):
+    import torch
+
+    g = torch.Generator().manual_seed(1234)
+    return torch.randint(4, vocab, (batch, length), generator=g)  # ids 0-3 are special tokens
+
+
+def timings(token_times: list[float], batch: int) -> dict:
+    steps = [b - a for a, b in zip(token_times, token_times[1:])]
+    return {"ttft_s": token_times[0], "decode_s": token_times[-1] - token_times[0],
+            "decode_tok_s": batch * len(steps) / (token_times[-1] - token_times[0]),
+            "decode_tok_s_median_step": batch / statistics.median(steps), "decode_steps": len(steps)}
+
+
+def worker(args) -> dict:
+    import torch
+
+    sampler = MemorySampler()
+    t0 = time.perf_counter()
+    if args.worker == "ours":
+        from inference.engine import Engine
+
+        engine = Engine(args.checkpoint, memory_budget=args.budget, max_batch_size=args.batch,
+                        max_seq_len=args.prompt + args.new, io=args.io)
+        load_s = time.perf_counter() - t0
+        ids = prompts(args.batch, args.prompt, engine.config.vocab_size)
+        io0 = io_read_bytes()
+        result = engine.generate(ids.tolist(), max_new_tokens=args.new, stop_tokens=[])
+        io1 = io_read_bytes()
+        out = timings(result.token_times_s, args.batch)
+        out["tokens"] = [c.token_ids for c in result.completions]
+        s = result.stats
+        out.update(engine_bytes_read_per_decode_step=s.bytes_read_per_decode_step, read_busy_fraction=s.read_busy_fraction,
+                   reader_bandwidth_bytes_per_s=s.read_bandwidth_bytes_per_s, compute_wait_s=s.compute_wait_s,
+                   resident_blocks=s.resident_blocks, streamed_blocks=s.streamed_blocks,
+                   planned_bytes=engine.placement.planned_bytes)
+        engine.close()
+    else:
+        from transformers import BloomForCausalLM, LogitsProcessor, LogitsProcessorList
+
+        kwargs = {"dtype": torch.bfloat16}
+        if args.worker == "accelerate":
+            offload = tempfile.mkdtemp(prefix="offload-", dir=args.offload_dir)
+            kwargs.update(device_map="auto", max_memory={"cpu": args.budget}, offload_folder=offload)
+        model = BloomForCausalLM.from_pretrained(args.checkpoint, **kwargs).eval()
+        load_s = time.perf_counter() - t0
+        ids = prompts(args.batch, args.prompt, model.config.vocab_size)
+        times: list[float] = []
+
+        class Clock(LogitsProcessor):  # called once per step, when that step's logits exist
+            def __call__(self, input_ids, scores):
+                times.append(time.perf_counter() - start)
+                return scores
+
+        model.generation_config.eos_token_id = None
+        io0 = io_read_bytes()
+        start = time.perf_counter()
+        with torch.inference_mode():
+            seq = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=args.new,
+                                 min_new_tokens=args.new, do_sample=False, pad_token_id=3,
+                                 logits_processor=LogitsProcessorList([Clock()]))
+        io1 = io_read_bytes()
+        out = timings(times, args.batch)
+        out["tokens"] = seq[:, args.prompt:].tolist()
+    out.update(engine=args.worker, batch=args.batch, load_s=load_s,
+               io_read_bytes_per_decode_step=(io1 - io0) / out["decode_steps"], **sampler.stop())
+    return out
+
+
+# -- driver side ---------------------------------------------------------------------------------
+
+def checkpoint_files(path: Path) -> list[Path]:
+    return sorted(p for p in path.iterdir() if p.is_file())
+
+
+def evict(paths) -> None:
+    for p in paths:
+        fd = os.open(p, os.O_RDONLY)
+        os.fdatasync(fd) if os.access(p, os.W_OK) else None
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        os.close(fd)
+
+
+def warm(paths) -> None:
+    for p in paths:
+        with open(p, "rb") as f:
+            while f.read(64 * 2**20):
+                pass
+
+
+def direct_bandwidth(paths) -> float:
+    """Sequential read of every file with O_DIRECT, 16 MiB at a time: bytes per second."""
+    evict(paths)
+    buf = mmap.mmap(-1, 16 * 2**20)
+    total, t = 0, time.perf_counter()
+    for p in paths:
+        fd = os.open(p, os.O_RDONLY | os.O_DIRECT)
+        off = 0
+        while (n := os.preadv(fd, [buf], off)) > 0:
+            off += n
+        total += off
+        os.close(fd)
+    return total / (time.perf_counter() - t)
+
+
+def run_worker(cfg, ckpt: Path, engine: str, batch: int, *, capped: bool, budget: str, offload_dir: Path,
+               timeout: int | None = None) -> dict:
+    files = checkpoint_files(ckpt)
+    if capped:
+        evict(files + [p for p in offload_dir.rglob("*") if p.is_file()])
+    else:
+        warm(files)
+    cmd = [str(VENV_PYTHON), __file__, "--worker", engine, "--checkpoint", str(ckpt), "--batch", str(batch),
+           "--budget", budget, "--prompt", str(cfg["prompt"]), "--new", str(cfg["new"]), "--offload-dir", str(offload_dir)]
+    if capped:
+        cmd = [str(CGROUP), str(cfg["limit"])] + cmd
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO), "TOKENIZERS_PARALLELISM": "false"}
+    label = f"{'capped' if capped else 'warm'} {engine} b{batch}"
+    print(f"  {label} ...", end="", flush=True, file=sys.stderr)
+    t = time.perf_counter()
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout or cfg["timeout"], env=env, cwd=REPO)
+    except subprocess.TimeoutExpired:
+        print(f" timed out after {timeout or cfg['timeout']} s", file=sys.stderr)
+        return {"engine": engine, "batch": batch, "error": f"timed out after {timeout or cfg['timeout']} s"}
+    line = next((ln for ln in reversed(proc.stdout.splitlines()) if ln.startswith("{")), None)
+    result = json.loads(line) if proc.returncode == 0 and line else {
+        "engine": engine, "batch": batch, "error": f"exit status {proc.returncode}" + (" (killed: out of memory?)" if proc.returncode in (137, -9) else ""),
+        "stderr_tail": proc.stderr.strip().splitlines()[-3:]}
+    for token in proc.stderr.split():
+        if token.startswith("cgroup_peak_bytes="):
+            result["cgroup_peak_bytes"] = int(token.split("=")[1])
+        if token.startswith("limit_hits="):
+            result["cgroup_limit_hits"] = int(token.split("=")[1])
+    result["wall_s"] = time.perf_counter() - t
+    print(f" {result.get('decode_tok_s', 0):.2f} tok/s" if "error" not in result else f" {result['error']}", file=sys.stderr)
+    return result
+
+
+def fmt(x, spec=".2f", unit=""):
+    return "-" if x is None else f"{x:{spec}}{unit}"
+
+
+def table(results: list[dict], bandwidth: float) -> str:
+    rows = ["| setting | engine | batch | TTFT s | decode tok/s | vs accelerate | vs transformers | read/step GB | streaming limit tok/s | of limit | cgroup peak GiB | anon RSS GiB |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    by = {(r["setting"], r["engine"], r["batch"]): r for r in results}
+    for r in results:
+        acc = by.get((r["setting"], "accelerate", r["batch"]), {}).get("decode_tok_s")
+        tra = by.get((r["setting"], "transformers", r["batch"]), {}).get("decode_tok_s")
+        tok = r.get("decode_tok_s")
+        step = r.get("io_read_bytes_per_decode_step") if r["setting"] == "capped" else None
+        limit = r["batch"] * bandwidth / step if step else None
+        if "error" in r:
+            rows.append(f"| {r['setting']} | {r['engine']} | {r['batch']} | {r['error']} ||||||||| {fmt((r.get('cgroup_peak_bytes') or 0) / GiB)} | - |")
+            continue
+        rows.append("| " + " | ".join([
+            r["setting"], r["engine"], str(r["batch"]), fmt(r["ttft_s"]), fmt(tok),
+            fmt(tok / acc if acc else None, ".2f", "x"), fmt(tok / tra if tra else None, ".2f", "x"),
+            fmt(step / 1e9 if step is not None else None, ".2f"), fmt(limit), fmt(tok / limit if limit else None, ".2f"),
+            fmt(r["cgroup_peak_bytes"] / GiB if r.get("cgroup_peak_bytes") else None), fmt(r["peak_anon_rss_bytes"] / GiB)]) + " |")
+    return "\n".join(rows)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--checkpoint", type=Path, help="default: build one in the temp dir (reused between runs)")
+    p.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "inference.json")
+    p.add_argument("--worker", choices=["ours", "accelerate", "transformers"], help=argparse.SUPPRESS)
+    p.add_argument("--batch", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--budget", help=argparse.SUPPRESS)
+    p.add_argument("--prompt", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--new", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--io", default="direct", help=argparse.SUPPRESS)
+    p.add_argument("--offload-dir", type=Path, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if Path(sys.executable).resolve() != VENV_PYTHON.resolve() and VENV_PYTHON.exists():
+        os.execv(str(VENV_PYTHON), [str(VENV_PYTHON), __file__, *sys.argv[1:]])
+    if args.worker:
+        print(json.dumps(worker(args)))
+        return 0
+
+    cfg = QUICK if args.quick else FULL
+    ckpt = args.checkpoint or Path(tempfile.gettempdir()) / f"bench-inference-{cfg['shape']}-bf16"
+    if not (ckpt / "config.json").is_file():
+        print(f"building the {cfg['shape']} demo checkpoint in {ckpt} ...", file=sys.stderr)
+        subprocess.run([str(VENV_PYTHON), "-m", "inference.engine", "make-demo-checkpoint", str(ckpt), "--shape", cfg["shape"],
+                        "--dtype", "bf16"], check=True, cwd=REPO, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    files = checkpoint_files(ckpt)
+    offload_dir = Path(tempfile.mkdtemp(prefix="bench-inference-"))
+    load_start = os.getloadavg()
+    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    bandwidths = [direct_bandwidth(files)]
+    print(f"O_DIRECT sequential read: {bandwidths[0] / 1e9:.2f} GB/s", file=sys.stderr)
+
+    results = []
+
+    def add(setting, engine, batch, **kw):
+        r = run_worker(cfg, ckpt, engine, batch, offload_dir=offload_dir, **kw)
+        r["setting"] = setting
+        results.append(r)
+        return r
+
+    for b in cfg["curve"]:
+        add("capped", "ours", b, capped=True, budget=cfg["ours_budget"])
+    bandwidths.append(direct_bandwidth(files))
+    for b in cfg["batches"]:
+        add("capped", "accelerate", b, capped=True, budget=cfg["accelerate_cpu"])
+    for b in cfg["batches"]:
+        # A model larger than the cap thrashes the page cache; give it a bounded time to show it.
+        r = add("capped", "transformers", b, capped=True, budget="-", timeout=cfg["timeout"] // 2)
+        if "error" in r:
+            break  # the model does not fit under the cap; a larger batch will not either
+    for b in cfg["batches"]:
+        add("warm", "ours", b, capped=False, budget="64GiB")
+        add("warm", "accelerate", b, capped=False, budget=cfg["accelerate_cpu"])
+        add("warm", "transformers", b, capped=False, budget="-")
+    bandwidths.append(direct_bandwidth(files))
+    bandwidth = statistics.median(bandwidths)
+
+    by = {(r["setting"], r["engine"], r["batch"]): r for r in results}
+
+    def ratio(a, b):
+        x, y = by.get(a, {}).get("decode_tok_s"), by.get(b, {}).get("decode_tok_s")
+        return x / y if x and y else None
+
+    b1 = by.get(("capped", "ours", 1), {})
+    limit_b1 = bandwidth / b1["io_read_bytes_per_decode_step"] if b1.get("io_read_bytes_per_decode_step") else None
+    big = cfg["batches"][-1]
+    achieved = {
+        "capped_b1_vs_streaming_limit": b1["decode_tok_s"] / limit_b1 if limit_b1 and "decode_tok_s" in b1 else None,
+        "capped_b16_vs_accelerate": ratio(("capped", "ours", big), ("capped", "accelerate", big)),
+        "warm_b1_vs_transformers": ratio(("warm", "ours", 1), ("warm", "transformers", 1)),
+    }
+    same = [r for r in results if r["setting"] == "warm" and "tokens" in r and r["batch"] == 1]
+    report = {
+        "started": started, "host": platform.node(), "cpu_count": os.cpu_count(), "python": platform.python_version(),
+        "config": {k: v for k, v in cfg.items()}, "checkpoint": str(ckpt),
+        "checkpoint_bytes": sum(f.stat().st_size for f in files),
+        "load_average_start": load_start, "load_average_end": os.getloadavg(),
+        "direct_read_bandwidth_bytes_per_s": bandwidths, "direct_read_bandwidth_median": bandwidth,
+        "goals": GOALS, "achieved": achieved,
+        "warm_b1_greedy_tokens_identical": len({json.dumps(r["tokens"]) for r in same}) == 1 if same else None,
+        "results": [{k: v for k, v in r.items() if k != "tokens"} for r in results],
+    }
+    print()
+    print(table(results, bandwidth))
+    print()
+    print(f"O_DIRECT bandwidth {', '.join(f'{b / 1e9:.2f}' for b in bandwidths)} GB/s (median {bandwidth / 1e9:.2f}); "
+          f"load average {load_start[0]:.2f} -> {report['load_average_end'][0]:.2f}")
+    for k, goal in GOALS.items():
+        v = achieved[k]
+        print(f"goal {k}: {fmt(v)} (goal {goal}) {'met' if v is not None and v >= goal else 'NOT met'}")
+    if not args.quick:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(report, indent=1) + "\n")
+        print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
