@@ -133,3 +133,5 @@ class DownloadEventAdmin(ReadOnlyAdmin):
     list_filter = ["resource"]
     search_fields = ["username", "resource", "path", "ip"]
     date_hierarchy = "created_at"
+
+from datasets_app import admin_builds  # noqa: E402,F401 (the shard builds and the takedown list)

@@ -345,3 +345,90 @@ class DownloadEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.username or 'anonymous'} fetched {self.resource}@{self.version}/{self.path}"
+
+
+class Build(models.Model):
+    """A shard build of a dataset Version from registered sources, run by a Celery worker.
+
+    A worker claims the build with a conditional update and keeps `heartbeat_at` fresh
+    while it runs; a build whose heartbeat stops (its worker was killed) is put back in
+    the queue by `builds_recover`, and the next attempt starts from scratch. The version
+    stays unpublished until every shard is stored and verified.
+    """
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Published"
+        FAILED = "failed", "Failed"
+        CANCELLED = "cancelled", "Cancelled"
+
+    ACTIVE_STATUSES = (Status.QUEUED, Status.RUNNING)
+
+    version = models.OneToOneField(Version, on_delete=models.PROTECT, related_name="build")
+    sources = models.JSONField(help_text="The registered sources: uri, format, column mapping.")
+    params = models.JSONField(default=dict, help_text="Shard size, on_error, dedup, scrub_pii, default language.")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    attempt = models.PositiveIntegerField(default=0)
+    claimed_by = models.CharField(max_length=200, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    cancel_requested = models.BooleanField(default=False)
+    phase = models.CharField(max_length=16, blank=True)
+    records_read = models.BigIntegerField(default=0)
+    bytes_read = models.BigIntegerField(default=0)
+    bytes_total = models.BigIntegerField(default=0)
+    records_written = models.BigIntegerField(default=0)
+    configs_written = models.PositiveIntegerField(default=0)
+    configs_total = models.PositiveIntegerField(default=0)
+    log = models.TextField(blank=True)
+    error = models.TextField(blank=True)
+    result = models.JSONField(default=dict, blank=True, help_text="Counts, per-language statistics and sampled rejects.")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+")
+    created_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [
+            # The recovery task's query: running builds whose heartbeat went quiet.
+            models.Index(fields=["heartbeat_at"], name="build_running_heartbeat_idx", condition=Q(status="running")),
+        ]
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"build of {self.version} ({self.status})"
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in self.ACTIVE_STATUSES
+
+    @property
+    def percent(self) -> int:
+        """Reading is most of the work; writing the configs is the rest."""
+        if self.status == self.Status.SUCCEEDED:
+            return 100
+        read = self.bytes_read / self.bytes_total if self.bytes_total else 0.0
+        written = self.configs_written / self.configs_total if self.configs_total else 0.0
+        return min(99, int(80 * read + 19 * written))
+
+
+class Exclusion(models.Model):
+    """A record that must never be published again (a takedown): by id, or by the sha256 of
+    its normalised text (datasets_app.shards.text_sha256). Builds drop matching records."""
+
+    resource = models.ForeignKey(Resource, on_delete=models.PROTECT, related_name="exclusions")
+    record_id = models.CharField(max_length=500, blank=True)
+    text_sha256 = models.CharField(max_length=64, blank=True)
+    note = models.TextField(blank=True, help_text="Why: the takedown request or decision it comes from.")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=~Q(record_id="") | Q(text_sha256__regex=r"^[0-9a-f]{64}$"),
+                                   name="exclusion_names_a_record_or_a_text"),
+        ]
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.resource}: {self.record_id or self.text_sha256[:12]}"

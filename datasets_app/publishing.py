@@ -41,13 +41,14 @@ def _check_path(path: str) -> None:
 
 def version_publish(
     *, resource: Resource, name: str, source: str, actor, changelog: str = "",
-    on_progress: Callable[[str, int], None] | None = None,
+    on_progress: Callable[[str, int], None] | None = None, expected: dict[str, str] | None = None,
 ) -> Version:
     """Publish the files under `source` (a folder or s3://bucket/prefix) as `resource@name`.
 
     Nobody sees the version until every file is stored and recorded; a failure
     leaves the version unpublished (status failed, with the error) and removes the
-    objects this attempt stored that nothing else uses.
+    objects this attempt stored that nothing else uses. With `expected` ({path: sha256},
+    what a shard build computed while writing), the stored files must be exactly those.
     """
     try:
         slug_validator(name)
@@ -73,6 +74,12 @@ def version_publish(
                 on_progress(item.path, stored.size)
         if not rows:
             raise GovernanceError(f"No files found in {source}: nothing to publish.")
+        if expected is not None:
+            stored = {row["path"]: row["sha256"] for row in rows}
+            differs = sorted(set(stored.items()) ^ set(expected.items()))
+            if differs:
+                raise GovernanceError(f"{differs[0][0]} changed between writing and storing (sha256 mismatch or a file "
+                                      "missing or added): nothing was published. Check the disk and build again.")
         revision = revision_for(rows)
         with transaction.atomic():
             File.objects.filter(version=version).delete()  # leftovers of an earlier failed attempt

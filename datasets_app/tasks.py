@@ -53,3 +53,22 @@ def publish_version(version_id: int, actor_id: int | None = None) -> str:
     except services.GovernanceError as error:
         return f"failed: {error}"
     return "published"
+
+
+@shared_task(acks_late=True, reject_on_worker_lost=True, soft_time_limit=47 * 3600, time_limit=48 * 3600)
+def build_dataset(build_id: int) -> str:
+    """Claim and run one shard build. A redelivered message finds it claimed and does
+    nothing; a build whose worker died is re-queued by builds_recover."""
+    from datasets_app import builds
+
+    attempt = builds.build_claim(build_id=build_id, worker=builds.worker_name())
+    if attempt is None:
+        return "not claimable"
+    return builds.build_run(build_id=build_id, attempt=attempt).status
+
+
+@shared_task
+def builds_recover() -> list[int]:
+    from datasets_app import builds
+
+    return builds.builds_recover()

@@ -232,11 +232,19 @@ CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 CELERY_BEAT_SCHEDULE = {
     "grants-expire": {"task": "datasets_app.tasks.grants_expire", "schedule": timedelta(minutes=15)},
     "grants-remind": {"task": "datasets_app.tasks.grants_remind", "schedule": timedelta(hours=6)},
+    "builds-recover": {"task": "datasets_app.tasks.builds_recover", "schedule": timedelta(seconds=env_int("BUILD_RECOVER_SECONDS", 60, minimum=1))},
     "downloads-seal": {"task": "datasets_app.tasks.download_events_seal", "schedule": timedelta(seconds=env_int("DOWNLOAD_SEAL_SECONDS", 60, minimum=1))},
 }
 
 # --- Governance -------------------------------------------------------------------------
 GRANT_REMINDER_DAYS = env_int("GRANT_REMINDER_DAYS", 14, minimum=1)
+
+# --- Shard builds -----------------------------------------------------------------------
+# Where builds write shards before publishing them (local disk of the worker: needs room
+# for one build's output plus its spill files).
+BUILD_WORK_DIR = env_str("BUILD_WORK_DIR", str(VAR_DIR / "builds"))
+# A running build whose worker sent no heartbeat for this long is queued again.
+BUILD_STALE_SECONDS = env_int("BUILD_STALE_SECONDS", 300, minimum=5)
 
 # --- Downloads ------------------------------------------------------------------------------
 # Links outlive a multi-hour download; each request through one re-checks the grant anyway.

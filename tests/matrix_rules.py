@@ -31,7 +31,7 @@ from django.contrib.auth.models import AnonymousUser
 from django.utils import timezone
 
 from datasets_app.links import link_token
-from datasets_app.models import AccessRequest, AccessToken, DownloadEvent, Grant
+from datasets_app.models import AccessRequest, AccessToken, Build, DownloadEvent, Exclusion, Grant
 from portal.models import AuditEvent
 from tests.conftest import ROLES
 
@@ -404,6 +404,9 @@ ADMIN_AS_ADMIN: dict[str, tuple[Expect | int, str]] = {
     "admin:portal_auditevent_delete": (403, "The audit trail is append-only."),
     "admin:datasets_app_downloadevent_add": (403, "Download records are written by serving downloads only."),
     "admin:datasets_app_downloadevent_delete": (403, "Download records are append-only."),
+    "admin:datasets_app_build_delete": (403, "Builds are kept with their versions: cancel one instead."),
+    "admin:datasets_app_build_progress": (Status(200, "application/json"), "The live progress the build page polls."),
+    "admin:datasets_app_build_cancel": (405, "Cancelling is a POST from the build page."),
 }
 # The unnamed "<path:object_id>/" pattern of every model admin redirects to the change page.
 ADMIN_OBJECT_REDIRECT = Redirect("{url}change/")
@@ -424,7 +427,17 @@ ADMIN_OBJECTS: dict[str, Callable[..., int]] = {
     "portal.profile": lambda w: w.cast.users["granted"].profile.pk,
     "portal.auditevent": lambda w: AuditEvent.objects.order_by("-seq").first().pk,
     "datasets_app.downloadevent": lambda w: _a_download(w),
+    "datasets_app.build": lambda w: _a_build(w),
+    "datasets_app.exclusion": lambda w: Exclusion.objects.get_or_create(resource=w.cast.resource_a, record_id="udhr/1")[0].pk,
 }
+
+
+def _a_build(w) -> int:
+    """A finished build of the draft version (finished: nothing runs, cancel answers 'already finished')."""
+    build, _ = Build.objects.get_or_create(version=w.version, defaults={
+        "sources": [{"uri": "/srv/corpus.jsonl"}], "params": {"shard_size": 1 << 28}, "status": Build.Status.FAILED,
+        "error": "Example failure."})
+    return build.pk
 
 
 def _a_download(w) -> int:
