@@ -170,17 +170,19 @@ def build_run(*, build_id: int, attempt: int, on_progress: Callable | None = Non
 
     build = Build.objects.select_related("version__resource").get(pk=build_id)
     version, resource = build.version, build.version.resource
-    root = Path(settings.BUILD_WORK_DIR)
-    out_dir = root / f"build-{build.pk}-attempt-{attempt}"
-    shutil.rmtree(out_dir, ignore_errors=True)
-    root.mkdir(parents=True, exist_ok=True)
+    # Everything an attempt writes lives under build-<id>/: what a killed attempt left there
+    # (it could not clean up after itself) is removed by the next one.
+    build_dir = Path(settings.BUILD_WORK_DIR) / f"build-{build.pk}"
+    shutil.rmtree(build_dir, ignore_errors=True)
+    out_dir, work_dir = build_dir / f"attempt-{attempt}" / "out", build_dir / f"attempt-{attempt}" / "work"
+    work_dir.mkdir(parents=True)
     exclusions = Exclusion.objects.filter(resource=resource)
     params = BuildParams(
         shard_size=build.params["shard_size"], on_error=build.params["on_error"], dedup=build.params["dedup"],
         scrub_pii=build.params["scrub_pii"], default_language=build.params.get("default_language"),
         excluded_ids=frozenset(e.record_id for e in exclusions if e.record_id),
         excluded_text_sha256=frozenset(e.text_sha256 for e in exclusions if e.text_sha256),
-        work_dir=root,
+        work_dir=work_dir,
     )
     mine = Build.objects.filter(pk=build.pk, status=Build.Status.RUNNING, attempt=attempt, cancel_requested=False)
     state = {"stopped": False}
@@ -219,6 +221,7 @@ def build_run(*, build_id: int, attempt: int, on_progress: Callable | None = Non
         version_publish(resource=resource, name=version.name, source=str(out_dir), actor=build.created_by,
                         changelog=version.changelog, expected=expected,
                         on_progress=stored)
+        shutil.rmtree(build_dir, ignore_errors=True)  # before saying so: a finished build leaves nothing behind
         mine.update(status=Build.Status.SUCCEEDED, phase="done", finished_at=timezone.now(), records_written=result.records_written)
         _log(build.pk, f"published {resource.repo_id}@{version.name}, revision {Version.objects.get(pk=version.pk).revision}")
     except (BuildCancelled, _LostClaim):
@@ -229,7 +232,7 @@ def build_run(*, build_id: int, attempt: int, on_progress: Callable | None = Non
         _fail(build.pk, attempt, f"{type(error).__name__}: {error}")
         raise
     finally:
-        shutil.rmtree(out_dir, ignore_errors=True)
+        shutil.rmtree(build_dir, ignore_errors=True)
     return Build.objects.get(pk=build.pk)
 
 

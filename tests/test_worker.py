@@ -21,11 +21,36 @@ from tests.conftest import stop_process_group, subprocess_database_url
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def start_worker(queue: str, env: dict, log_path: Path) -> subprocess.Popen:
+    with open(log_path, "a") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "portal", "worker", "-Q", queue, "--concurrency", "1", "--pool", "prefork",
+             "-l", "INFO", "-n", f"{log_path.stem}@%h"],
+            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+
+
 @pytest.fixture
-def worker(transactional_db, tmp_path):
-    """Start `celery worker` on a queue of this test's own (so no other worker takes its
-    messages), with mail written to files."""
+def worker_queue():
+    """A queue of this test's own (so no other worker takes its messages), tasks routed to it."""
     queue = f"test-worker-{os.getpid()}"
+    routes, eager = celery_app.conf.task_routes, celery_app.conf.task_always_eager
+    celery_app.conf.task_routes = {"*": {"queue": queue}}
+    celery_app.conf.task_always_eager = False
+    try:
+        yield queue
+    finally:
+        celery_app.conf.task_routes, celery_app.conf.task_always_eager = routes, eager
+        # Messages left behind by a failed run would wait forever on a queue nobody reads.
+        folder = getattr(settings, "CELERY_BROKER_TRANSPORT_OPTIONS", {}).get("data_folder_in")
+        if folder:
+            for leftover in Path(folder).glob(f"*.{queue}.msg"):
+                leftover.unlink(missing_ok=True)
+
+
+@pytest.fixture
+def worker(transactional_db, tmp_path, worker_queue):
+    """Start `celery worker` on the test's queue, with mail written to files."""
     mail_dir = tmp_path / "mail"
     env = {
         **os.environ,
@@ -34,25 +59,11 @@ def worker(transactional_db, tmp_path):
         "EMAIL_FILE_PATH": str(mail_dir),
         "PYTHONUNBUFFERED": "1",
     }
-    log = open(tmp_path / "worker.log", "w")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "portal", "worker", "-Q", queue, "--concurrency", "1", "--pool", "prefork", "-l", "INFO"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )
-    routes, eager = celery_app.conf.task_routes, celery_app.conf.task_always_eager
-    celery_app.conf.task_routes = {"*": {"queue": queue}}
-    celery_app.conf.task_always_eager = False
+    process = start_worker(worker_queue, env, tmp_path / "worker.log")
     try:
         yield {"mail_dir": mail_dir, "log": tmp_path / "worker.log"}
     finally:
-        celery_app.conf.task_routes, celery_app.conf.task_always_eager = routes, eager
         stop_process_group(process)
-        log.close()
-        # Messages left behind by a failed run would wait forever on a queue nobody reads.
-        folder = getattr(settings, "CELERY_BROKER_TRANSPORT_OPTIONS", {}).get("data_folder_in")
-        if folder:
-            for leftover in Path(folder).glob(f"*.{queue}.msg"):
-                leftover.unlink(missing_ok=True)
 
 
 def _wait_for(predicate, timeout=45.0):
@@ -94,3 +105,68 @@ def test_it_schedules_existing_tasks():
     celery_app.loader.import_default_modules()
     for entry in settings.CELERY_BEAT_SCHEDULE.values():
         assert entry["task"] in celery_app.tasks
+
+
+def test_it_rebuilds_cleanly_after_a_worker_is_killed_mid_build(transactional_db, cast, release_storage, tmp_path, settings, worker_queue):
+    """SIGKILL the worker while it builds; the recovery task (what beat runs) hands the build
+    to a second worker, which publishes one correct version."""
+    import gzip
+    import hashlib
+    import json
+    import signal
+    from collections import Counter
+
+    from datasets_app import builds
+    from datasets_app.models import Build, File, Version
+
+    # The real corpus, four times over with distinct ids: long enough to be caught mid-way.
+    rows = [json.loads(line) for line in gzip.open(ROOT.parent / "shared" / "corpora" / "udhr" / "udhr.jsonl.gz", "rt")]
+    source = tmp_path / "udhr-x4.jsonl"
+    with open(source, "w", encoding="utf-8") as out:
+        for repeat in range(4):
+            for row in rows:
+                out.write(json.dumps({"id": f"{row['id']}#{repeat}", "lang": row["lang"], "text": f"{row['text']} [{repeat}]"},
+                                     ensure_ascii=False) + "\n")
+    settings.BUILD_STALE_SECONDS = 5
+    env = {**os.environ, "DATABASE_URL": subprocess_database_url(), "MEDIA_ROOT": str(release_storage),
+           "BUILD_WORK_DIR": str(tmp_path / "work"), "BUILD_STALE_SECONDS": "5", "PYTHONUNBUFFERED": "1"}
+    first = start_worker(worker_queue, env, tmp_path / "worker-1.log")
+    try:
+        build = builds.build_create(resource=cast.resource_a, name="v9.0", actor=cast.admin, params={"shard_size": "64KiB"},
+                                    sources=[{"uri": str(source), "id_column": "id", "language_column": "lang"}])
+        mid_way = _wait_for(lambda: Build.objects.filter(pk=build.pk, status="running", records_read__gt=0).exists(), timeout=60)
+        assert mid_way, "the first worker never started the build; its log:\n" + (tmp_path / "worker-1.log").read_text()
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait(timeout=10)
+    finally:
+        if first.poll() is None:
+            stop_process_group(first)
+    killed = Build.objects.get(pk=build.pk)
+    assert killed.status == "running" and killed.attempt == 1 and Version.objects.get(pk=build.version_id).published_at is None
+
+    second = start_worker(worker_queue, env, tmp_path / "worker-2.log")
+    try:
+        assert _wait_for(lambda: builds.builds_recover() == [build.pk], timeout=30), "the killed build was never recovered"
+        done = _wait_for(lambda: not Build.objects.get(pk=build.pk).is_active, timeout=120)
+        assert done, "the second worker did not finish; its log:\n" + (tmp_path / "worker-2.log").read_text()
+    finally:
+        stop_process_group(second)
+
+    build = Build.objects.get(pk=build.pk)
+    assert build.status == "succeeded" and build.attempt == 2, build.log + build.error
+    assert Version.objects.filter(resource=cast.resource_a, published_at__isnull=False, name="v9.0").count() == 1
+    version = build.version
+    import pyarrow.parquet as pq
+
+    from datasets_app import storage as store
+
+    counts: Counter = Counter()
+    for file in File.objects.filter(version=version):
+        data = store.local_path(file.storage_key).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == file.sha256 and len(data) == file.size
+        if file.path.endswith(".parquet"):
+            counts[file.config] += pq.read_metadata(store.local_path(file.storage_key)).num_rows
+    assert counts == Counter({lang: n * 4 for lang, n in Counter(row["lang"] for row in rows).items()})
+    stored = {p.relative_to(release_storage).as_posix() for p in release_storage.rglob("*") if p.is_file()}
+    assert stored == set(File.objects.filter(version__resource=cast.resource_a).values_list("storage_key", flat=True))  # no orphans
+    assert not any((tmp_path / "work").glob("build-*")), "an attempt's output was left behind"
