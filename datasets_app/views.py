@@ -8,6 +8,7 @@ from django.views.decorators.http import require_http_methods
 
 from datasets_app.authz import can_download, can_request_access, downloadable_resources
 from datasets_app.forms import AccessRequestForm
+from datasets_app.overview import sample_rows, version_overview
 from datasets_app.models import AccessRequest, Grant, Resource
 from datasets_app.services import GovernanceError, access_request_submit, grant_reaccept
 
@@ -25,10 +26,17 @@ def catalogue(request):
 
 def resource_detail(request, namespace, slug):
     resource = get_object_or_404(Resource.objects.select_related("license_version__license"), namespace=namespace, slug=slug)
+    decision = can_download(request.user, resource)
+    versions = list(resource.versions.filter(published_at__isnull=False).order_by("-published_at"))
+    overview = version_overview(versions[0]) if versions and resource.kind == Resource.Kind.DATASET else None
+    sample_config, samples = "", []
+    if overview is not None and decision and overview.configs:
+        largest = max(overview.configs, key=lambda name: (overview.configs[name]["rows"], name))
+        sample_config = request.GET.get("config") if request.GET.get("config") in overview.configs else largest
+        samples = sample_rows(overview.version, sample_config)
     return render(request, "datasets_app/resource_detail.html", {
-        "resource": resource,
-        "decision": can_download(request.user, resource),
-        "versions": resource.versions.filter(published_at__isnull=False).order_by("-published_at"),
+        "resource": resource, "decision": decision, "versions": versions, "overview": overview,
+        "sample_config": sample_config, "samples": samples,
     })
 
 

@@ -1,0 +1,81 @@
+"""What the dataset page shows about a built version: its language distribution (an SVG
+chart), its schema, and sample rows for those who may download it.
+
+Everything comes from the version's own published files (manifest.json and a shard),
+so it is exactly what a downloader gets. A version published from a plain folder has
+no shard manifest and shows none of this.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+
+from django.core.cache import cache
+from django.utils.safestring import SafeString, mark_safe
+
+from datasets_app import storage as store
+from datasets_app.charts import language_chart_svg
+from datasets_app.models import File, Version
+
+logger = logging.getLogger(__name__)
+MANIFEST_FORMAT = "dataset-shards/1"
+SAMPLE_ROWS = 5
+SAMPLE_TEXT_CHARS = 400
+
+
+@dataclass(frozen=True)
+class Overview:
+    version: Version
+    configs: dict[str, dict]  # config -> {"rows", "text_bytes", "files"}
+    schema: list[dict]
+    counts: dict
+    chart: SafeString
+
+    @property
+    def total_rows(self) -> int:
+        return sum(c["rows"] for c in self.configs.values())
+
+
+def _read(file: File) -> bytes:
+    with store.release_storage().open(file.storage_key, "rb") as handle:
+        return handle.read()
+
+
+def version_overview(version: Version) -> Overview | None:
+    manifest_file = version.files.filter(path="manifest.json").first()
+    if manifest_file is None:
+        return None
+    # A published file never changes, so its sha256 is a safe cache key.
+    key = f"overview:{manifest_file.sha256}"
+    manifest = cache.get(key)
+    if manifest is None:
+        try:
+            manifest = json.loads(_read(manifest_file))
+        except (OSError, ValueError) as error:
+            logger.error("manifest of %s unreadable: %s", version, error)
+            return None
+        if manifest.get("format") != MANIFEST_FORMAT:
+            return None
+        manifest = {k: manifest.get(k, {}) for k in ("configs", "schema", "counts")}
+        cache.set(key, manifest, 24 * 3600)
+    stats = {name: (c["rows"], c["text_bytes"]) for name, c in manifest["configs"].items()}
+    # The chart is escaped markup built from published data (see datasets_app.charts).
+    return Overview(version, manifest["configs"], manifest["schema"], manifest["counts"], mark_safe(language_chart_svg(stats)))
+
+
+def sample_rows(version: Version, config: str) -> list[dict]:
+    """The first rows of a config's first shard, texts cut short; [] when there is none."""
+    import pyarrow.parquet as pq
+
+    shard = version.files.filter(config=config, path__endswith=".parquet").order_by("path").first()
+    if shard is None:
+        return []
+    with store.release_storage().open(shard.storage_key, "rb") as handle:
+        table = pq.ParquetFile(handle).read_row_group(0).slice(0, SAMPLE_ROWS)
+    rows = table.to_pylist()
+    for row in rows:
+        text = row.get("text") or ""
+        row["text"] = text if len(text) <= SAMPLE_TEXT_CHARS else text[:SAMPLE_TEXT_CHARS] + "…"
+    return rows
