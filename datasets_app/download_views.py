@@ -45,27 +45,60 @@ def _refuse(request, decision, *, browser: bool):
     return text_response(403, decision.message + action)
 
 
+class _UnknownConfig(Exception):
+    pass
+
+
+def _configs_asked(request, version) -> list[str]:
+    """?config=fr,ar: only those language configs (plus the files of no config: card, manifest)."""
+    # ?config=fr,ar from a terminal, ?config=fr&config=ar from the page's form.
+    asked = sorted({c.strip() for value in request.GET.getlist("config") for c in value.split(",") if c.strip()})
+    if asked:
+        known = set(version.files.exclude(config="").values_list("config", flat=True))
+        unknown = [c for c in asked if c not in known]
+        if unknown:
+            raise _UnknownConfig(f"{resource_version(version)} has no config {unknown[0]!r}. "
+                                 f"Use ?config= with names from its download page, e.g. ?config={min(known) if known else 'fr'}.")
+    return asked
+
+
+def resource_version(version) -> str:
+    return f"{version.resource.repo_id}@{version.name}"
+
+
+def _files(request, version):
+    files = version.files.all()
+    asked = _configs_asked(request, version)
+    return list(files.filter(config__in=asked + [""]) if asked else files), asked
+
+
 def _links(request, version):
     user = request.user if request.user.is_authenticated else AnonymousUser()
     decision = can_download(user, version.resource)
     if not decision:
-        return decision, None
+        return decision, None, []
     base = request.build_absolute_uri("/")
-    files = list(version.files.all())
-    return decision, [(f, link_url(file=f, user=user, grant=decision.grant, base=base)) for f in files]
+    files, asked = _files(request, version)
+    return decision, [(f, link_url(file=f, user=user, grant=decision.grant, base=base)) for f in files], asked
 
 
 @require_safe
 @accepts_token("read")
 def version_download(request, namespace, slug, version):
     version = _published_version(namespace, slug, version)
-    decision, links = _links(request, version)
+    try:
+        decision, links, asked = _links(request, version)
+    except _UnknownConfig as error:
+        return text_response(404, str(error))
     if not decision:
         return _refuse(request, decision, browser=True)
     base = request.build_absolute_uri(version.get_absolute_url())
+    query = f"?config={','.join(asked)}" if asked else ""
+    configs = sorted(set(version.files.exclude(config="").values_list("config", flat=True)))
     return render(request, "datasets_app/version_download.html", {
         "version": version, "resource": version.resource, "links": links, "decision": decision,
-        "total_bytes": sum(f.size for f, _ in links), "urls_url": base + "urls.txt", "sums_url": base + "SHA256SUMS",
+        "total_bytes": sum(f.size for f, _ in links), "urls_url": base + "urls.txt" + query, "sums_url": base + "SHA256SUMS" + query,
+        "aria2_url": base + "urls.txt" + (query + "&" if query else "?") + "client=aria2", "configs": configs, "asked": asked,
         "nested": any("/" in f.path for f, _ in links), "link_days": settings.DOWNLOAD_LINK_TTL // 86400,
     })
 
@@ -75,7 +108,10 @@ def version_download(request, namespace, slug, version):
 def version_urls(request, namespace, slug, version):
     """One signed link per line, for `wget -i` and `aria2c -i` (?client=aria2 adds out= paths)."""
     version = _published_version(namespace, slug, version)
-    decision, links = _links(request, version)
+    try:
+        decision, links, _ = _links(request, version)
+    except _UnknownConfig as error:
+        return text_response(404, str(error))
     if not decision:
         return _refuse(request, decision, browser=False)
     aria2 = request.GET.get("client") == "aria2"
@@ -97,7 +133,11 @@ def version_sha256sums(request, namespace, slug, version):
     decision = can_download(request.user, version.resource)
     if not decision:
         return _refuse(request, decision, browser=False)
-    body = "".join(f"{f.sha256}  {f.path}\n" for f in version.files.all())
+    try:
+        files, _ = _files(request, version)
+    except _UnknownConfig as error:
+        return text_response(404, str(error))
+    body = "".join(f"{f.sha256}  {f.path}\n" for f in files)
     return HttpResponse(body, content_type="text/plain; charset=utf-8")
 
 

@@ -17,6 +17,7 @@ from datasets_app import services, tasks
 from datasets_app.models import Grant
 from portal.celery import app as celery_app
 from tests.conftest import stop_process_group, subprocess_database_url
+from portal.shared import udhr_corpus
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -120,7 +121,7 @@ def test_it_rebuilds_cleanly_after_a_worker_is_killed_mid_build(transactional_db
     from datasets_app.models import Build, File, Version
 
     # The real corpus, four times over with distinct ids: long enough to be caught mid-way.
-    rows = [json.loads(line) for line in gzip.open(ROOT.parent / "shared" / "corpora" / "udhr" / "udhr.jsonl.gz", "rt")]
+    rows = [json.loads(line) for line in gzip.open(udhr_corpus(), "rt")]
     source = tmp_path / "udhr-x4.jsonl"
     with open(source, "w", encoding="utf-8") as out:
         for repeat in range(4):

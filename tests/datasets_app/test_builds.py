@@ -19,8 +19,9 @@ from datasets_app.models import Build, Exclusion, File, Version
 from datasets_app.services import GovernanceError
 from datasets_app.shards import text_sha256
 from tests.datasets_app.conftest import actions_since, assert_audit_chain_intact, last_seq
+from portal.shared import udhr_corpus
 
-UDHR = Path(__file__).resolve().parents[3] / "shared" / "corpora" / "udhr" / "udhr.jsonl.gz"
+UDHR = udhr_corpus()
 
 
 def udhr_sample(tmp_path, languages=("fr", "ar", "zh-Hans", "en", "ru", "he")) -> tuple[Path, list[dict]]:
@@ -221,3 +222,22 @@ def test_it_queues_a_build_from_the_admin_and_reports_its_progress(cast, release
     assert 'id="build-bar"' in page and "published test/corpus-a@v3.0" in page
     assert client.post(f"/admin/datasets_app/build/{build.pk}/cancel/").status_code == 302  # finished: says so
     assert Build.objects.get().status == Build.Status.SUCCEEDED
+
+
+def test_it_lets_a_researcher_download_chosen_languages(cast, release_storage, tmp_path, client):
+    from tests.conftest import client_for
+
+    source, rows = udhr_sample(tmp_path)
+    build_command("test/corpus-a", "v2.0", source, id_column="id", language_column="lang", shard_size="64KiB")
+    client_for(client, cast, "granted")
+    base = "/resources/test/corpus-a/versions/v2.0/"
+
+    page = client.get(base + "?config=ar&config=he").content.decode()
+    assert 'id="config-select"' in page and "urls.txt?config=ar,he" in page and "urls.txt?config=ar,he&amp;client=aria2" in page
+    urls = client.get(base + "urls.txt?config=ar,he").content.decode().splitlines()
+    sums = client.get(base + "SHA256SUMS?config=he,ar").content.decode().splitlines()
+    assert len(urls) == len(sums) == 4  # two shards, the card and the manifest
+    assert sorted(line.split("  ")[1] for line in sums) == [
+        "README.md", "data/ar/train-00000-of-00001.parquet", "data/he/train-00000-of-00001.parquet", "manifest.json"]
+    unknown = client.get(base + "urls.txt?config=xx")
+    assert unknown.status_code == 404 and "has no config 'xx'" in unknown.content.decode()

@@ -15,9 +15,10 @@ from pathlib import Path
 import pytest
 
 from datasets_app.charts import SVG_NS, format_bytes, format_count, language_chart_svg
+from portal.shared import udhr_corpus
 
 NS = {"svg": SVG_NS}
-UDHR = Path(__file__).resolve().parents[2] / ".." / "shared" / "corpora" / "udhr" / "udhr.jsonl.gz"
+UDHR = udhr_corpus()
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 
 # Twenty languages with distinct record counts: lang00 has the most.

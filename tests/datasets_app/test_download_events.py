@@ -16,7 +16,6 @@ from datasets_app.authz import can_download
 from datasets_app.download_events import download_events_seal, download_events_unsealed, download_redeem
 from datasets_app.models import DownloadEvent, Grant, Resource
 from datasets_app.publishing import version_publish
-from portal.models import AuditEvent
 from tests.conftest import ROLES, write_release
 from tests.datasets_app.conftest import actions_since, assert_audit_chain_intact, last_seq
 from tests.datasets_app.conftest_downloads import download_mark, downloads_since

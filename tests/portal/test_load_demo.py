@@ -17,9 +17,12 @@ def test_it_loads_a_usable_demo_twice_without_duplicates(db, release_storage, ca
     researcher = authenticate(username="researcher", password=PASSWORDS["researcher"])
     assert researcher.profile.is_complete
     assert Resource.objects.count() == 3
-    assert list(Version.objects.order_by("resource__slug").values_list("resource__slug", "name", "status")) == [
-        ("roots-udhr", "v1.0", "published"), ("tokenizer", "v1.0", "published"),
+    assert list(Version.objects.order_by("resource__slug", "name").values_list("resource__slug", "name", "status")) == [
+        ("roots-udhr", "v1.0", "published"), ("roots-udhr", "v2.0", "published"), ("tokenizer", "v1.0", "published"),
     ]
+    # v2.0 is built from the real corpus: one config per language.
+    built = Version.objects.get(name="v2.0")
+    assert built.build.status == "succeeded" and built.files.values("config").distinct().count() > 400
     corpus = Resource.objects.get(slug="roots-udhr")
     assert can_download(researcher, corpus).code == "request_required"  # the demo starts with a request to make
     assert can_download(researcher, Resource.objects.get(slug="tokenizer")).allowed

@@ -13,6 +13,7 @@ from django.db import transaction
 
 from datasets_app.models import AccessQuestion, License, LicenseVersion, Resource
 from datasets_app.publishing import version_publish
+from portal.shared import udhr_corpus
 
 DEMO_LICENSE = """Responsible Data Use Agreement, version 1.0
 
@@ -43,11 +44,40 @@ DEMO_TOKENIZER_FILES = {"tokenizer.json": '{"version": "1.0", "model": {"type": 
 PASSWORDS = {"admin": "admin-demo-pass", "researcher": "researcher-demo-pass"}
 
 
+# The real multilingual corpus, when this checkout sits next to it: the demo builds a
+# version from it (one config per language), as a custodian would with build_dataset.
+UDHR_CORPUS = udhr_corpus()
+
+
 class Command(BaseCommand):
     help = "Load demo releases, a license and demo accounts (idempotent)."
 
-    @transaction.atomic
     def handle(self, *args, **options):
+        with transaction.atomic():
+            corpus = self._load()
+        if UDHR_CORPUS.exists() and not corpus.versions.filter(name="v2.0", published_at__isnull=False).exists():
+            self._build_udhr(corpus)
+        secret = self._totp(get_user_model().objects.get(username="admin"))
+        self.stdout.write(self.style.SUCCESS("Demo data ready."))
+        self.stdout.write(f"  admin and reviewer:  admin / {PASSWORDS['admin']}   (TOTP secret {secret}; "
+                          "current code: .venv/bin/python manage.py demo_totp admin)")
+        self.stdout.write(f"  researcher:          researcher / {PASSWORDS['researcher']}")
+
+    def _build_udhr(self, corpus) -> None:
+        from datasets_app import builds
+
+        self.stdout.write(f"Building bigscience/roots-udhr v2.0 from {UDHR_CORPUS} (one config per language)...")
+        build = builds.build_create(
+            resource=corpus, name="v2.0", actor=None, enqueue=False,
+            sources=[{"uri": str(UDHR_CORPUS), "id_column": "id", "language_column": "lang", "source_name": "udhr"}],
+            params={"shard_size": "16MiB", "dedup": True},
+            changelog="Built from the UDHR corpus: one config per language, exact duplicates dropped.")
+        attempt = builds.build_claim(build_id=build.pk, worker="load_demo")
+        build = builds.build_run(build_id=build.pk, attempt=attempt)
+        if build.status != build.Status.SUCCEEDED:
+            self.stderr.write(f"The demo build failed: {build.error}")
+
+    def _load(self):
         User = get_user_model()
         data_license, _ = License.objects.get_or_create(slug="responsible-data-use", defaults={"title": "Responsible Data Use Agreement"})
         data_v1 = self._license_version(data_license, "1.0", DEMO_LICENSE)
@@ -89,12 +119,7 @@ class Command(BaseCommand):
 
         self._publish(corpus, "v1.0", DEMO_CORPUS_FILES, "Demo release: three languages.")
         self._publish(tokenizer, "v1.0", DEMO_TOKENIZER_FILES, "Demo release.")
-
-        secret = self._totp(admin)
-        self.stdout.write(self.style.SUCCESS("Demo data ready."))
-        self.stdout.write(f"  admin and reviewer:  admin / {PASSWORDS['admin']}   (TOTP secret {secret}; "
-                          "current code: .venv/bin/python manage.py demo_totp admin)")
-        self.stdout.write(f"  researcher:          researcher / {PASSWORDS['researcher']}")
+        return corpus
 
     @staticmethod
     def _publish(resource, name, files, changelog):

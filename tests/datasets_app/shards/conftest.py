@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from datasets_app.shards import BuildParams, SourceSpec, build_shards
+from portal.shared import udhr_corpus
 
-UDHR = Path(__file__).resolve().parents[3] / ".." / "shared" / "corpora" / "udhr" / "udhr.jsonl.gz"
+UDHR = udhr_corpus()
 KEEP = {"script": "string", "stage": "int64", "section": "string"}
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
