@@ -217,6 +217,9 @@ class AccessRequest(models.Model):
     )
     decision_reason = models.TextField(blank=True)
     auto_approved = models.BooleanField(default=False)
+    # The configs asked for, with the same meaning as on Grant.
+    all_configs = models.BooleanField(default=True)
+    configs = models.JSONField(default=list, blank=True)
 
     class Meta:
         constraints = [
@@ -261,6 +264,10 @@ class Grant(models.Model):
     ended_at = models.DateTimeField(null=True, blank=True)
     ended_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+")
     end_reason = models.TextField(blank=True)
+    # Which configs (language subsets) it covers: every unrestricted one when all_configs,
+    # plus those named in `configs`; a restricted config is covered only when named.
+    all_configs = models.BooleanField(default=True)
+    configs = models.JSONField(default=list, blank=True)
 
     class Meta:
         constraints = [
@@ -420,6 +427,7 @@ class Exclusion(models.Model):
     record_id = models.CharField(max_length=500, blank=True)
     text_sha256 = models.CharField(max_length=64, blank=True)
     note = models.TextField(blank=True, help_text="Why: the takedown request or decision it comes from.")
+    takedown = models.ForeignKey("Takedown", on_delete=models.PROTECT, null=True, blank=True, related_name="exclusions")
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+")
     created_at = models.DateTimeField(default=timezone.now)
 
@@ -432,3 +440,53 @@ class Exclusion(models.Model):
 
     def __str__(self) -> str:
         return f"{self.resource}: {self.record_id or self.text_sha256[:12]}"
+
+
+class RestrictedConfig(models.Model):
+    """A config of a dataset with stricter conditions: a grant covers it only by name."""
+
+    resource = models.ForeignKey(Resource, on_delete=models.PROTECT, related_name="restricted_configs")
+    name = models.CharField(max_length=200)
+    conditions = models.TextField(help_text="What is stricter, shown to applicants (e.g. 'Contains health forum posts: ethics approval required').")
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["resource", "name"], name="restricted_config_unique")]
+        ordering = ["resource", "name"]
+
+    def __str__(self) -> str:
+        return f"{self.resource.repo_id}:{self.name} (restricted)"
+
+
+class Takedown(models.Model):
+    """A request to remove content from the corpus, and its decision."""
+
+    class Status(models.TextChoices):
+        RECEIVED = "received", "Received"
+        ACCEPTED = "accepted", "Accepted"
+        REJECTED = "rejected", "Rejected"
+
+    resource = models.ForeignKey(Resource, on_delete=models.PROTECT, related_name="takedowns")
+    record_id = models.CharField(max_length=500, blank=True)
+    url = models.URLField(max_length=2000, blank=True)
+    excerpt = models.TextField(blank=True)
+    contact_name = models.CharField(max_length=200)
+    contact_email = models.EmailField()
+    reason = models.TextField()
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.RECEIVED)
+    created_at = models.DateTimeField(default=timezone.now)
+    ip = models.GenericIPAddressField(null=True, blank=True)
+    decided_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+")
+    decided_at = models.DateTimeField(null=True, blank=True)
+    decision_note = models.TextField(blank=True)
+    affected_versions = models.ManyToManyField(Version, blank=True, related_name="takedowns",
+                                               help_text="Published versions found to contain the content (flagged).")
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=~Q(record_id="") | ~Q(url="") | ~Q(excerpt=""), name="takedown_identifies_content"),
+        ]
+        indexes = [models.Index(fields=["created_at"], name="takedown_open_idx", condition=Q(status="received"))]
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"takedown #{self.pk} on {self.resource.repo_id} ({self.status})"
