@@ -33,7 +33,36 @@ def _day(value) -> str:
     return date_format(timezone.localtime(value), "j F Y")
 
 
-def can_download(user, resource: Resource) -> Decision:
+def restricted_configs(resource: Resource) -> dict[str, str]:
+    """{config name: its stricter conditions} for the resource's restricted configs."""
+    return dict(resource.restricted_configs.values_list("name", "conditions"))
+
+
+def grant_covers(grant: Grant | None, config: str, restricted) -> bool:
+    """Whether a grant reaches a file of `config` ("" for files of no config: card, manifest).
+    Without a grant (open and registered resources), everything is reachable."""
+    if grant is None or not config:
+        return True
+    return config in grant.configs or (grant.all_configs and config not in restricted)
+
+
+def can_download(user, resource: Resource, config: str | None = None) -> Decision:
+    """May `user` download from `resource` (from its `config`, when given)?"""
+    decision = _can_download(user, resource)
+    if decision and config and decision.grant is not None:
+        restricted = restricted_configs(resource)
+        if not grant_covers(decision.grant, config, restricted):
+            why = f" It has stricter conditions: {restricted[config]}" if config in restricted else ""
+            return Decision(
+                False, "config_not_covered",
+                f"Your access to {resource.repo_id} does not cover the {config} config.{why} "
+                "Request access to it (your current access stays valid until the new request is decided).",
+                reverse("access_request", kwargs={"namespace": resource.namespace, "slug": resource.slug}), decision.grant,
+            )
+    return decision
+
+
+def _can_download(user, resource: Resource) -> Decision:
     policy = resource.access_policy
     if policy == Resource.Policy.OPEN:
         return Decision(True, "open")

@@ -15,7 +15,7 @@ from django.utils.http import content_disposition_header
 from django.views.decorators.http import require_safe
 
 from datasets_app import storage as store
-from datasets_app.authz import can_download
+from datasets_app.authz import can_download, grant_covers, restricted_configs
 from datasets_app.download_events import download_redeem
 from datasets_app.links import LinkError, link_claims, link_url
 from datasets_app.models import File, Version
@@ -66,10 +66,13 @@ def resource_version(version) -> str:
     return f"{version.resource.repo_id}@{version.name}"
 
 
-def _files(request, version):
+def _files(request, version, grant):
+    """The files a list shows: those the grant covers, of the configs asked for."""
     files = version.files.all()
     asked = _configs_asked(request, version)
-    return list(files.filter(config__in=asked + [""]) if asked else files), asked
+    files = files.filter(config__in=asked + [""]) if asked else files
+    restricted = restricted_configs(version.resource) if grant is not None else {}
+    return [f for f in files if grant_covers(grant, f.config, restricted)], asked
 
 
 def _links(request, version):
@@ -78,7 +81,7 @@ def _links(request, version):
     if not decision:
         return decision, None, []
     base = request.build_absolute_uri("/")
-    files, asked = _files(request, version)
+    files, asked = _files(request, version, decision.grant)
     return decision, [(f, link_url(file=f, user=user, grant=decision.grant, base=base)) for f in files], asked
 
 
@@ -94,11 +97,14 @@ def version_download(request, namespace, slug, version):
         return _refuse(request, decision, browser=True)
     base = request.build_absolute_uri(version.get_absolute_url())
     query = f"?config={','.join(asked)}" if asked else ""
-    configs = sorted(set(version.files.exclude(config="").values_list("config", flat=True)))
+    all_configs = sorted(set(version.files.exclude(config="").values_list("config", flat=True)))
+    restricted = restricted_configs(version.resource) if decision.grant is not None else {}
+    configs = [c for c in all_configs if grant_covers(decision.grant, c, restricted)]
     return render(request, "datasets_app/version_download.html", {
         "version": version, "resource": version.resource, "links": links, "decision": decision,
         "total_bytes": sum(f.size for f, _ in links), "urls_url": base + "urls.txt" + query, "sums_url": base + "SHA256SUMS" + query,
         "aria2_url": base + "urls.txt" + (query + "&" if query else "?") + "client=aria2", "configs": configs, "asked": asked,
+        "uncovered": [c for c in all_configs if c not in configs],
         "nested": any("/" in f.path for f, _ in links), "link_days": settings.DOWNLOAD_LINK_TTL // 86400,
     })
 
@@ -134,7 +140,7 @@ def version_sha256sums(request, namespace, slug, version):
     if not decision:
         return _refuse(request, decision, browser=False)
     try:
-        files, _ = _files(request, version)
+        files, _ = _files(request, version, decision.grant)
     except _UnknownConfig as error:
         return text_response(404, str(error))
     body = "".join(f"{f.sha256}  {f.path}\n" for f in files)
@@ -238,7 +244,7 @@ def _refusal(request, claims, path, *, other_account: bool):
             return text_response(403, "The account this link was issued to is disabled.")
     if other_account:
         return text_response(403, "This link was issued to another account. Links are personal: get your own from the download page.")
-    decision = can_download(user, file.version.resource)
+    decision = can_download(user, file.version.resource, config=file.config)
     if decision:
         # Access was granted between the two checks (a concurrent approval): ask for a retry.
         return text_response(503, "Your access changed while this request was checked. Try again.")

@@ -25,6 +25,23 @@ class AccessRequestForm(forms.Form):
         self.questions = list(resource.questions.all())
         for question in self.questions:
             self.fields[f"q_{question.pk}"] = self._field_for(question)
+        # Which configs (languages, sources): all unrestricted ones, or some; restricted ones by name.
+        from datasets_app.services import resource_configs
+
+        self.restricted = dict(resource.restricted_configs.values_list("name", "conditions"))
+        open_configs = [c for c in resource_configs(resource) if c not in self.restricted]
+        if open_configs or self.restricted:
+            self.fields["scope"] = forms.ChoiceField(
+                label="Which parts", widget=forms.RadioSelect, initial="all", required=False,
+                choices=[("all", "Every config (language) without stricter conditions"), ("some", "Only the configs I choose below")])
+            self.fields["configs"] = forms.MultipleChoiceField(
+                label="Configs", required=False, choices=[(c, c) for c in open_configs],
+                widget=forms.SelectMultiple(attrs={"size": 8}), help_text="With 'Only the configs I choose': hold Ctrl or ⌘ to choose several.")
+            if self.restricted:
+                self.fields["restricted"] = forms.MultipleChoiceField(
+                    label="Configs with stricter conditions (each needs the reviewers' approval)", required=False,
+                    widget=forms.CheckboxSelectMultiple,
+                    choices=[(name, f"{name}: {conditions}") for name, conditions in self.restricted.items()])
         self.fields["signature"] = forms.CharField(
             label="Signature", max_length=200,
             help_text="Type your full name, as on your profile, to sign the agreement.",
@@ -47,6 +64,19 @@ class AccessRequestForm(forms.Form):
         if question.kind == AccessQuestion.Kind.COUNTRY:
             return forms.ChoiceField(choices=[("", "—")] + list(countries), **common)
         return forms.CharField(max_length=2000, widget=forms.Textarea(attrs={"rows": 2}), **common)
+
+    def scope(self) -> tuple[bool, list[str]]:
+        """(all_configs, configs) as the services take them."""
+        data = self.cleaned_data
+        all_configs = data.get("scope") != "some"  # unanswered: everything without stricter conditions
+        chosen = [] if all_configs else list(data.get("configs") or [])
+        return all_configs, sorted(set(chosen) | set(data.get("restricted") or []))
+
+    def clean(self):
+        data = super().clean()
+        if data.get("scope") == "some" and not data.get("configs") and not data.get("restricted"):
+            self.add_error("configs", "Configs: choose at least one, or ask for every config.")
+        return data
 
     def answers(self) -> list[dict]:
         return [

@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from datasets_app import notifications
 from datasets_app.authz import can_request_access
-from datasets_app.models import AccessRequest, Grant, License, LicenseVersion, Resource
+from datasets_app.models import AccessRequest, File, Grant, License, LicenseVersion, Resource
 from portal.audit import audit_record
 
 User = get_user_model()
@@ -38,9 +38,17 @@ def _verified_institutional_domain(user) -> str | None:
     return email.rsplit("@", 1)[-1].lower()
 
 
+def resource_configs(resource: Resource) -> list[str]:
+    """The configs of the resource's published versions, sorted."""
+    return sorted(set(File.objects.filter(version__resource=resource, version__published_at__isnull=False)
+                      .exclude(config="").values_list("config", flat=True)))
+
+
 def _grant_summary(grant: Grant) -> dict[str, Any]:
     return {
         "grant_id": grant.pk,
+        "all_configs": grant.all_configs,
+        "configs": grant.configs,
         "user": grant.user.get_username(),
         "expires_at": grant.expires_at,
         "license_version": str(grant.license_version) if grant.license_version else None,
@@ -87,7 +95,8 @@ def license_version_publish(
 
 
 def access_request_submit(
-    *, user, resource: Resource, intended_use: str, answers: list[dict[str, Any]], signature: str, request=None
+    *, user, resource: Resource, intended_use: str, answers: list[dict[str, Any]], signature: str, request=None,
+    all_configs: bool = True, configs: list[str] | None = None,
 ) -> tuple[AccessRequest, bool]:
     """Submit (or resubmit after changes were asked) a request. Returns (request, created).
 
@@ -104,8 +113,17 @@ def access_request_submit(
     if not intended_use.strip():
         raise GovernanceError("Describe your intended use of the data.")
 
+    configs = sorted(set(configs or []))
+    if not all_configs and not configs:
+        raise GovernanceError("Choose the configs (languages) you need, or ask for all of them.")
+    restricted = dict(resource.restricted_configs.values_list("name", "conditions"))
+    unknown = sorted(set(configs) - set(restricted) - set(resource_configs(resource)))
+    if unknown:
+        raise GovernanceError(f"{resource.repo_id} has no config {unknown[0]!r}: choose from the list on the request form.")
     license_version = resource.license_version
     fields = {
+        "all_configs": all_configs,
+        "configs": configs,
         "intended_use": intended_use.strip(),
         "answers": answers,
         "signature": signature.strip(),
@@ -137,13 +155,15 @@ def access_request_submit(
                 action = "request_submitted"
             audit_record(
                 action=action, actor=user, target=access_request, resource=resource.repo_id, request=request,
-                data={"license_version": str(license_version), "license_sha256": license_version.sha256, "answers": answers, "intended_use": fields["intended_use"]},
+                data={"license_version": str(license_version), "license_sha256": license_version.sha256, "answers": answers, "intended_use": fields["intended_use"],
+                      "all_configs": all_configs, "configs": configs},
             )
             audit_record(
                 action="license_accepted", actor=user, target=license_version, resource=resource.repo_id, request=request,
                 data={"version": license_version.version, "sha256": license_version.sha256, "signature": fields["signature"]},
             )
-            auto_reason = _auto_approval_reason(user, resource)
+            # A restricted config needs its own approval: never automatic.
+            auto_reason = "" if set(configs) & set(restricted) else _auto_approval_reason(user, resource)
             if auto_reason:
                 access_request_approve(
                     access_request=access_request, reviewer=None,
@@ -258,6 +278,9 @@ def _grant_open(
         user=user, resource=resource, request=access_request, license_version=license_version,
         license_accepted_at=access_request.submitted_at if access_request else now,
         granted_by=granted_by, reason=reason, created_at=now, expires_at=expires_at,
+        # The scope asked for is the scope granted; without a request, all unrestricted configs.
+        all_configs=access_request.all_configs if access_request else True,
+        configs=access_request.configs if access_request else [],
     )
 
 

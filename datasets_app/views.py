@@ -61,9 +61,11 @@ def access_request(request, namespace, slug):
     form = AccessRequestForm(request.POST or None, resource=resource, initial=initial)
     if request.method == "POST" and form.is_valid():
         try:
+            all_configs, configs = form.scope()
             submitted, created = access_request_submit(
                 user=request.user, resource=resource, intended_use=form.cleaned_data["intended_use"],
                 answers=form.answers(), signature=form.cleaned_data["signature"], request=request,
+                all_configs=all_configs, configs=configs,
             )
         except GovernanceError as error:
             form.add_error("signature" if "Sign" in str(error) else None, str(error))
