@@ -10,7 +10,7 @@ from django.shortcuts import get_object_or_404
 from django.urls import path, reverse
 
 from datasets_app import builds
-from datasets_app.models import Build, Exclusion, Resource
+from datasets_app.models import Build, Exclusion, Resource, RestrictedConfig
 from datasets_app.services import GovernanceError
 
 
@@ -154,3 +154,11 @@ class ExclusionAdmin(admin.ModelAdmin):
         if not change:
             obj.created_by = request.user
         super().save_model(request, obj, form, change)
+
+
+@admin.register(RestrictedConfig)
+class RestrictedConfigAdmin(admin.ModelAdmin):
+    """Configs with stricter conditions: grants reach them only by name, after a reviewer approves."""
+
+    list_display = ["resource", "name", "conditions"]
+    list_filter = ["resource"]

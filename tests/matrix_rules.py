@@ -31,7 +31,7 @@ from django.contrib.auth.models import AnonymousUser
 from django.utils import timezone
 
 from datasets_app.links import link_token
-from datasets_app.models import AccessRequest, AccessToken, Build, DownloadEvent, Exclusion, Grant
+from datasets_app.models import AccessRequest, AccessToken, Build, DownloadEvent, Exclusion, Grant, RestrictedConfig, Takedown
 from portal.models import AuditEvent
 from tests.conftest import ROLES
 
@@ -327,6 +327,23 @@ RULES: dict[str, Rule | tuple[Rule, ...]] = {
              "The CSV of resource B: B's reviewer and the superuser only.",
              kwargs=_B, label="resource B"),
     ),
+    # --- takedowns ------------------------------------------------------------------------------
+    "takedown_form": Rule(by_role(200), "Anyone may ask for content to be removed, signed in or not: the people "
+                                        "a corpus is about mostly have no account."),
+    "takedown_received": Rule(by_role(Redirect("/takedown/")),
+                              "The confirmation shows the request this browser sent; with none sent, back to the form."),
+    "takedown_queue": Rule(
+        by_role(**_REVIEW_GATE, reviewer_a=200, reviewer_b=200, admin=200),
+        "The custodians' queue, gated like the access review queue and limited to the resources one reviews.",
+    ),
+    "takedown_detail": (
+        Rule(by_role(**_REVIEW_GATE, reviewer_a=200, reviewer_b=404, admin=200),
+             "A takedown on resource A (the requester's contact details and reason): A's reviewer and the superuser.",
+             kwargs=lambda w: {"pk": _takedown(w, w.cast.resource_a)}, label="takedown on A"),
+        Rule(by_role(**_REVIEW_GATE, reviewer_a=404, reviewer_b=200, admin=200),
+             "The mirror image on resource B.",
+             kwargs=lambda w: {"pk": _takedown(w, w.cast.resource_b)}, label="takedown on B"),
+    ),
     # --- allauth: accounts ----------------------------------------------------------------------
     # The cast signs in with force_login plus the records allauth keeps of how a session
     # signed in; no session holds a *re*-authentication record, so allauth's
@@ -428,6 +445,8 @@ ADMIN_OBJECTS: dict[str, Callable[..., int]] = {
     "portal.auditevent": lambda w: AuditEvent.objects.order_by("-seq").first().pk,
     "datasets_app.downloadevent": lambda w: _a_download(w),
     "datasets_app.build": lambda w: _a_build(w),
+    "datasets_app.restrictedconfig": lambda w: RestrictedConfig.objects.get_or_create(
+        resource=w.cast.resource_a, name="he", defaults={"conditions": "Ethics approval required."})[0].pk,
     "datasets_app.exclusion": lambda w: Exclusion.objects.get_or_create(resource=w.cast.resource_a, record_id="udhr/1")[0].pk,
 }
 
@@ -438,6 +457,13 @@ def _a_build(w) -> int:
         "sources": [{"uri": "/srv/corpus.jsonl"}], "params": {"shard_size": 1 << 28}, "status": Build.Status.FAILED,
         "error": "Example failure."})
     return build.pk
+
+
+def _takedown(w, resource) -> int:
+    """A received takedown request on `resource`, naming a record by id."""
+    takedown, _ = Takedown.objects.get_or_create(resource=resource, record_id="udhr/1", defaults={
+        "contact_name": "Jo Doe", "contact_email": "jo@example.net", "reason": "This paragraph quotes my letter."})
+    return takedown.pk
 
 
 def _a_download(w) -> int:
@@ -540,6 +566,27 @@ POST_RULES: dict[str, PostRule | tuple[PostRule, ...]] = {
             effect=lambda w, role: _status_of(Grant, w.grant_b.pk) == "revoked",
             why="Revoking a grant on B: B's reviewer and the superuser.",
             kwargs=lambda w: {"pk": w.grant_b.pk}, label="grant on B",
+        ),
+    ),
+    # The public takedown form has no rule here: its per-address limit lives in the cache, which a
+    # rolled-back request does not undo, so a dozen roles posting from one address would trip it.
+    "takedown_detail": (
+        PostRule(
+            by_role(**_REVIEW_GATE, reviewer_a=Redirect("/review/takedowns/"), reviewer_b=404, admin=Redirect("/review/takedowns/")),
+            data=lambda w, role: {"action": "accept", "note": "The record quotes a private letter."},
+            changes=_REVIEWERS_OF_A,
+            effect=lambda w, role: _status_of(Takedown, _takedown(w, w.cast.resource_a)) == "accepted"
+            and Exclusion.objects.filter(takedown_id=_takedown(w, w.cast.resource_a), record_id="udhr/1").exists(),
+            why="Accepting a takedown on A (it joins A's exclusion list): A's reviewer and the superuser.",
+            kwargs=lambda w: {"pk": _takedown(w, w.cast.resource_a)}, label="accept on A",
+        ),
+        PostRule(
+            by_role(**_REVIEW_GATE, reviewer_a=404, reviewer_b=Redirect("/review/takedowns/"), admin=Redirect("/review/takedowns/")),
+            data=lambda w, role: {"action": "reject", "reason": "The record is a public statute."},
+            changes=_REVIEWERS_OF_B,
+            effect=lambda w, role: _status_of(Takedown, _takedown(w, w.cast.resource_b)) == "rejected",
+            why="Rejecting a takedown on B: B's reviewer and the superuser.",
+            kwargs=lambda w: {"pk": _takedown(w, w.cast.resource_b)}, label="reject on B",
         ),
     ),
     "access_request": PostRule(
