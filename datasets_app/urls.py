@@ -1,6 +1,6 @@
 from django.urls import path
 
-from datasets_app import download_views, review_views, token_views, views
+from datasets_app import download_views, review_views, takedown_views, token_views, views
 
 urlpatterns = [
     path("catalogue/", views.catalogue, name="catalogue"),
@@ -19,4 +19,8 @@ urlpatterns = [
     path("review/grants/", review_views.review_grants, name="review_grants"),
     path("review/grants/<int:pk>/revoke/", review_views.review_revoke, name="review_revoke"),
     path("review/resources/<str:namespace>/<str:slug>/report.csv", review_views.review_report, name="review_report"),
+    path("takedown/", takedown_views.takedown_form, name="takedown_form"),
+    path("takedown/received/", takedown_views.takedown_received, name="takedown_received"),
+    path("review/takedowns/", takedown_views.takedown_queue, name="takedown_queue"),
+    path("review/takedowns/<int:pk>/", takedown_views.takedown_detail, name="takedown_detail"),
 ]

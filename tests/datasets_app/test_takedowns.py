@@ -1,0 +1,329 @@
+"""Takedowns: the public form, finding the content in built versions, deciding, flagging, rebuilding."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.core.cache import cache
+from django.test import Client
+from django.urls import reverse
+from django.utils import timezone
+
+from datasets_app import takedowns
+from datasets_app.models import Exclusion, Takedown, Version
+from datasets_app.services import GovernanceError, access_request_approve
+from datasets_app.shards import text_sha256
+from datasets_app.takedown_views import RATE_LIMIT
+from datasets_app.takedowns import (
+    takedown_accept,
+    takedown_reject,
+    takedown_submit,
+    versions_containing,
+)
+from tests.conftest import apply, client_for, make_user
+from tests.datasets_app.conftest import (
+    actions_since,
+    assert_audit_chain_intact,
+    last_seq,
+    mail_to,
+    shown_messages,
+)
+from tests.datasets_app.test_builds import build_command, shard_rows, udhr_sample
+
+FORM = reverse("takedown_form")
+QUEUE = reverse("takedown_queue")
+LANGUAGES = ("fr", "en", "ar")
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache():
+    # The per-address limit and the scan results live in the cache, which outlives each test's database.
+    cache.clear()
+    yield
+    cache.clear()
+
+
+def form_data(**overrides) -> dict:
+    data = {"dataset": "test/corpus-a", "record_id": "udhr_fra/1", "url": "", "excerpt": "",
+            "contact_name": "Jo Doe", "contact_email": "jo@example.net",
+            "reason": "This paragraph quotes a private letter of mine."}
+    return {**data, **overrides}
+
+
+def submit(resource, **fields) -> Takedown:
+    values = {"record_id": "", "url": "", "excerpt": "", "contact_name": "Jo Doe", "contact_email": "jo@example.net",
+              "reason": "It quotes a private letter of mine.", "ip": "192.0.2.7", **fields}
+    return takedown_submit(resource=resource, **values)
+
+
+def detail_url(takedown) -> str:
+    return reverse("takedown_detail", kwargs={"pk": takedown.pk})
+
+
+@pytest.fixture
+def built(cast, release_storage, tmp_path, settings):
+    """Version v1 of resource A built from the real UDHR corpus (three languages), and its rows."""
+    # Build ids restart in each test database: a shared work folder would collide with other runs.
+    settings.BUILD_WORK_DIR = str(tmp_path / "builds")
+    source, rows = udhr_sample(tmp_path, languages=LANGUAGES)
+    build_command("test/corpus-a", "v1", source, id_column="id", language_column="lang", shard_size="64KiB")
+    return Version.objects.get(resource=cast.resource_a, name="v1"), source, rows
+
+
+@pytest.fixture
+def second_holder(cast):
+    """Another researcher with an active grant on resource A."""
+    user, _ = make_user("holder_two")
+    access_request_approve(access_request=apply(user, cast.resource_a), reviewer=cast.reviewer_a,
+                           expires_at=timezone.now() + timedelta(days=90))
+    return user
+
+
+# --- The public form -------------------------------------------------------------------------------
+
+
+def test_it_receives_a_request_from_an_anonymous_visitor_and_tells_the_custodians_and_the_requester(
+        client, cast, send_mail_on_commit, mailoutbox):
+    seq = last_seq()
+
+    with send_mail_on_commit():
+        response = client.post(FORM, form_data(url="https://blog.example.net/letter"), REMOTE_ADDR="192.0.2.7")
+
+    assert response.status_code == 302 and response["Location"] == reverse("takedown_received")
+    takedown = Takedown.objects.get()
+    assert (takedown.resource, takedown.record_id, takedown.status, takedown.ip) == (cast.resource_a, "udhr_fra/1", "received", "192.0.2.7")
+    page = client.get(response["Location"]).content.decode()
+    assert f"#{takedown.pk}" in page and "test/corpus-a" in page
+    assert actions_since(seq) == ["takedown_received"]
+    assert {a for m in mailoutbox for a in m.to} == {"reviewer_a@example.org", "jo@example.net"}
+    [to_custodian] = mail_to(mailoutbox, "reviewer_a@example.org")
+    assert f"Takedown request #{takedown.pk} for test/corpus-a" in to_custodian.subject
+    assert "http://127.0.0.1:8000" + detail_url(takedown) in to_custodian.body
+    assert "https://blog.example.net/letter" in to_custodian.body and takedown.reason in to_custodian.body
+    [ack] = mail_to(mailoutbox, "jo@example.net")
+    assert f"#{takedown.pk}" in ack.subject and "udhr_fra/1" in ack.body
+    assert_audit_chain_intact()
+
+
+def test_it_preselects_the_dataset_named_in_the_link(client, cast):
+    page = client.get(FORM, {"resource": "test/corpus-b"}).content.decode()
+
+    assert '<option value="test/corpus-b" selected>' in page
+    assert "test/tokenizer" not in page  # a checkpoint holds no records to take down
+
+
+def test_it_is_linked_from_every_page(client, cast):
+    assert f'href="{FORM}"' in client.get(cast.resource_a.get_absolute_url()).content.decode()
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"record_id": "", "url": "", "excerpt": "  "}, "Identify the content: give its record id, the URL it was taken from, or an excerpt"),
+    ({"contact_email": "jo at example"}, "Your e-mail: enter an address like name@example.org"),
+    ({"dataset": "test/no-such-corpus"}, "Dataset: test/no-such-corpus is not one of our datasets; choose one from the list."),
+    ({"dataset": "test/tokenizer"}, "Dataset: test/tokenizer is not one of our datasets"),
+    ({"record_id": "", "excerpt": "too short"}, "Text excerpt: give at least 20 characters"),
+    ({"url": "not a url at all"}, "URL: enter a full web address"),
+    ({"reason": ""}, "Reason: say why the content should be removed"),
+])
+def test_it_explains_bad_input_and_keeps_nothing(client, cast, overrides, message):
+    response = client.post(FORM, form_data(**overrides))
+
+    assert response.status_code == 200
+    assert message in response.content.decode()
+    assert not Takedown.objects.exists()
+
+
+def test_it_limits_requests_per_address(client, cast, mailoutbox):
+    for _ in range(RATE_LIMIT):
+        assert client.post(FORM, form_data(), REMOTE_ADDR="192.0.2.7").status_code == 302
+
+    refused = client.post(FORM, form_data(reason="One more."), REMOTE_ADDR="192.0.2.7")
+
+    assert refused.status_code == 429
+    page = refused.content.decode()
+    assert f"This address has sent {RATE_LIMIT} takedown requests in the last hour" in page and "One more." in page
+    assert Takedown.objects.count() == RATE_LIMIT
+    assert client.post(FORM, form_data(), REMOTE_ADDR="198.51.100.3").status_code == 302
+
+
+def test_it_needs_the_forms_csrf_token(cast):
+    browser = Client(enforce_csrf_checks=True)
+
+    assert browser.post(FORM, form_data()).status_code == 403
+    assert not Takedown.objects.exists()
+
+
+def test_it_sends_the_confirmation_page_back_to_the_form_without_a_request(client, cast):
+    response = client.get(reverse("takedown_received"))
+
+    assert response.status_code == 302 and response["Location"] == FORM
+
+
+# --- Finding, accepting, flagging, rebuilding ----------------------------------------------------------
+
+
+def test_it_finds_a_record_by_id_and_accepting_excludes_flags_and_tells_each_holder(
+        client, cast, built, second_holder, send_mail_on_commit, mailoutbox):
+    v1, source, rows = built
+    target = next(row for row in rows if row["lang"] == "fr" and row["section"] != "title")
+    takedown = submit(cast.resource_a, record_id=target["id"])
+
+    assert versions_containing(takedown=takedown) == {v1: [target["id"]]}
+    reviewer = client_for(client, cast, "reviewer_a")
+    page = reviewer.get(detail_url(takedown)).content.decode()
+    assert target["id"] in page.split('id="scan"', 1)[1]
+    seq = last_seq()
+
+    with send_mail_on_commit():
+        response = reviewer.post(detail_url(takedown), {"action": "accept", "note": "It quotes a private letter."})
+
+    assert response.status_code == 302 and response["Location"] == QUEUE
+    takedown.refresh_from_db()
+    assert takedown.status == "accepted" and takedown.decided_by == cast.reviewer_a
+    assert list(takedown.affected_versions.all()) == [v1]
+    assert set(Exclusion.objects.filter(takedown=takedown).values_list("record_id", "text_sha256")) == {
+        (target["id"], text_sha256(target["text"]))}
+    assert actions_since(seq) == ["takedown_accepted"]
+    assert_audit_chain_intact()
+
+    # Every holder of an active grant hears of it, one message each; former holders do not.
+    holders = ["granted@example.org", "holder_two@example.org"]
+    for address in holders:
+        [message] = mail_to(mailoutbox, address)
+        assert message.to == [address]
+        assert "delete the affected records" in message.subject
+        assert f"- v1 (revision {v1.revision}" in message.body and target["id"] in message.body
+        assert "The next version of test/corpus-a excludes it" in message.body
+    for role in ("revoked", "expired", "pending", "stranger"):
+        assert not mail_to(mailoutbox, f"{role}@example.org")
+    [to_requester] = mail_to(mailoutbox, "jo@example.net")
+    assert "was accepted" in to_requester.subject and "It quotes a private letter." in to_requester.body
+    assert "(v1)" in to_requester.body
+
+    # The version is flagged: with the ids for those who may hold it, without for others.
+    client.logout()
+    granted = client_for(Client(), cast, "granted")
+    for url in (cast.resource_a.get_absolute_url(), v1.get_absolute_url()):
+        page = granted.get(url).content.decode()
+        assert f"Content was removed from this dataset after v1 was published (takedown #{takedown.pk}" in page
+        assert "Delete the affected records" in page and target["id"] in page
+    public = Client().get(cast.resource_a.get_absolute_url()).content.decode()
+    assert f"(takedown #{takedown.pk}" in public and target["id"] not in public
+
+    # The next build drops exactly the targeted record, and its version is not flagged.
+    build_command("test/corpus-a", "v2", source, id_column="id", language_column="lang", shard_size="64KiB")
+    v2 = Version.objects.get(resource=cast.resource_a, name="v2")
+    kept = {row["id"] for config in shard_rows(v2).values() for row in config}
+    assert kept == {row["id"] for row in rows} - {target["id"]}
+    assert versions_containing(takedown=takedown) == {v1: [target["id"]]}
+    page = granted.get(v2.get_absolute_url()).content.decode()
+    assert "Content was removed" not in page
+
+
+def test_it_matches_an_excerpt_by_its_normalised_text(cast, built):
+    v1, _, rows = built
+    texts = [row["text"] for row in rows]
+    target = next(row for row in rows if row["lang"] == "en" and len(row["text"]) > 120 and texts.count(row["text"]) == 1)
+    # Pasted from a web page: line breaks, doubled spaces, a non-breaking space, trailing blanks.
+    pasted = "\n  " + target["text"].replace(" ", "\n", 3).replace(" ", "  ", 2).replace(" ", "\u00a0", 1) + "  \n"
+    assert pasted != target["text"] and text_sha256(pasted) == text_sha256(target["text"])
+    whole = submit(cast.resource_a, excerpt=pasted)
+    part = submit(cast.resource_a, excerpt="   ".join(target["text"][20:100].split()))
+
+    assert versions_containing(takedown=whole) == {v1: [target["id"]]}
+    assert versions_containing(takedown=part) == {v1: [target["id"]]}
+
+    takedown_accept(takedown=whole, reviewer=cast.reviewer_a, note="Personal data.")
+
+    assert set(whole.exclusions.values_list("record_id", "text_sha256")) == {(target["id"], text_sha256(target["text"]))}
+    assert list(whole.affected_versions.all()) == [v1]
+
+
+@pytest.mark.usefixtures("built")
+def test_it_excludes_an_excerpt_found_nowhere_yet_by_its_hash(cast):
+    excerpt = "A letter that was never part of any source we have built so far."
+    takedown = submit(cast.resource_a, excerpt=excerpt)
+
+    assert versions_containing(takedown=takedown) == {}
+    takedown_accept(takedown=takedown, reviewer=cast.reviewer_a, note="Pre-emptive removal.")
+
+    assert list(takedown.exclusions.values_list("record_id", "text_sha256")) == [("", text_sha256(excerpt))]
+    assert not takedown.affected_versions.exists()
+
+
+def test_it_refuses_to_accept_a_url_alone_and_says_what_to_do(cast):
+    takedown = submit(cast.resource_a, url="https://blog.example.net/letter")
+
+    with pytest.raises(GovernanceError, match="gives only a URL and nothing was found to exclude. Reject it, asking"):
+        takedown_accept(takedown=takedown, reviewer=cast.reviewer_a, note="Found it.")
+
+    assert takedown.status == "received" and not Exclusion.objects.exists()
+
+
+def test_it_refuses_an_excerpt_that_matches_too_many_records(cast, built, monkeypatch):
+    monkeypatch.setattr(takedowns, "MATCH_LIMIT", 3)
+    takedown = submit(cast.resource_a, excerpt="Everyone has the right to")
+
+    with pytest.raises(GovernanceError, match="matches 3 or more records of v1: too general"):
+        takedown_accept(takedown=takedown, reviewer=cast.reviewer_a, note="Personal data.")
+
+    assert Takedown.objects.get(pk=takedown.pk).status == "received" and not Exclusion.objects.exists()
+
+
+# --- Rejecting, deciding twice, who may decide ----------------------------------------------------------
+
+
+def test_it_rejects_with_a_reason_and_tells_the_requester(client, cast, send_mail_on_commit, mailoutbox):
+    takedown = submit(cast.resource_a, record_id="udhr_fra/1")
+    reviewer = client_for(client, cast, "reviewer_a")
+
+    no_reason = reviewer.post(detail_url(takedown), {"action": "reject", "reason": ""})
+    assert "Reason: say why the content stays" in no_reason.content.decode()
+    seq = last_seq()
+    with send_mail_on_commit():
+        response = reviewer.post(detail_url(takedown), {"action": "reject", "reason": "The text is a public statute."})
+
+    assert response.status_code == 302
+    takedown.refresh_from_db()
+    assert (takedown.status, takedown.decision_note) == ("rejected", "The text is a public statute.")
+    assert actions_since(seq) == ["takedown_rejected"]
+    assert not Exclusion.objects.exists() and not takedown.affected_versions.exists()
+    [message] = mailoutbox
+    assert message.to == ["jo@example.net"] and "was not accepted" in message.subject
+    assert "The text is a public statute." in message.body
+    assert "http://127.0.0.1:8000" + FORM + "?resource=test/corpus-a" in message.body
+
+
+def test_it_refuses_to_decide_twice(client, cast):
+    takedown = submit(cast.resource_a, record_id="udhr_fra/1")
+    takedown_accept(takedown=takedown, reviewer=cast.reviewer_a, note="Personal data.")
+    admin = client_for(client, cast, "admin")
+    seq, exclusions = last_seq(), Exclusion.objects.count()
+
+    with pytest.raises(GovernanceError, match=rf"Takedown #{takedown.pk} was already accepted by reviewer_a .*Reload the takedown queue"):
+        takedown_reject(takedown=takedown, reviewer=cast.admin, reason="Changed my mind.")
+    stale = Takedown.objects.get(pk=takedown.pk)
+    stale.status = "received"  # a page opened before the first decision
+    with pytest.raises(GovernanceError, match="was already accepted"):
+        takedown_accept(takedown=stale, reviewer=cast.admin, note="Again.")
+    response = admin.post(detail_url(takedown), {"action": "accept", "note": "Again."}, follow=True)
+
+    assert any("was already accepted" in m for m in shown_messages(response))
+    assert last_seq() == seq and Exclusion.objects.count() == exclusions
+    assert Takedown.objects.get(pk=takedown.pk).decision_note == "Personal data."
+
+
+def test_it_shows_a_takedown_only_to_the_reviewers_of_its_resource(client, cast):
+    on_a = submit(cast.resource_a, record_id="udhr_fra/1")
+    on_b = submit(cast.resource_b, record_id="udhr_eng/1")
+
+    reviewer_b = client_for(client, cast, "reviewer_b")
+    assert reviewer_b.get(detail_url(on_a)).status_code == 404
+    assert reviewer_b.post(detail_url(on_a), {"action": "accept", "note": "Mine now."}).status_code == 404
+    queue = reviewer_b.get(QUEUE).content.decode()
+    assert detail_url(on_b) in queue and detail_url(on_a) not in queue
+    assert Takedown.objects.get(pk=on_a.pk).status == "received"
+    with pytest.raises(GovernanceError, match="You do not review test/corpus-a: ask an administrator"):
+        takedown_accept(takedown=on_a, reviewer=cast.reviewer_b, note="Mine now.")
+    assert client_for(Client(), cast, "stranger").get(QUEUE).status_code == 403
