@@ -40,6 +40,12 @@ def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix):
         test["NAME"] = f"{base}_{os.getpid()}"
 
 
+@pytest.fixture(autouse=True)
+def _own_build_work_dir(settings, tmp_path):
+    # Build ids restart in every test database: two test runs must not share build-<id>/ folders.
+    settings.BUILD_WORK_DIR = str(tmp_path / "builds")
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _eager_celery():
     """Tasks run in-process unless a test starts a real worker (tests/test_worker.py)."""

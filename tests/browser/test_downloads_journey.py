@@ -90,7 +90,7 @@ def test_it_lets_the_granted_researcher_download_in_the_browser_and_with_a_token
         assert shown[path] == (filesizeformat(len(content)), hashlib.sha256(content).hexdigest())
     commands = page.inner_text("#commands")
     urls_txt = f"{live_server.url}/resources/test/corpus-a/versions/v1/urls.txt"
-    assert f'curl -fsSL -H "Authorization: Bearer $TOKEN" {urls_txt} -o urls.txt' in commands
+    assert f'curl -fsSL -H "Authorization: Bearer $TOKEN" "{urls_txt}" -o urls.txt' in commands
     assert "sha256sum -c SHA256SUMS" in commands
 
     with page.expect_download() as info:
