@@ -9,7 +9,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AnonymousUser
 from django.contrib.auth.views import redirect_to_login
-from django.http import FileResponse, Http404, HttpResponse, HttpResponseRedirect
+from django.http import FileResponse, Http404, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.shortcuts import get_object_or_404, render
 from django.utils.http import content_disposition_header
 from django.views.decorators.http import require_safe
@@ -145,6 +145,28 @@ def version_sha256sums(request, namespace, slug, version):
         return text_response(404, str(error))
     body = "".join(f"{f.sha256}  {f.path}\n" for f in files)
     return HttpResponse(body, content_type="text/plain; charset=utf-8")
+
+
+@require_safe
+@accepts_token("read")
+def version_manifest(request, namespace, slug, version):
+    """The files this user's access reaches (path, size, sha256, config), as JSON; the version's own
+    manifest.json, listed among them, describes the whole version."""
+    version = _published_version(namespace, slug, version)
+    decision = can_download(request.user, version.resource)
+    if not decision:
+        return _refuse(request, decision, browser=False)
+    try:
+        files, asked = _files(request, version, decision.grant)
+    except _UnknownConfig as error:
+        return text_response(404, str(error))
+    grant = decision.grant
+    return JsonResponse({
+        "resource": version.resource.repo_id, "version": version.name, "revision": version.revision,
+        "access": {"all_configs": grant.all_configs, "configs": grant.configs} if grant else "all",
+        "configs": sorted({f.config for f in files if f.config}),
+        "files": [{"path": f.path, "size": f.size, "sha256": f.sha256, "config": f.config} for f in files],
+    }, json_dumps_params={"ensure_ascii": False, "indent": 1})
 
 
 # --- Redeeming a signed link ------------------------------------------------------------------

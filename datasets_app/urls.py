@@ -9,6 +9,7 @@ urlpatterns = [
     path("resources/<str:namespace>/<str:slug>/versions/<str:version>/", download_views.version_download, name="version_download"),
     path("resources/<str:namespace>/<str:slug>/versions/<str:version>/urls.txt", download_views.version_urls, name="version_urls"),
     path("resources/<str:namespace>/<str:slug>/versions/<str:version>/SHA256SUMS", download_views.version_sha256sums, name="version_sha256sums"),
+    path("resources/<str:namespace>/<str:slug>/versions/<str:version>/files.json", download_views.version_manifest, name="version_manifest"),
     path("access/", views.my_access, name="my_access"),
     path("access/tokens/", token_views.token_list, name="token_list"),
     path("access/tokens/<int:pk>/revoke/", token_views.token_revoke, name="token_revoke"),

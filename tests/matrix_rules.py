@@ -248,6 +248,12 @@ RULES: dict[str, Rule | tuple[Rule, ...]] = {
         Rule(by_role(Status(200, TEXT)), "Open resource: for everyone.", kwargs=_V_OPEN, label="open"),
         Rule(by_role(404), "A draft has no checksums.", kwargs=_V_DRAFT, label="draft of A"),
     ),
+    "version_manifest": (
+        Rule({**_DOWNLOAD_A_TEXT, "granted": Status(200, "application/json")},
+             "The file list a grant reaches, as JSON: the same rule as the links.", kwargs=_V_A, label="gated A"),
+        Rule(by_role(Status(200, "application/json")), "Open resource: for everyone.", kwargs=_V_OPEN, label="open"),
+        Rule(by_role(404), "A draft has no files.", kwargs=_V_DRAFT, label="draft of A"),
+    ),
     # A signed link needs no cookie (wget on a cluster node has none), so who opens it is
     # the link's holder; redeeming re-checks the holder's access every time. A signed-in
     # browser presenting someone else's link is refused: links are personal and the audit

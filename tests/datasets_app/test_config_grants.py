@@ -103,3 +103,16 @@ def test_it_asks_for_configs_on_the_request_form(cast, version, client):
     client.post("/resources/test/corpus-a/request/", {**form, "configs": ["ar", "fr"], "restricted": ["he"]})
     request = AccessRequest.objects.get(user=cast.stranger)
     assert (request.all_configs, request.configs) == (False, ["ar", "fr", "he"])
+
+
+def test_it_lists_in_files_json_only_what_the_grant_covers(cast, version, client):
+    from django.test import Client
+
+    from datasets_app.tokens import access_token_create
+
+    scope(cast.grants["granted"], all_configs=False, configs=["ar"])
+    _, raw = access_token_create(user=cast.granted, name="node", scopes=["read"], days=1)
+    listing = Client().get("/resources/test/corpus-a/versions/v1/files.json", headers={"Authorization": f"Bearer {raw}"}).json()
+    assert listing["configs"] == ["ar"] and listing["access"] == {"all_configs": False, "configs": ["ar"]}
+    assert sorted(f["path"] for f in listing["files"]) == ["README.md", "data/ar/train-00000-of-00001.parquet"]
+    assert listing["revision"] == version.revision
