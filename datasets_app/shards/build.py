@@ -1,17 +1,18 @@
 """build_shards: sources in, a directory of verifiable shards out.
 
-Two passes. Read: every source file is parsed in chunks on a reader thread, validated,
-scrubbed, filtered against the takedown list, hashed (one sha256 of the normalised text
-serves takedown and deduplication), numbered, and spilled into config-sorted runs in
-the work dir. Write: duplicates are resolved on disk, then each config's rows are read
+Two passes. Read: every source file is cut into pieces of whole lines (or batches) here;
+worker processes (see prepare.py) parse, validate, scrub, filter against the takedown
+list, hash (one sha256 of the normalised text serves takedown and deduplication) and
+sort each piece by config; here, in source order, the prepared pieces are numbered and
+spilled into config-sorted runs in the work dir. Write: duplicates are resolved on disk, then each config's rows are read
 back from the runs and written as shards by a few threads (zstd and sha256 release the
 GIL). Memory stays bounded by the spill and dedup budgets whatever the corpus size.
 """
 
 from __future__ import annotations
 
+import collections
 import hashlib
-import queue
 import shutil
 import tempfile
 import threading
@@ -22,11 +23,9 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from datasets_app.shards.dedup import DedupIndex, is_dropped
-from datasets_app.shards.normalize import text_digests
-from datasets_app.shards.records import scrub_pii, validate
+from datasets_app.shards.prepare import Filters, Job, Prepared, Preparers
 from datasets_app.shards.sources import FileReader, SourceFile, Wanted, list_files
 from datasets_app.shards.spec import (
     BASE_COLUMNS, KEEP_TYPES, BuildCancelled, BuildError, BuildParams, BuildResult, LanguageStats,
@@ -37,6 +36,8 @@ from datasets_app.shards.write import ConfigWriter, card_text, file_entry, revis
 
 REJECT_SAMPLE = 50
 PROGRESS_EVERY = 0.5  # seconds; a Celery task saves each call to the database
+# Below this much source, worker processes cost more to start (about a second) than they save.
+PARALLEL_MIN_BYTES = 64 * 1024 * 1024
 _KEEP_TYPES = {"string": pa.string(), "int64": pa.int64(), "float64": pa.float64(), "bool": pa.bool_()}
 
 
@@ -111,12 +112,12 @@ class _Build:
         self.sample: list[Reject] = []
         self.fingerprints: list[dict] = []
         self._last_progress = 0.0
-        self._excluded_ids = pa.array(sorted(params.excluded_ids), pa.string())
-        self._excluded_digests = {bytes.fromhex(h) for h in params.excluded_text_sha256}
         bad = [h for h in params.excluded_text_sha256 if len(h) != 64]
         if bad:
             raise BuildError(f"{bad[0]!r} is not a sha256 hex digest: the takedown list needs text_sha256() values.")
-        self._excluded_prefixes = np.array(sorted({int.from_bytes(d[:8], "little") for d in self._excluded_digests}), dtype=np.uint64)
+        self._filters = Filters.of(default_language=params.default_language, scrub_pii=params.scrub_pii, dedup=params.dedup,
+                                   excluded_ids=params.excluded_ids,
+                                   excluded_digests={bytes.fromhex(h) for h in params.excluded_text_sha256})
 
     # --- progress and cancellation -------------------------------------------------
 
@@ -150,57 +151,66 @@ class _Build:
         return self._finish(files_by_source, languages)
 
     def _read(self, files_by_source, dedup: DedupIndex | None, spill: SpillWriter) -> None:
-        chunks: queue.Queue = queue.Queue(maxsize=2)
-        stop = threading.Event()
-
-        def produce() -> None:
-            # Parsing and validation run here, overlapping the hashing on the main thread.
-            try:
-                for spec, files in files_by_source:
-                    wanted = Wanted(spec.text_column, spec.id_column, spec.language_column,
-                                    {name: self.keep_types[name] for name in spec.keep_columns})
-                    for file in files:
-                        reader = FileReader(file, wanted, self.work)
-                        for chunk in reader:
-                            table, rejects = validate(chunk, wanted=wanted, source=spec.name, default_language=self.params.default_language)
-                            if not _put(chunks, (chunk, table, rejects), stop):
-                                return
-                        self.fingerprints.append({"source": spec.name, "file": file.rel, "size": reader.size, "sha256": reader.sha256})
-                _put(chunks, None, stop)
-            except BaseException as error:
-                _put(chunks, error, stop)
-
-        thread = threading.Thread(target=produce, name="shard-reader", daemon=True)
-        thread.start()
+        processes = self.params.workers if self.params.workers > 1 and self.bytes_total >= PARALLEL_MIN_BYTES else 0
+        spool = self.work / "pieces"
+        spool.mkdir()
+        preparers = Preparers(self._filters, processes=processes, spool=spool)
+        # Enough pieces in flight to keep every worker busy while the oldest is spilled, and no more:
+        # each holds up to a CHUNK of source and its rows.
+        in_flight = processes + 2 if processes else 2
+        pending: collections.deque = collections.deque()
         done_bytes = 0  # bytes of the files finished before the current one
         current: SourceFile | None = None
         try:
-            while True:
-                item = chunks.get()
-                if item is None:
-                    break
-                if isinstance(item, BaseException):
-                    raise item
-                chunk, table, rejects = item
-                if chunk.file is not current:
-                    if current is not None:
-                        done_bytes += current.size
-                    current = chunk.file
-                self.records_read += table.num_rows + len(rejects)
-                self.bytes_read = done_bytes + chunk.bytes_read
-                if rejects:
-                    self._reject(chunk.file, rejects)
-                self._keep(table, dedup, spill)
+            for file, job in self._jobs(files_by_source):
                 self.stop_if_asked()
-                self.report("read")
+                pending.append((file, job.piece.bytes_read, preparers.submit(job)))
+                while len(pending) >= in_flight:
+                    file_done, bytes_read, future = pending.popleft()
+                    done_bytes, current = self._take(file_done, bytes_read, future.result(), done_bytes, current, dedup, spill)
+            while pending:
+                file_done, bytes_read, future = pending.popleft()
+                done_bytes, current = self._take(file_done, bytes_read, future.result(), done_bytes, current, dedup, spill)
         finally:
-            stop.set()
-            while thread.is_alive():
-                try:
-                    chunks.get_nowait()
-                except queue.Empty:
-                    thread.join(0.05)
+            preparers.close()
         self.report("read", force=True)
+
+    def _jobs(self, files_by_source):
+        for spec, files in files_by_source:
+            wanted = Wanted(spec.text_column, spec.id_column, spec.language_column,
+                            {name: self.keep_types[name] for name in spec.keep_columns})
+            for file in files:
+                reader = FileReader(file, wanted, self.work)
+                for piece in reader:
+                    yield file, Job(piece, wanted, spec.name)
+                self.fingerprints.append({"source": spec.name, "file": file.rel, "size": reader.size, "sha256": reader.sha256})
+
+    def _take(self, file: SourceFile, bytes_read: int, prepared: Prepared, done_bytes: int, current,
+              dedup: DedupIndex | None, spill: SpillWriter):
+        """Counts, rejects, sequence numbers and spilling of one prepared piece, in source order."""
+        if file is not current:
+            if current is not None:
+                done_bytes += current.size
+            current = file
+        self.records_read += prepared.parsed + len(prepared.rejects)
+        self.bytes_read = done_bytes + bytes_read
+        if prepared.rejects:
+            self._reject(file, prepared.rejects)
+        self.dropped += prepared.dropped
+        for kind, count in prepared.pii.items():
+            self.pii[kind] += count
+        table = prepared.rows()
+        kept = table.num_rows
+        if kept:
+            base = np.uint64(self.kept)
+            self.kept += kept
+            if dedup is not None:
+                dedup.add(prepared.keys, np.arange(kept, dtype=np.uint64) + base)
+            seqs = prepared.order.astype(np.uint64) + base
+            spill.add(table.append_column("__seq", pa.array(seqs)), prepared.configs, prepared.counts)
+        self.stop_if_asked()
+        self.report("read")
+        return done_bytes, current
 
     def _reject(self, file: SourceFile, rejects: list[tuple[int, str]]) -> None:
         if self.params.on_error == "fail":
@@ -210,43 +220,6 @@ class _Build:
         self.rejects += len(rejects)
         for line, reason in rejects[: REJECT_SAMPLE - len(self.sample)]:
             self.sample.append(Reject(file.spec.name, file.rel, line, reason))
-
-    def _keep(self, table: pa.Table, dedup: DedupIndex | None, spill: SpillWriter) -> None:
-        if not table.num_rows:
-            return
-        text = table["text"].combine_chunks()
-        drop = np.zeros(table.num_rows, dtype=bool)
-        if self.params.scrub_pii:
-            original = text
-            text, counts, changed = scrub_pii(text)
-            for kind, count in counts.items():
-                self.pii[kind] += count
-            table = table.set_column(table.schema.get_field_index("text"), "text", text)
-            if changed.any() and self._excluded_digests:
-                # A takedown may quote the text as it was before scrubbing.
-                changed_rows = pa.array(np.flatnonzero(changed))
-                drop[np.flatnonzero(changed)] |= self._excluded(text_digests(original.take(changed_rows)))
-        digests = text_digests(text)
-        if len(self._excluded_ids):
-            drop |= pc.is_in(table["id"], value_set=self._excluded_ids).to_numpy(zero_copy_only=False)
-        if self._excluded_digests:
-            drop |= self._excluded(digests)
-        if drop.any():
-            self.dropped += int(drop.sum())
-            table = table.filter(pa.array(~drop))
-            digests = digests[~drop]
-        seqs = np.arange(self.kept, self.kept + table.num_rows, dtype=np.uint64)
-        self.kept += table.num_rows
-        if dedup is not None:
-            dedup.add(digests, seqs)
-        spill.add(table.append_column("__seq", pa.array(seqs)))
-
-    def _excluded(self, digests: np.ndarray) -> np.ndarray:
-        prefixes = np.ascontiguousarray(digests[:, :8]).view("<u8").ravel()
-        hit = np.isin(prefixes, self._excluded_prefixes)
-        for index in np.flatnonzero(hit):
-            hit[index] = bytes(digests[index]) in self._excluded_digests
-        return hit
 
     def _write(self, spill: SpillWriter, bitmap) -> dict[str, LanguageStats]:
         configs = sorted(spill.rows)
@@ -331,12 +304,3 @@ class _Build:
             revision_input=revision, revision=hashlib.sha1(revision).hexdigest(),
         )
 
-
-def _put(chunks: queue.Queue, item, stop: threading.Event) -> bool:
-    while not stop.is_set():
-        try:
-            chunks.put(item, timeout=0.1)
-            return True
-        except queue.Full:
-            continue
-    return False

@@ -18,7 +18,7 @@ import hashlib
 import json
 import os
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
@@ -54,12 +54,32 @@ class SourceFile:
 
 
 @dataclass
+class Piece:
+    """A bounded part of one file, as the process reading the file cuts it: whole lines of
+    JSONL/text, or a parsed CSV/Parquet batch. It holds data only (no open file), so
+    `parse` can run in a worker process."""
+
+    rel: str
+    format: str
+    bytes_read: int  # raw bytes of this file consumed so far
+    data: bytes | None = None  # JSONL/text: whole lines, or None when `path` names where they lie
+    path: str | None = None  # a local uncompressed file: the lines are its bytes [offset, offset + size)
+    offset: int = 0
+    size: int = 0
+    first_line: int = 1
+    newlines: int = 0  # how many b"\n" data holds, counted once while cutting
+    table: pa.Table | None = None  # CSV/Parquet: columns named as in the source, types as read
+    lines: np.ndarray | None = None
+    rejects: list[tuple[int, str]] = field(default_factory=list)
+
+
+@dataclass
 class RawChunk:
-    file: SourceFile
+    rel: str
     table: pa.Table  # columns named as in the source, types as parsed
     lines: np.ndarray  # int64, the line (or row) of each table row
     rejects: list[tuple[int, str]]  # (line, reason) found while parsing
-    bytes_read: int  # raw bytes of this file consumed so far
+    utf8_checked: bool = False  # its string columns are known to be valid UTF-8
 
 
 class HashingReader:
@@ -184,8 +204,8 @@ class FileReader:
         self.sha256: str | None = None
         self.size = 0
 
-    def __iter__(self) -> Iterator[RawChunk]:
-        readers = {"jsonl": self._jsonl, "csv": self._csv, "text": self._text, "parquet": self._parquet}
+    def __iter__(self) -> Iterator[Piece]:
+        readers = {"jsonl": self._lines, "csv": self._csv, "text": self._lines, "parquet": self._parquet}
         return readers[self.file.format]()
 
     def _finish(self, raw: HashingReader) -> None:
@@ -196,42 +216,25 @@ class FileReader:
 
     # --- JSON Lines ---------------------------------------------------------------
 
-    def _jsonl(self) -> Iterator[RawChunk]:
-        types = self.wanted.types
-        strict = paj.ParseOptions(explicit_schema=pa.schema(list(types.items())), unexpected_field_behavior="ignore")
-        read_options = paj.ReadOptions(block_size=JSON_BLOCK)
+    # --- JSON Lines and plain text: cut here, parsed by `parse` -------------------------
+
+    def _lines(self) -> Iterator[Piece]:
+        # A local file that is not compressed is cut by offsets: whoever parses a piece reads
+        # its bytes from the file (the page cache), instead of receiving a copy through a pipe.
+        by_range = self.file.local_path is not None and not self.file.rel.endswith(_COMPRESSIONS)
         with self.file.open_raw() as handle:
             raw = HashingReader(handle)
-            for data, first_line in _whole_lines(raw, self.file):
-                table = _parse_json(data, strict, read_options, types)
-                lines = _line_numbers(data, first_line, table.num_rows) if table is not None else None
-                rejects: list[tuple[int, str]] = []
-                if table is None or lines is None:
-                    table, lines, rejects = _parse_json_lines(data, first_line, self.wanted)
-                yield RawChunk(self.file, table, lines, rejects, raw.size)
-            self._finish(raw)
-
-    # --- plain text: one record per line ------------------------------------------------
-
-    def _text(self) -> Iterator[RawChunk]:
-        with self.file.open_raw() as handle:
-            raw = HashingReader(handle)
-            for data, first_line in _whole_lines(raw, self.file):
-                pieces = data.split(b"\n")
-                if data.endswith(b"\n"):
-                    pieces.pop()
-                lines = np.arange(first_line, first_line + len(pieces), dtype=np.int64)
-                texts = pa.array(pieces, pa.binary())
-                # Strip a CR of CRLF files; blank lines are no records.
-                texts = pc.replace_substring_regex(texts, "\r$", "")
-                keep = pc.invert(pc.match_substring_regex(texts, "^[ \t\r\f\v]*$")).to_numpy(zero_copy_only=False)
-                table = pa.table({self.wanted.text: texts.filter(pa.array(keep))})
-                yield RawChunk(self.file, table, lines[keep], [], raw.size)
+            for data, offset, size, first_line, newlines in _whole_lines(raw, self.file, copy=not by_range):
+                if by_range:
+                    yield Piece(self.file.rel, self.file.format, raw.size, path=str(self.file.local_path), offset=offset,
+                                size=size, first_line=first_line, newlines=newlines)
+                else:
+                    yield Piece(self.file.rel, self.file.format, raw.size, data=data, first_line=first_line, newlines=newlines)
             self._finish(raw)
 
     # --- CSV ---------------------------------------------------------------------
 
-    def _csv(self) -> Iterator[RawChunk]:
+    def _csv(self) -> Iterator[Piece]:
         types = self.wanted.types
         # Strings are read as bytes and checked for UTF-8 row by row in validation: a bad
         # byte then rejects one row instead of stopping the file without a row number.
@@ -261,17 +264,17 @@ class FileReader:
                     lines = np.arange(row, row + batch.num_rows, dtype=np.int64)
                     row += batch.num_rows
                     rejects, bad_rows[:] = list(bad_rows), []
-                    yield RawChunk(self.file, pa.Table.from_batches([batch]), lines, rejects, raw.size)
+                    yield Piece(self.file.rel, "csv", raw.size, table=pa.Table.from_batches([batch]), lines=lines, rejects=rejects)
             except pa.ArrowInvalid as error:
                 raise BuildError(f"{self.file.rel}: not readable as CSV ({error}). Fix the file or leave it out.") from None
             if bad_rows:
-                yield RawChunk(self.file, pa.table({name: pa.array([], t) for name, t in column_types.items()}),
-                               np.zeros(0, np.int64), list(bad_rows), raw.size)
+                yield Piece(self.file.rel, "csv", raw.size, table=pa.table({name: pa.array([], t) for name, t in column_types.items()}),
+                            lines=np.zeros(0, np.int64), rejects=list(bad_rows))
             self._finish(raw)
 
     # --- Parquet -------------------------------------------------------------------
 
-    def _parquet(self) -> Iterator[RawChunk]:
+    def _parquet(self) -> Iterator[Piece]:
         path = self.file.local_path
         if path is None:
             # Parquet needs random access (the footer comes last): S3 objects are copied to the work dir first.
@@ -295,35 +298,84 @@ class FileReader:
             for batch in parquet.iter_batches(batch_size=PARQUET_BATCH, columns=present, use_threads=True):
                 lines = np.arange(row, row + batch.num_rows, dtype=np.int64)
                 row += batch.num_rows
-                yield RawChunk(self.file, pa.Table.from_batches([batch]), lines, [], self.size)
+                yield Piece(self.file.rel, "parquet", self.size, table=pa.Table.from_batches([batch]), lines=lines)
         if self.file.local_path is None:
             path.unlink()
 
 
-def _whole_lines(raw: HashingReader, file: SourceFile) -> Iterator[tuple[bytes, int]]:
-    """Whole-line chunks of about CHUNK bytes and the number of their first line."""
+def _whole_lines(raw: HashingReader, file: SourceFile, *, copy: bool) -> Iterator[tuple[bytes | None, int, int, int, int]]:
+    """Whole-line chunks of about CHUNK bytes: the bytes (when `copy`, else None), their offset
+    and size in the (decompressed) file, the number of their first line, and how many newlines
+    they hold. A chunk's bytes cost one copy (the carried partial line joined to the block's
+    whole lines), and none when the caller reads them from the file by offset."""
     stream = _decompressed(file.rel, raw)
-    carry, first_line = b"", 1
+    carry, first_line, offset = b"", 1, 0
     while True:
         block = stream.read(CHUNK)
-        data = carry + block
         if block:
-            cut = data.rfind(b"\n")
+            cut = block.rfind(b"\n")
             if cut < 0:
-                if len(data) > MAX_LINE:
+                carry += block
+                if len(carry) > MAX_LINE:
                     raise BuildError(f"{file.rel} line {first_line} is longer than {MAX_LINE >> 20} MiB: split it, or leave the file out.")
-                carry = data
                 continue
-            data, carry = data[: cut + 1], data[cut + 1:]
+            # The carry holds no newline and the block none after the cut: the block's count is the chunk's.
+            newlines = int(np.count_nonzero(np.frombuffer(block, np.uint8) == 10))
+            size = len(carry) + cut + 1
+            head = (carry + block[:3])[:3]
+            data = None
+            if copy:
+                data = block if not carry and cut == len(block) - 1 else carry + memoryview(block)[: cut + 1]
+            carry = block[cut + 1:]
         else:
-            carry = b""
-        if first_line == 1 and data.startswith(codecs.BOM_UTF8):
-            data = data[len(codecs.BOM_UTF8):]
-        if data:
-            yield data, first_line
-            first_line += data.count(b"\n")
+            data, size, head, newlines, carry = (carry if copy else None), len(carry), carry[:3], 0, b""
+        start = offset
+        offset += size
+        if first_line == 1 and head == codecs.BOM_UTF8:
+            start, size = start + len(codecs.BOM_UTF8), size - len(codecs.BOM_UTF8)
+            data = data[len(codecs.BOM_UTF8):] if data is not None else None
+        if size:
+            yield data, start, size, first_line, newlines
+            first_line += newlines
         if not block:
             return
+
+
+def _piece_bytes(piece: Piece) -> bytes:
+    if piece.data is not None:
+        return piece.data
+    with open(piece.path, "rb") as handle:
+        handle.seek(piece.offset)
+        data = handle.read(piece.size)
+    if len(data) != piece.size:
+        raise BuildError(f"{piece.rel} changed while it was being read: build again from a file that stays put.")
+    return data
+
+
+def parse(piece: Piece, wanted: Wanted) -> RawChunk:
+    """The rows of a piece, each with its line (or row), and the lines that could not be parsed."""
+    if piece.format == "jsonl":
+        data = _piece_bytes(piece)
+        types = wanted.types
+        strict = paj.ParseOptions(explicit_schema=pa.schema(list(types.items())), unexpected_field_behavior="ignore")
+        table = _parse_json(data, strict, paj.ReadOptions(block_size=JSON_BLOCK), types)
+        lines = _line_numbers(data, piece.first_line, piece.newlines, table.num_rows) if table is not None else None
+        if table is None or lines is None:
+            table, lines, rejects = _parse_json_lines(data, piece.first_line, wanted)
+            return RawChunk(piece.rel, table, lines, rejects, utf8_checked=True)
+        return RawChunk(piece.rel, table, lines, [], utf8_checked=True)
+    if piece.format == "text":
+        data = _piece_bytes(piece)
+        pieces = data.split(b"\n")
+        if data.endswith(b"\n"):
+            pieces.pop()
+        lines = np.arange(piece.first_line, piece.first_line + len(pieces), dtype=np.int64)
+        texts = pa.array(pieces, pa.binary())
+        # Strip a CR of CRLF files; blank lines are no records.
+        texts = pc.replace_substring_regex(texts, "\r$", "")
+        keep = pc.invert(pc.match_substring_regex(texts, "^[ \t\r\f\v]*$")).to_numpy(zero_copy_only=False)
+        return RawChunk(piece.rel, pa.table({wanted.text: texts.filter(pa.array(keep))}), lines[keep], [])
+    return RawChunk(piece.rel, piece.table, piece.lines, piece.rejects)
 
 
 def _parse_json(data: bytes, strict, read_options, types) -> pa.Table | None:
@@ -347,8 +399,8 @@ def _parse_json(data: bytes, strict, read_options, types) -> pa.Table | None:
     return table
 
 
-def _line_numbers(data: bytes, first_line: int, rows: int) -> np.ndarray | None:
-    lines = data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
+def _line_numbers(data: bytes, first_line: int, newlines: int, rows: int) -> np.ndarray | None:
+    lines = newlines + (0 if data.endswith(b"\n") else 1)
     if lines == rows:
         return np.arange(first_line, first_line + rows, dtype=np.int64)
     # pyarrow skips blank lines: number the others.

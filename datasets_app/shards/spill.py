@@ -1,8 +1,10 @@
 """Partitioning by config without one open buffer per config.
 
-Kept rows collect in one buffer bounded by bytes; when it fills, its rows are
-stably sorted by config and written as one Arrow IPC file (a run), one record batch
-per config, with an index of which batch holds which config. Writing a config then
+Kept rows collect in one buffer bounded by bytes, as pieces already sorted by config;
+when it fills, each config's slices of the pieces are joined (in source order) and the
+run is written as one Arrow IPC file, one record batch per config, with an index of
+which batch holds which config. Joining one config at a time keeps the flush's extra
+memory at one config's rows, not a sorted copy of the whole buffer. Writing a config then
 reads its batches from every run, memory-mapped, in run order, which is source order.
 """
 
@@ -13,9 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 
 @dataclass
@@ -35,9 +35,10 @@ class SpillWriter:
         self._buffered = 0
         self._local = threading.local()
 
-    def add(self, table: pa.Table) -> None:
+    def add(self, table: pa.Table, configs: list[str], counts: list[int]) -> None:
+        """table: rows ordered by config (configs sorted, counts rows each), source order within one."""
         if table.num_rows:
-            self._tables.append(table)
+            self._tables.append((table, configs, counts))
             self._buffered += table.nbytes
             if self._buffered >= self.memory:
                 self.flush()
@@ -45,23 +46,22 @@ class SpillWriter:
     def flush(self) -> None:
         if not self._tables:
             return
-        table = pa.concat_tables(self._tables).combine_chunks()
-        self._tables, self._buffered = [], 0
-        configs = sorted(pc.unique(table["language"]).to_pylist())
-        codes = pc.index_in(table["language"], pa.array(configs, pa.string())).to_numpy()
-        table = table.take(pa.array(np.argsort(codes, kind="stable")))
-        counts = np.bincount(codes, minlength=len(configs))
-        run = Run(self.dir / f"run-{len(self.runs):05d}.arrow")
-        with pa.OSFile(str(run.path), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
-            start, written = 0, 0
+        slices: dict[str, list[pa.Table]] = {}
+        for table, configs, counts in self._tables:
+            start = 0
             for config, count in zip(configs, counts):
-                run.batches[config] = []
-                for batch in table.slice(start, int(count)).to_batches():
-                    run.batches[config].append(written)
-                    writer.write_batch(batch)
-                    written += 1
-                self.rows[config] = self.rows.get(config, 0) + int(count)
-                start += int(count)
+                slices.setdefault(config, []).append(table.slice(start, count))
+                start += count
+        schema = self._tables[0][0].schema
+        self._tables, self._buffered = [], 0
+        run = Run(self.dir / f"run-{len(self.runs):05d}.arrow")
+        with pa.OSFile(str(run.path), "wb") as sink, pa.ipc.new_file(sink, schema) as writer:
+            for index, config in enumerate(sorted(slices)):
+                rows = pa.concat_tables(slices.pop(config)).combine_chunks()
+                run.batches[config] = [index]
+                [batch] = rows.to_batches()
+                writer.write_batch(batch)
+                self.rows[config] = self.rows.get(config, 0) + rows.num_rows
         self.runs.append(run)
 
     def read(self, config: str) -> Iterator[pa.RecordBatch]:

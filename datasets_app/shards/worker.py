@@ -1,0 +1,44 @@
+"""A build's worker process: `python -m datasets_app.shards.worker`, started by
+prepare.Preparers. It reads (filters, normalisation patterns) and then pieces from stdin,
+and writes each piece's prepared rows, or the error it raised, to stdout, in order."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import sys
+
+
+def main() -> None:
+    # Messages only on the real stdout: anything printed goes to stderr, the build's log.
+    out = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
+    sys.stdout = sys.stderr
+    source = sys.stdin.buffer
+
+    import pyarrow as pa
+
+    from datasets_app.shards import normalize
+    from datasets_app.shards.prepare import prepare, read_message, write_message
+    from datasets_app.shards.spec import BuildError
+
+    start = read_message(source)
+    if start is None:
+        return
+    filters, patterns = start
+    # The normalisation patterns take half a second to derive: the parent's are reused.
+    normalize.seed_patterns(patterns)
+    # One Arrow thread per worker: the workers already fill the cores, more threads only contend.
+    pa.set_cpu_count(1)
+    while (job := read_message(source)) is not None:
+        try:
+            message = ("ok", prepare(job, filters).to_file(job.rows_path))
+        except Exception as error:  # every error goes back to the build, which raises it in source order
+            message = ("error", error)
+        try:
+            write_message(out, message)
+        except (pickle.PicklingError, TypeError, AttributeError):
+            write_message(out, ("error", BuildError(f"{type(message[1]).__name__}: {message[1]}")))
+
+
+if __name__ == "__main__":
+    main()
