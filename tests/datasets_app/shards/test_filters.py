@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import random
 import unicodedata
 
 import pyarrow as pa
@@ -29,6 +30,27 @@ def test_it_normalises_as_python_would_on_every_udhr_text(udhr_records):
     assert normalize_texts(pa.array(texts)).to_pylist() == [_python_normalized(t) for t in texts]
     assert [normalize_text(t) for t in tricky] == [_python_normalized(t) for t in tricky]
     assert text_sha256("Hello,\u00a0 world ") == hashlib.sha256(b"Hello, world").hexdigest()
+
+
+def test_it_normalises_as_python_would_where_composition_can_happen():
+    # Only rows the candidate patterns flag are normalised: every character that can be the
+    # second half of a canonical pair, after every character that composes or decomposes
+    # (and a sample of marks, letters and Hangul), must come out as Python's NFC says.
+    seconds, before = set(), set()
+    for cp in range(0x110000):
+        decomposition = unicodedata.decomposition(chr(cp)) if not 0xD800 <= cp < 0xE000 else ""
+        if decomposition and not decomposition.startswith("<"):
+            before.add(cp)
+            parts = decomposition.split()
+            if len(parts) == 2:
+                before.add(int(parts[0], 16))
+                seconds.add(int(parts[1], 16))
+    pool = sorted(before | seconds | set(range(0x300, 0x370)) | set(range(0x41, 0x7B)) | set(range(0x1100, 0x1113))
+                  | set(range(0xAC00, 0xAC20)) | {0x5B4, 0x5B7, 0x93C, 0x94D, 0xE31, 0xE48})
+    texts = [chr(p) + chr(m) for m in sorted(seconds) for p in pool]
+    rng = random.Random(4)
+    texts += ["".join(chr(rng.choice(pool)) for _ in range(rng.randint(2, 5))) for _ in range(50_000)]
+    assert normalize_texts(pa.array(texts)).to_pylist() == [_python_normalized(t) for t in texts]
 
 
 def test_it_drops_exactly_the_records_on_the_takedown_list(tmp_path, udhr_records):
