@@ -181,3 +181,24 @@ def test_it_relaxes_the_commit_of_its_own_statement_only_and_only_when_allowed(c
     # The test runs inside a transaction, like any caller holding other changes: left alone.
     assert redeem(file, cast.granted) is not None
     assert setting() == before == "on"
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)  # autocommit, as in a web request: the prepared statement is used
+def test_it_prepares_again_after_the_statement_was_dropped(cast, versions):
+    if connection.vendor != "postgresql":
+        pytest.skip("the prepared statement is PostgreSQL's")
+    file = versions[0].files.get(path="README.md")
+    assert redeem(file, cast.granted) is not None
+    with connection.cursor() as cursor:
+        cursor.execute("DEALLOCATE ALL")  # what a pooler's DISCARD ALL does between clients
+    assert redeem(file, cast.granted) is not None
+    assert redeem(file, cast.stranger) is None
+    # The server drops the connection (a restart, an idle timeout): replaced, and the request served.
+    import psycopg
+
+    from tests.conftest import subprocess_database_url
+
+    with psycopg.connect(subprocess_database_url().replace("postgres://", "postgresql://"), autocommit=True) as other:
+        other.execute("SELECT pg_terminate_backend(%s)", [connection.connection.info.backend_pid])
+    assert redeem(file, cast.granted) is not None
