@@ -31,8 +31,16 @@ class LinkError(Exception):
         self.status = status
 
 
+_signers: dict[tuple, signing.Signer] = {}
+
+
 def _signer() -> signing.Signer:
-    return signing.Signer(salt=_SALT, algorithm="sha256")
+    # One per key set: every range request of every download verifies a link.
+    keys = (settings.SECRET_KEY, tuple(settings.SECRET_KEY_FALLBACKS))
+    if keys not in _signers:
+        _signers.clear()
+        _signers[keys] = signing.Signer(salt=_SALT, algorithm="sha256")
+    return _signers[keys]
 
 
 def link_token(*, file, user, grant=None, ttl: int | None = None, now: float | None = None) -> str:
