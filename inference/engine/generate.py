@@ -42,8 +42,10 @@ class RunStats:
     read_bandwidth_bytes_per_s: float  # bytes read / time spent in read calls
     read_busy_fraction: float  # reader time in reads / generation time: 1.0 means disk-bound
     compute_wait_s: float  # time the compute waited for a streamed block
+    reader_stall_s: float  # time the reader waited for the compute to free a buffer
     peak_rss_bytes: int  # the process's high-water mark (VmHWM)
     peak_anon_rss_bytes: int  # the largest anonymous RSS seen during the run
+    peak_device_bytes: int  # on CUDA: the most GPU memory torch held at once (0 on CPU)
     resident_blocks: int
     streamed_blocks: int
     load_s: float
@@ -56,7 +58,8 @@ class RunStats:
                 f"time to first token {self.ttft_s:.3f} s | decode {self.decode_tokens_per_s:.2f} tok/s | "
                 f"read per decode step {format_size(self.bytes_read_per_decode_step)} at "
                 f"{self.read_bandwidth_bytes_per_s / 1e9:.2f} GB/s (reader busy {self.read_busy_fraction:.0%}) | "
-                f"peak RSS {format_size(self.peak_rss_bytes)}, anonymous {format_size(self.peak_anon_rss_bytes)} | "
+                f"peak RSS {format_size(self.peak_rss_bytes)}, anonymous {format_size(self.peak_anon_rss_bytes)}"
+                f"{f', GPU {format_size(self.peak_device_bytes)}' if self.peak_device_bytes else ''} | "
                 f"blocks resident {self.resident_blocks}, streamed {self.streamed_blocks} | load {self.load_s:.2f} s")
 
 
@@ -105,6 +108,9 @@ class Engine:
         self.arch = ckpt.arch
         self.tokenizer = load_tokenizer(ckpt.path)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        if self.device.type == "cuda" and self.device.index is None:
+            # the reader thread sets its device explicitly, which needs an index
+            self.device = torch.device("cuda", torch.cuda.current_device())
         self.dtype = TORCH_DTYPES[ckpt.dtype]
         self.max_batch_size = max_batch_size
         self.max_seq_len = min(max_seq_len or cfg.context_length, cfg.context_length)
@@ -274,6 +280,8 @@ class Engine:
         lengths = torch.full((B,), max_new_tokens)
         step_logits, token_times, peak_anon = [], [], 0
 
+        if dev.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(dev)
         if self.stream is not None:
             self.stream.start(max_new_tokens)
         try:
@@ -321,7 +329,9 @@ class Engine:
             read_bandwidth_bytes_per_s=total_read / sstats.read_seconds if sstats and sstats.read_seconds else 0.0,
             read_busy_fraction=sstats.read_seconds / (t_end - t_start) if sstats else 0.0,
             compute_wait_s=sstats.wait_seconds if sstats else 0.0,
+            reader_stall_s=sstats.stall_seconds if sstats else 0.0,
             peak_rss_bytes=_memory()[0], peak_anon_rss_bytes=peak_anon,
+            peak_device_bytes=torch.cuda.max_memory_allocated(dev) if dev.type == "cuda" else 0,
             resident_blocks=len(self.placement.resident), streamed_blocks=len(self.placement.streamed), load_s=self.load_s)
         return Generation(completions, stats, step_logits, token_times)
 

@@ -221,6 +221,7 @@ class StreamStats:
     bytes_by_pass: list[int] = field(default_factory=list)
     read_seconds: float = 0.0  # time the reader spent inside read calls
     wait_seconds: float = 0.0  # time the compute spent waiting for a block
+    stall_seconds: float = 0.0  # time the reader spent waiting for a free buffer
 
 
 class BlockStream:
@@ -267,7 +268,9 @@ class BlockStream:
             for p in range(n_passes):
                 for i in self.order:
                     slot = k % n
+                    t = time.perf_counter()
                     self._free[slot].acquire()
+                    self.stats.stall_seconds += time.perf_counter() - t
                     if self._cancel:
                         return
                     if self.cuda:
