@@ -123,7 +123,9 @@ class ConfigWriter:
                 version="2.6", data_page_version="1.0", write_page_index=False, store_schema=True,
             )
             self._shards.append((path, self._sink, 0))
-        table = pa.Table.from_batches(self._pending, schema=self.schema)
+        # One chunk per row group: the Parquet writer starts a data page at every chunk edge it
+        # is given, and the edges (pieces, spill runs) depend on memory settings and chunk size.
+        table = pa.Table.from_batches(self._pending, schema=self.schema).combine_chunks()
         self._writer.write_table(table, row_group_size=table.num_rows)
         self._shard_rows += table.num_rows
         self.rows += table.num_rows

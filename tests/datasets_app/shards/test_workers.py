@@ -84,3 +84,17 @@ def test_it_reports_a_worker_that_dies(parallel, tmp_path, monkeypatch):
         build_shards(sources=[SourceSpec(uri=str(source), id_column="id")], out_dir=tmp_path / "out",
                      params=BuildParams(default_language="fr"))
     assert not (tmp_path / "out").exists()
+
+
+def test_it_writes_the_same_pages_whatever_the_piece_size_and_spill_memory(tmp_path, udhr_records, monkeypatch):
+    # Parquet starts a data page at every edge of the chunks it is given: a config with several
+    # pages' worth of text, arriving in pieces and runs of different sizes, must still give the same file.
+    texts = [r["text"] for r in udhr_records if r["lang"] in ("fr", "ru", "hi")]
+    records = [{"id": f"r{i}", "lang": "one", "text": f"[{i}] {texts[i % len(texts)]}"} for i in range(12000)]
+    source = write_jsonl(tmp_path / "one.jsonl", records)
+    spec = SourceSpec(uri=str(source), id_column="id", language_column="lang")
+    a = build_shards(sources=[spec], out_dir=tmp_path / "a", params=BuildParams())
+    monkeypatch.setattr(sources, "CHUNK", 100_000)
+    monkeypatch.setattr(build, "PARALLEL_MIN_BYTES", 0)
+    b = build_shards(sources=[spec], out_dir=tmp_path / "b", params=BuildParams(spill_memory=300_000))
+    assert a.files == b.files
