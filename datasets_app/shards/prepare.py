@@ -94,8 +94,8 @@ class Prepared:
         return self
 
 
-def prepare(job: Job, filters: Filters) -> Prepared:
-    chunk = parse(job.piece, job.wanted)
+def prepare(job: Job, filters: Filters, buffer: bytearray | None = None) -> Prepared:
+    chunk = parse(job.piece, job.wanted, buffer)
     table, rejects = validate(chunk, wanted=job.wanted, source=job.source, default_language=filters.default_language)
     parsed, pii = table.num_rows, {"email": 0, "phone": 0}
     if not parsed:
