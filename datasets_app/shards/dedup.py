@@ -11,6 +11,7 @@ file-backed) that the write phase consults.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -57,7 +58,17 @@ class DedupIndex:
         self._flush()
         bitmap = np.memmap(bitmap_path, dtype=np.uint8, mode="w+", shape=(max(1, (records + 7) // 8),))
         duplicates = 0
-        for path in sorted(self.dir.glob("p??")):
+        paths = sorted(self.dir.glob("p??"))
+        for path in paths:
+            # Written early in a long read, the partitions may have left the page cache, and
+            # at the end of the read the disk is busy writing the spill back: asking for all
+            # of them at once lets the reads overlap instead of queueing one file at a time.
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
+            finally:
+                os.close(fd)
+        for path in paths:
             duplicates += self._resolve(path, 1, bitmap)
         bitmap.flush()
         return bitmap, duplicates
