@@ -71,6 +71,22 @@ class Generation:
     token_times_s: list[float] = field(default_factory=list)  # when each step's tokens were ready, from the start
 
 
+def _return_freed_memory_to_the_system() -> None:
+    """glibc raises its mmap threshold each time a large block is freed, up to 32 MiB, after which
+    activations and logits come from arenas that keep freed memory: the process then grows, step after
+    step, past what the budget planned, and a memory cap kills it. A fixed 1 MiB threshold makes every
+    large tensor its own mapping, handed back when freed. It is process-wide, as the allocator is."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+        libc.mallopt(M_MMAP_THRESHOLD, 2**20)
+        libc.mallopt(M_TRIM_THRESHOLD, 2**20)
+    except (OSError, AttributeError):  # not glibc: nothing to tune
+        pass
+
+
 def _memory() -> tuple[int, int]:
     """(VmHWM, RssAnon) in bytes from /proc; (ru_maxrss, 0) where /proc is absent."""
     try:
@@ -103,6 +119,7 @@ class Engine:
         if n_buffers < 2:
             raise EngineError("the block reader needs at least 2 buffers to overlap reading with computing")
         t0 = time.perf_counter()
+        _return_freed_memory_to_the_system()
         self.checkpoint = ckpt = Checkpoint.open(checkpoint)
         self.config = cfg = ckpt.config
         self.arch = ckpt.arch
@@ -274,7 +291,10 @@ class Engine:
         ids, valid = ids.to(dev), valid.to(dev)
         kv = self._kv(B, L)
         generator = torch.Generator(device=dev)
-        generator.manual_seed(seed if seed is not None else torch.seed())
+        if seed is not None:
+            generator.manual_seed(seed)
+        else:
+            generator.seed()  # its own nondeterministic seed; torch's global generator is left alone
         out = torch.empty(B, max_new_tokens, dtype=torch.long)
         done = torch.zeros(B, dtype=torch.bool)
         lengths = torch.full((B,), max_new_tokens)
