@@ -97,11 +97,13 @@ class Prepared:
 def prepare(job: Job, filters: Filters, buffer: bytearray | None = None) -> Prepared:
     chunk = parse(job.piece, job.wanted, buffer)
     table, rejects = validate(chunk, wanted=job.wanted, source=job.source, default_language=filters.default_language)
+    del chunk  # validation made the columns it keeps: the parsed ones can go before hashing needs memory
     parsed, pii = table.num_rows, {"email": 0, "phone": 0}
     if not parsed:
         return Prepared(table, np.zeros(0, np.int64), [], [], np.zeros((0, KEY_BYTES), np.uint8) if filters.dedup else None,
                         0, rejects, 0, pii)
-    text = table["text"].combine_chunks()
+    # combine_chunks copies even a single chunk; validation leaves one.
+    text = table["text"].chunk(0) if table["text"].num_chunks == 1 else table["text"].combine_chunks()
     drop = np.zeros(parsed, dtype=bool)
     if filters.scrub_pii:
         original = text

@@ -41,7 +41,10 @@ class Rejected:
 
 
 def _as_array(column) -> pa.Array:
-    return column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    if isinstance(column, pa.ChunkedArray):
+        # combine_chunks copies even a single chunk, which is what a piece's parse gives.
+        return column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
+    return column
 
 
 def _string_column(table: pa.Table, name: str, rejected: Rejected, *, ints_ok: bool = False, checked: bool = False) -> pa.Array:
