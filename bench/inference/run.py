@@ -24,6 +24,7 @@ import json
 import mmap
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -293,6 +294,13 @@ def main() -> int:
                         "--dtype", "bf16"], check=True, cwd=REPO, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     files = checkpoint_files(ckpt)
     offload_dir = Path(tempfile.mkdtemp(prefix="bench-inference-"))
+    try:
+        return measure(args, cfg, ckpt, files, offload_dir)
+    finally:
+        shutil.rmtree(offload_dir, ignore_errors=True)
+
+
+def measure(args, cfg, ckpt: Path, files: list[Path], offload_dir: Path) -> int:
     load_start = os.getloadavg()
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     bandwidths = [direct_bandwidth(files)]
