@@ -145,6 +145,7 @@ def download_redeem(*, file_id: int, path: str, user_id: int, link_grant_id: int
 
 
 _STATEMENT = b"datasets_app_redeem_v1"
+_redeem_statement: tuple[str, list[str]] | None = None  # the statement in libpq's $n form, and its parameter names
 _PARAM = re.compile(r"%\((\w+)\)s")
 
 
@@ -165,7 +166,10 @@ def _redeem_pg(params: dict) -> Redemption | None:
     prepared-statement cache, its wait loop) cost three times the database's own work on
     this path; a prepared statement with text parameters needs none of it. PostgreSQL
     infers the parameter types from the statement."""
-    sql, names = _numbered(_sql("redeem_pg"))
+    global _redeem_statement
+    if _redeem_statement is None:
+        _redeem_statement = _numbered(_sql("redeem_pg"))
+    sql, names = _redeem_statement
     values = [None if params[name] is None else str(params[name]).encode() for name in names]
     for attempt in (1, 2):
         connection.ensure_connection()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import mimetypes
 import os
+import re
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -142,8 +143,17 @@ def delete_object(key: str, *, storage=None) -> None:
         path.unlink(missing_ok=True)
 
 
-def local_path(key: str, *, storage=None) -> Path:
-    return Path((storage or release_storage()).path(key))
+_CONTENT_KEY = re.compile(r"^objects/sha256/[0-9a-f]{2}/[0-9a-f]{2}/[0-9a-f]{64}$")
+
+
+def local_path(key: str, *, storage=None) -> str:
+    """The file of a stored object. A content address cannot climb out of the storage root, so
+    it is joined directly (this runs on every download request); any other key goes through
+    the storage's own checks."""
+    storage = storage or release_storage()
+    if _CONTENT_KEY.match(key):
+        return os.path.join(storage.location, key)
+    return storage.path(key)
 
 
 def presigned_url(key: str, *, filename_header: str, content_type: str, ttl: int, storage=None) -> str:

@@ -163,7 +163,7 @@ def test_it_rebuilds_cleanly_after_a_worker_is_killed_mid_build(transactional_db
 
     counts: Counter = Counter()
     for file in File.objects.filter(version=version):
-        data = store.local_path(file.storage_key).read_bytes()
+        data = Path(store.local_path(file.storage_key)).read_bytes()
         assert hashlib.sha256(data).hexdigest() == file.sha256 and len(data) == file.size
         if file.path.endswith(".parquet"):
             counts[file.config] += pq.read_metadata(store.local_path(file.storage_key)).num_rows
