@@ -108,6 +108,9 @@ def test_it_schedules_existing_tasks():
         assert entry["task"] in celery_app.tasks
 
 
+REPEATS = 8
+
+
 def test_it_rebuilds_cleanly_after_a_worker_is_killed_mid_build(transactional_db, cast, release_storage, tmp_path, settings, worker_queue):
     """SIGKILL the worker while it builds; the recovery task (what beat runs) hands the build
     to a second worker, which publishes one correct version."""
@@ -120,11 +123,11 @@ def test_it_rebuilds_cleanly_after_a_worker_is_killed_mid_build(transactional_db
     from datasets_app import builds
     from datasets_app.models import Build, File, Version
 
-    # The real corpus, four times over with distinct ids: long enough to be caught mid-way.
+    # The real corpus, eight times over with distinct ids: long enough to be caught mid-way.
     rows = [json.loads(line) for line in gzip.open(udhr_corpus(), "rt")]
-    source = tmp_path / "udhr-x4.jsonl"
+    source = tmp_path / "udhr-x8.jsonl"
     with open(source, "w", encoding="utf-8") as out:
-        for repeat in range(4):
+        for repeat in range(REPEATS):
             for row in rows:
                 out.write(json.dumps({"id": f"{row['id']}#{repeat}", "lang": row["lang"], "text": f"{row['text']} [{repeat}]"},
                                      ensure_ascii=False) + "\n")
@@ -135,7 +138,8 @@ def test_it_rebuilds_cleanly_after_a_worker_is_killed_mid_build(transactional_db
     try:
         build = builds.build_create(resource=cast.resource_a, name="v9.0", actor=cast.admin, params={"shard_size": "64KiB"},
                                     sources=[{"uri": str(source), "id_column": "id", "language_column": "lang"}])
-        mid_way = _wait_for(lambda: Build.objects.filter(pk=build.pk, status="running", records_read__gt=0).exists(), timeout=60)
+        # Any phase reported means the worker is building (the first report comes as reading starts).
+        mid_way = _wait_for(lambda: Build.objects.filter(pk=build.pk, status="running").exclude(phase="").exists(), timeout=60)
         assert mid_way, "the first worker never started the build; its log:\n" + (tmp_path / "worker-1.log").read_text()
         os.killpg(first.pid, signal.SIGKILL)
         first.wait(timeout=10)
@@ -167,7 +171,7 @@ def test_it_rebuilds_cleanly_after_a_worker_is_killed_mid_build(transactional_db
         assert hashlib.sha256(data).hexdigest() == file.sha256 and len(data) == file.size
         if file.path.endswith(".parquet"):
             counts[file.config] += pq.read_metadata(store.local_path(file.storage_key)).num_rows
-    assert counts == Counter({lang: n * 4 for lang, n in Counter(row["lang"] for row in rows).items()})
+    assert counts == Counter({lang: n * REPEATS for lang, n in Counter(row["lang"] for row in rows).items()})
     stored = {p.relative_to(release_storage).as_posix() for p in release_storage.rglob("*") if p.is_file()}
     assert stored == set(File.objects.filter(version__resource=cast.resource_a).values_list("storage_key", flat=True))  # no orphans
     assert not any((tmp_path / "work").glob("build-*")), "an attempt's output was left behind"
