@@ -14,10 +14,10 @@ makes it visible only when every shard is stored.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import socket
-import time
 from dataclasses import asdict, fields
 from datetime import timedelta
 from pathlib import Path
@@ -83,9 +83,9 @@ def _check_params(params: dict) -> dict:
     unknown = set(params) - known
     if unknown:
         raise GovernanceError(f"Unknown build setting(s): {', '.join(sorted(unknown))}.")
+    size = params.get("shard_size", "256MiB")
     cleaned = {
-        "shard_size": parse_size(params.get("shard_size", "256MiB")) if not isinstance(params.get("shard_size"), int)
-        else params["shard_size"],
+        "shard_size": size if isinstance(size, int) else parse_size(size),
         "on_error": params.get("on_error", "fail"),
         "dedup": bool(params.get("dedup", False)),
         "scrub_pii": bool(params.get("scrub_pii", False)),
@@ -309,15 +309,4 @@ def builds_recover() -> list[int]:
 
 
 def worker_name() -> str:
-    return f"{socket.gethostname()}:{__import__('os').getpid()}"
-
-
-def wait_for(build_id: int, *, timeout: float) -> Build:
-    """For commands and tests: poll until the build finishes."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        build = Build.objects.get(pk=build_id)
-        if not build.is_active:
-            return build
-        time.sleep(0.2)
-    raise TimeoutError(f"build #{build_id} still {Build.objects.get(pk=build_id).status} after {timeout} s")
+    return f"{socket.gethostname()}:{os.getpid()}"

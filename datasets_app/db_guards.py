@@ -7,6 +7,8 @@ On SQLite only inserts and updates are guarded, since its test flush deletes row
 by row; PostgreSQL also refuses deletes.
 """
 
+from portal.db_guards import pg_append_only
+
 PG_VERSION = """
 CREATE OR REPLACE FUNCTION datasets_app_version_immutable() RETURNS trigger AS $$
 BEGIN
@@ -52,17 +54,7 @@ DROP TRIGGER IF EXISTS datasets_app_file_immutable ON datasets_app_file;
 CREATE TRIGGER datasets_app_file_immutable BEFORE INSERT OR UPDATE OR DELETE ON datasets_app_file
     FOR EACH ROW EXECUTE FUNCTION datasets_app_file_immutable();
 """
-PG_DOWNLOAD_EVENTS = """
-CREATE OR REPLACE FUNCTION datasets_app_downloadevent_append_only() RETURNS trigger AS $$
-BEGIN
-    RAISE EXCEPTION 'download records are append-only: % of row #% refused', TG_OP, OLD.id
-        USING ERRCODE = 'insufficient_privilege';
-END
-$$ LANGUAGE plpgsql;
-DROP TRIGGER IF EXISTS datasets_app_downloadevent_append_only ON datasets_app_downloadevent;
-CREATE TRIGGER datasets_app_downloadevent_append_only BEFORE UPDATE OR DELETE ON datasets_app_downloadevent
-    FOR EACH ROW EXECUTE FUNCTION datasets_app_downloadevent_append_only();
-"""
+PG_DOWNLOAD_EVENTS = pg_append_only(table="datasets_app_downloadevent", what="download records are", row_number="id")
 SQLITE = [
     """DROP TRIGGER IF EXISTS datasets_app_version_immutable;""",
     """CREATE TRIGGER datasets_app_version_immutable BEFORE UPDATE ON datasets_app_version

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+from dataclasses import dataclass
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -67,42 +68,55 @@ def resource_version(version) -> str:
     return f"{version.resource.repo_id}@{version.name}"
 
 
-def _files(request, version, grant):
-    """The files a list shows: those the grant covers, of the configs asked for."""
-    files = version.files.all()
-    asked = _configs_asked(request, version)
-    files = files.filter(config__in=asked + [""]) if asked else files
-    restricted = restricted_configs(version.resource) if grant is not None else {}
-    return [f for f in files if grant_covers(grant, f.config, restricted)], asked
+@dataclass(frozen=True)
+class _Listing:
+    """What a list of a version's files shows a user: the files their access reaches, of the configs asked for."""
+
+    version: Version
+    decision: object
+    files: list
+    asked: list[str]
+    restricted: dict[str, str]
+
+    def covers(self, config: str) -> bool:
+        return grant_covers(self.decision.grant, config, self.restricted)
 
 
-def _links(request, version):
-    user = request.user if request.user.is_authenticated else AnonymousUser()
-    decision = can_download(user, version.resource)
+def _listing(request, namespace, slug, version, *, browser: bool):
+    """The listing, or the response refusing it (no access, or an unknown ?config=)."""
+    version = _published_version(namespace, slug, version)
+    decision = can_download(request.user, version.resource)
     if not decision:
-        return decision, None, []
+        return _refuse(request, decision, browser=browser)
+    try:
+        asked = _configs_asked(request, version)
+    except _UnknownConfig as error:
+        return text_response(404, str(error))
+    files = version.files.filter(config__in=asked + [""]) if asked else version.files.all()
+    restricted = restricted_configs(version.resource) if decision.grant is not None else {}
+    covered = [f for f in files if grant_covers(decision.grant, f.config, restricted)]
+    return _Listing(version, decision, covered, asked, restricted)
+
+
+def _signed_links(request, listing: _Listing) -> list:
     base = request.build_absolute_uri("/")
-    files, asked = _files(request, version, decision.grant)
-    return decision, [(f, link_url(file=f, user=user, grant=decision.grant, base=base)) for f in files], asked
+    grant = listing.decision.grant
+    return [(f, link_url(file=f, user=request.user, grant=grant, base=base)) for f in listing.files]
 
 
 @require_safe
 @accepts_token("read")
 def version_download(request, namespace, slug, version):
-    version = _published_version(namespace, slug, version)
-    try:
-        decision, links, asked = _links(request, version)
-    except _UnknownConfig as error:
-        return text_response(404, str(error))
-    if not decision:
-        return _refuse(request, decision, browser=True)
+    listing = _listing(request, namespace, slug, version, browser=True)
+    if isinstance(listing, HttpResponse):
+        return listing
+    version, links, asked = listing.version, _signed_links(request, listing), listing.asked
     base = request.build_absolute_uri(version.get_absolute_url())
     query = f"?config={','.join(asked)}" if asked else ""
     all_configs = sorted(set(version.files.exclude(config="").values_list("config", flat=True)))
-    restricted = restricted_configs(version.resource) if decision.grant is not None else {}
-    configs = [c for c in all_configs if grant_covers(decision.grant, c, restricted)]
+    configs = [c for c in all_configs if listing.covers(c)]
     return render(request, "datasets_app/version_download.html", {
-        "version": version, "resource": version.resource, "links": links, "decision": decision,
+        "version": version, "resource": version.resource, "links": links, "decision": listing.decision,
         "total_bytes": sum(f.size for f, _ in links), "urls_url": base + "urls.txt" + query, "sums_url": base + "SHA256SUMS" + query,
         "aria2_url": base + "urls.txt" + (query + "&" if query else "?") + "client=aria2", "configs": configs, "asked": asked,
         "uncovered": [c for c in all_configs if c not in configs],
@@ -114,13 +128,10 @@ def version_download(request, namespace, slug, version):
 @accepts_token("read")
 def version_urls(request, namespace, slug, version):
     """One signed link per line, for `wget -i` and `aria2c -i` (?client=aria2 adds out= paths)."""
-    version = _published_version(namespace, slug, version)
-    try:
-        decision, links, _ = _links(request, version)
-    except _UnknownConfig as error:
-        return text_response(404, str(error))
-    if not decision:
-        return _refuse(request, decision, browser=False)
+    listing = _listing(request, namespace, slug, version, browser=False)
+    if isinstance(listing, HttpResponse):
+        return listing
+    version, links = listing.version, _signed_links(request, listing)
     aria2 = request.GET.get("client") == "aria2"
     lines = []
     for file, url in links:
@@ -136,15 +147,10 @@ def version_urls(request, namespace, slug, version):
 @require_safe
 @accepts_token("read")
 def version_sha256sums(request, namespace, slug, version):
-    version = _published_version(namespace, slug, version)
-    decision = can_download(request.user, version.resource)
-    if not decision:
-        return _refuse(request, decision, browser=False)
-    try:
-        files, _ = _files(request, version, decision.grant)
-    except _UnknownConfig as error:
-        return text_response(404, str(error))
-    body = "".join(f"{f.sha256}  {f.path}\n" for f in files)
+    listing = _listing(request, namespace, slug, version, browser=False)
+    if isinstance(listing, HttpResponse):
+        return listing
+    body = "".join(f"{f.sha256}  {f.path}\n" for f in listing.files)
     return HttpResponse(body, content_type="text/plain; charset=utf-8")
 
 
@@ -153,15 +159,10 @@ def version_sha256sums(request, namespace, slug, version):
 def version_manifest(request, namespace, slug, version):
     """The files this user's access reaches (path, size, sha256, config), as JSON; the version's own
     manifest.json, listed among them, describes the whole version."""
-    version = _published_version(namespace, slug, version)
-    decision = can_download(request.user, version.resource)
-    if not decision:
-        return _refuse(request, decision, browser=False)
-    try:
-        files, asked = _files(request, version, decision.grant)
-    except _UnknownConfig as error:
-        return text_response(404, str(error))
-    grant = decision.grant
+    listing = _listing(request, namespace, slug, version, browser=False)
+    if isinstance(listing, HttpResponse):
+        return listing
+    version, grant, files = listing.version, listing.decision.grant, listing.files
     return JsonResponse({
         "resource": version.resource.repo_id, "version": version.name, "revision": version.revision,
         "access": {"all_configs": grant.all_configs, "configs": grant.configs} if grant else "all",

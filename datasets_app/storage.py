@@ -19,6 +19,8 @@ from typing import BinaryIO, Iterator
 
 from django.core.files.storage import storages
 
+from datasets_app.hashing import HashingReader
+
 CHUNK = 8 * 1024 * 1024
 mimetypes.add_type("application/vnd.apache.parquet", ".parquet")
 mimetypes.add_type("application/json", ".json")
@@ -50,21 +52,6 @@ def guess_content_type(path: str) -> str:
     if encoding == "gzip":
         return "application/gzip"
     return content_type or "application/octet-stream"
-
-
-class _HashingReader:
-    """A file-like wrapper that hashes and counts what is read through it."""
-
-    def __init__(self, stream: BinaryIO):
-        self._stream = stream
-        self.digest = hashlib.sha256()
-        self.size = 0
-
-    def read(self, size: int = -1) -> bytes:
-        data = self._stream.read(size)
-        self.digest.update(data)
-        self.size += len(data)
-        return data
 
 
 def store_stream(stream: BinaryIO, *, storage=None) -> StoredObject:
@@ -108,7 +95,7 @@ def s3_key(storage, name: str) -> str:
 def _store_s3(stream: BinaryIO, storage) -> StoredObject:
     bucket = storage.bucket
     staging = s3_key(storage, f"staging/{uuid.uuid4().hex}")
-    reader = _HashingReader(stream)
+    reader = HashingReader(stream)
     bucket.Object(staging).upload_fileobj(reader)  # multipart for large files
     try:
         sha256 = reader.digest.hexdigest()

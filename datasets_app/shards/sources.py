@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import codecs
 import gzip
-import hashlib
 import json
 import os
 from collections.abc import Callable, Iterator
@@ -29,6 +28,7 @@ import pyarrow.csv as pacsv
 import pyarrow.json as paj
 import pyarrow.parquet as pq
 
+from datasets_app.hashing import HashingReader
 from datasets_app.shards.spec import BuildError, SourceSpec
 
 CHUNK = 32 * 1024 * 1024  # bytes of JSONL/text per piece: fixed, so rejects and ids never depend on memory settings; 16 MiB cost 12% more per byte (per-call setup of the regexes and parser)
@@ -80,38 +80,6 @@ class RawChunk:
     lines: np.ndarray  # int64, the line (or row) of each table row
     rejects: list[tuple[int, str]]  # (line, reason) found while parsing
     utf8_checked: bool = False  # its string columns are known to be valid UTF-8
-
-
-class HashingReader:
-    """Counts and hashes the raw bytes of a source file as they are read: the
-    fingerprint costs no second pass."""
-
-    def __init__(self, stream: BinaryIO):
-        self._stream = stream
-        self.digest = hashlib.sha256()
-        self.size = 0
-
-    def read(self, size: int = -1) -> bytes:
-        data = self._stream.read(size)
-        self.digest.update(data)
-        self.size += len(data)
-        return data
-
-    def readinto(self, buffer: memoryview) -> int:
-        count = self._stream.readinto(buffer)
-        self.digest.update(buffer[:count])
-        self.size += count
-        return count
-
-    def readable(self) -> bool:
-        return True
-
-    def close(self) -> None:
-        self._stream.close()
-
-    @property
-    def closed(self) -> bool:
-        return False
 
 
 def _format_of(name: str, declared: str) -> str:
