@@ -14,7 +14,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.formats import date_format
 
-from datasets_app.models import AccessRequest, Grant, Resource
+from datasets_app.models import EVERY_CONFIG, AccessRequest, Grant, Resource
 
 
 @dataclass(frozen=True)
@@ -39,11 +39,20 @@ def restricted_configs(resource: Resource) -> dict[str, str]:
 
 
 def grant_covers(grant: Grant | None, config: str, restricted) -> bool:
-    """Whether a grant reaches a file of `config` ("" for files of no config: card, manifest).
-    Without a grant (open and registered resources), everything is reachable."""
-    if grant is None or not config:
+    """Whether a grant reaches a file of `config` ("" for files of no config, such as the card).
+    Without a grant (open and registered resources), everything is reachable.
+
+    A file of EVERY_CONFIG (a version's manifest.json, which lists every config's files and
+    counts) needs a grant of every config: every unrestricted one and each restricted one by
+    name. The download_events statement applies the same rule.
+    """
+    if grant is None or not config or config in grant.configs:
         return True
-    return config in grant.configs or (grant.all_configs and config not in restricted)
+    if not grant.all_configs:
+        return False
+    if config == EVERY_CONFIG:
+        return all(name in grant.configs for name in restricted)
+    return config not in restricted
 
 
 def can_download(user, resource: Resource, config: str | None = None) -> Decision:
@@ -52,6 +61,8 @@ def can_download(user, resource: Resource, config: str | None = None) -> Decisio
     if decision and config and decision.grant is not None:
         restricted = restricted_configs(resource)
         if not grant_covers(decision.grant, config, restricted):
+            if config == EVERY_CONFIG:
+                return _every_config_refused(resource, decision.grant)
             why = f" It has stricter conditions: {restricted[config]}" if config in restricted else ""
             return Decision(
                 False, "config_not_covered",
@@ -60,6 +71,17 @@ def can_download(user, resource: Resource, config: str | None = None) -> Decisio
                 reverse("access_request", kwargs={"namespace": resource.namespace, "slug": resource.slug}), decision.grant,
             )
     return decision
+
+
+def _every_config_refused(resource: Resource, grant: Grant) -> Decision:
+    return Decision(
+        False, "manifest_not_covered",
+        f"This is the manifest.json of every config of {resource.repo_id}, and your access covers only some of "
+        "them. Download the manifest of the configs your access covers instead: it is listed on the version's "
+        "download page and in its urls.txt and SHA256SUMS, under the same name. To get this one, request access "
+        "to every config.",
+        reverse("access_request", kwargs={"namespace": resource.namespace, "slug": resource.slug}), grant,
+    )
 
 
 def _can_download(user, resource: Resource) -> Decision:

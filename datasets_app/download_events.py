@@ -27,7 +27,7 @@ from django.contrib.auth import get_user_model
 from django.db import OperationalError, connection, transaction
 from django.utils import timezone
 
-from datasets_app.models import DownloadEvent, File, Grant, Resource, RestrictedConfig, Version
+from datasets_app.models import EVERY_CONFIG, DownloadEvent, File, Grant, Resource, RestrictedConfig, Version
 from portal.audit import audit_lock, audit_record, register_seal_verifier
 from portal.models import AuditEvent
 
@@ -61,8 +61,9 @@ def _tables() -> dict[str, str]:
 # Mirrors can_download(user, resource, file.config): open resources for anyone,
 # registered ones for any active account, gated ones for an active grant that has not
 # expired, whose license version is the resource's current one, and that covers the
-# file's config (authz.grant_covers). A link issued to an account (user != 0) needs
-# that account to be active, whatever the policy.
+# file's config (authz.grant_covers; a file of every config, the manifest, needs every
+# restricted config named too). A link issued to an account (user != 0) needs that
+# account to be active, whatever the policy.
 _CHECK = """
 SELECT f.id AS file_id, f.path, f.size, f.sha256, f.content_type, f.storage_key,
        v.name AS version, r.namespace || '/' || r.slug AS resource,
@@ -78,11 +79,14 @@ WHERE f.id = %(file)s AND f.path = %(path)s
   AND (%(user)s = 0 OR u.id IS NOT NULL)
   AND (r.access_policy = 'open' OR (r.access_policy = 'registered' AND u.id IS NOT NULL) OR (g.id IS NOT NULL
        AND (f.config = '' OR {named} OR (g.all_configs AND NOT EXISTS (
-            SELECT 1 FROM "{restricted}" rc WHERE rc.resource_id = r.id AND rc.name = f.config)))))
+            SELECT 1 FROM "{restricted}" rc WHERE rc.resource_id = r.id
+            AND (rc.name = f.config OR (f.config = '{every}' AND NOT {named_rc})))))))
 """
 # Is the file's config named in the grant's JSON list of configs?
 _NAMED = {"postgresql": "g.configs ? f.config",
           "sqlite": "EXISTS (SELECT 1 FROM json_each(g.configs) WHERE json_each.value = f.config)"}
+_NAMED_RC = {"postgresql": "g.configs ? rc.name",
+             "sqlite": "EXISTS (SELECT 1 FROM json_each(g.configs) WHERE json_each.value = rc.name)"}
 _COLUMNS = ("created_at, user_id, username, file_id, resource, version, path, grant_id, link_grant_id,"
             " license_version_id, method, byte_range, ip, user_agent")
 # PostgreSQL: check and append in one statement (a data-modifying CTE runs once, to completion).
@@ -110,8 +114,10 @@ def _sql(name: str) -> str:
     if name not in _sql_cache:
         tables = _tables()
         # PostgreSQL tells the time itself (one parameter less to send); SQLite gets Python's clock.
-        _sql_cache["check"] = _CHECK.format(now="%(now)s", named=_NAMED["sqlite"], **tables)
-        pg_check = _CHECK.format(now="statement_timestamp()", named=_NAMED["postgresql"], **tables)
+        _sql_cache["check"] = _CHECK.format(now="%(now)s", named=_NAMED["sqlite"], named_rc=_NAMED_RC["sqlite"],
+                                            every=EVERY_CONFIG, **tables)
+        pg_check = _CHECK.format(now="statement_timestamp()", named=_NAMED["postgresql"], named_rc=_NAMED_RC["postgresql"],
+                                 every=EVERY_CONFIG, **tables)
         _sql_cache["redeem_pg"] = _REDEEM_PG.format(check=pg_check, columns=_COLUMNS, **tables)
         _sql_cache["insert"] = _INSERT.format(columns=_COLUMNS, **tables)
     return _sql_cache[name]
@@ -144,7 +150,7 @@ def download_redeem(*, file_id: int, path: str, user_id: int, link_grant_id: int
     return Redemption(file_id, path, size, sha256, content_type, storage_key)
 
 
-_STATEMENT = b"datasets_app_redeem_v1"
+_STATEMENT = b"datasets_app_redeem_v2"
 _redeem_statement: tuple[str, list[str]] | None = None  # the statement in libpq's $n form, and its parameter names
 _PARAM = re.compile(r"%\((\w+)\)s")
 

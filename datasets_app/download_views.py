@@ -20,7 +20,7 @@ from datasets_app import storage as store
 from datasets_app.authz import can_download, grant_covers, restricted_configs
 from datasets_app.download_events import download_redeem
 from datasets_app.links import LinkError, link_claims, link_url
-from datasets_app.models import File, Version
+from datasets_app.models import EVERY_CONFIG, File, Version
 from datasets_app.tokens import accepts_token, text_response
 from portal.audit import audit_record
 
@@ -56,7 +56,7 @@ def _configs_asked(request, version) -> list[str]:
     # ?config=fr,ar from a terminal, ?config=fr&config=ar from the page's form.
     asked = sorted({c.strip() for value in request.GET.getlist("config") for c in value.split(",") if c.strip()})
     if asked:
-        known = set(version.files.exclude(config="").values_list("config", flat=True))
+        known = set(version.files.exclude(config__in=["", EVERY_CONFIG]).values_list("config", flat=True))
         unknown = [c for c in asked if c not in known]
         if unknown:
             raise _UnknownConfig(f"{resource_version(version)} has no config {unknown[0]!r}. "
@@ -92,7 +92,7 @@ def _listing(request, namespace, slug, version, *, browser: bool):
         asked = _configs_asked(request, version)
     except _UnknownConfig as error:
         return text_response(404, str(error))
-    files = version.files.filter(config__in=asked + [""]) if asked else version.files.all()
+    files = version.files.filter(config__in=asked + ["", EVERY_CONFIG]) if asked else version.files.all()
     restricted = restricted_configs(version.resource) if decision.grant is not None else {}
     covered = [f for f in files if grant_covers(decision.grant, f.config, restricted)]
     return _Listing(version, decision, covered, asked, restricted)
@@ -113,7 +113,7 @@ def version_download(request, namespace, slug, version):
     version, links, asked = listing.version, _signed_links(request, listing), listing.asked
     base = request.build_absolute_uri(version.get_absolute_url())
     query = f"?config={','.join(asked)}" if asked else ""
-    all_configs = sorted(set(version.files.exclude(config="").values_list("config", flat=True)))
+    all_configs = sorted(set(version.files.exclude(config__in=["", EVERY_CONFIG]).values_list("config", flat=True)))
     configs = [c for c in all_configs if listing.covers(c)]
     return render(request, "datasets_app/version_download.html", {
         "version": version, "resource": version.resource, "links": links, "decision": listing.decision,
@@ -166,7 +166,7 @@ def version_manifest(request, namespace, slug, version):
     return JsonResponse({
         "resource": version.resource.repo_id, "version": version.name, "revision": version.revision,
         "access": {"all_configs": grant.all_configs, "configs": grant.configs} if grant else "all",
-        "configs": sorted({f.config for f in files if f.config}),
+        "configs": sorted({f.config for f in files if f.config and f.config != EVERY_CONFIG}),
         "files": [{"path": f.path, "size": f.size, "sha256": f.sha256, "config": f.config} for f in files],
     }, json_dumps_params={"ensure_ascii": False, "indent": 1})
 

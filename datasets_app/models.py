@@ -138,6 +138,12 @@ class Version(models.Model):
         return reverse("version_download", kwargs={"namespace": self.resource.namespace, "slug": self.resource.slug, "version": self.name})
 
 
+# The config of a file that describes every config of its version (its manifest.json): only a
+# grant that reaches every config reaches it. No language config can be named so
+# (datasets_app.shards.spec.ALL_CONFIG, the dataset card's config of every shard).
+EVERY_CONFIG = "all"
+
+
 class File(models.Model):
     """One object of a version. Published files never change (a database trigger guards it)."""
 

@@ -12,7 +12,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from datasets_app import storage as store
-from datasets_app.models import File, Resource, Version, slug_validator
+from datasets_app.models import EVERY_CONFIG, File, Resource, Version, slug_validator
 from datasets_app.services import GovernanceError
 from portal.audit import audit_record
 
@@ -105,7 +105,10 @@ def version_publish(
 
 
 def _config_of(path: str) -> str:
-    # Hub layout: data/<config>/<file> names the subset a file belongs to.
+    # Hub layout: data/<config>/<file> names the subset a file belongs to. The manifest at the
+    # top lists every config's files, so it is reached only with access to every config.
+    if path == "manifest.json":
+        return EVERY_CONFIG
     parts = path.split("/")
     return parts[1] if len(parts) >= 3 and parts[0] == "data" else ""
 

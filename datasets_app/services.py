@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from datasets_app import notifications
 from datasets_app.authz import can_request_access
-from datasets_app.models import AccessRequest, File, Grant, License, LicenseVersion, Resource
+from datasets_app.models import EVERY_CONFIG, AccessRequest, File, Grant, License, LicenseVersion, Resource
 from portal.audit import audit_record
 
 User = get_user_model()
@@ -41,7 +41,7 @@ def _verified_institutional_domain(user) -> str | None:
 def resource_configs(resource: Resource) -> list[str]:
     """The configs of the resource's published versions, sorted."""
     return sorted(set(File.objects.filter(version__resource=resource, version__published_at__isnull=False)
-                      .exclude(config="").values_list("config", flat=True)))
+                      .exclude(config__in=["", EVERY_CONFIG]).values_list("config", flat=True)))
 
 
 def _grant_summary(grant: Grant) -> dict[str, Any]:
