@@ -20,6 +20,7 @@ from datasets_app import storage as store
 from datasets_app.authz import can_download, grant_covers, restricted_configs
 from datasets_app.download_events import download_redeem
 from datasets_app.links import LinkError, link_claims, link_url
+from datasets_app.manifests import GrantManifest, grant_manifest, manifest_link_path
 from datasets_app.models import EVERY_CONFIG, File, Version
 from datasets_app.tokens import accepts_token, text_response
 from portal.audit import audit_record
@@ -74,7 +75,7 @@ class _Listing:
 
     version: Version
     decision: object
-    files: list
+    files: list  # Files, and the manifest of the covered configs where the grant does not reach every config
     asked: list[str]
     restricted: dict[str, str]
 
@@ -95,13 +96,18 @@ def _listing(request, namespace, slug, version, *, browser: bool):
     files = version.files.filter(config__in=asked + ["", EVERY_CONFIG]) if asked else version.files.all()
     restricted = restricted_configs(version.resource) if decision.grant is not None else {}
     covered = [f for f in files if grant_covers(decision.grant, f.config, restricted)]
+    manifest = grant_manifest(version=version, grant=decision.grant, restricted=restricted)
+    if manifest is not None:
+        covered = sorted(covered + [manifest], key=lambda f: f.path)
     return _Listing(version, decision, covered, asked, restricted)
 
 
 def _signed_links(request, listing: _Listing) -> list:
     base = request.build_absolute_uri("/")
     grant = listing.decision.grant
-    return [(f, link_url(file=f, user=request.user, grant=grant, base=base)) for f in listing.files]
+    return [(f, request.build_absolute_uri(manifest_link_path(version=listing.version, user=request.user, grant=grant))
+             if isinstance(f, GrantManifest) else link_url(file=f, user=request.user, grant=grant, base=base))
+            for f in listing.files]
 
 
 @require_safe
@@ -121,6 +127,7 @@ def version_download(request, namespace, slug, version):
         "aria2_url": base + "urls.txt" + (query + "&" if query else "?") + "client=aria2", "configs": configs, "asked": asked,
         "uncovered": [c for c in all_configs if c not in configs],
         "nested": any("/" in f.path for f, _ in links), "link_days": settings.DOWNLOAD_LINK_TTL // 86400,
+        "config_total": len(all_configs), "filtered_manifest": next((f for f in listing.files if isinstance(f, GrantManifest)), None),
     })
 
 
@@ -157,8 +164,9 @@ def version_sha256sums(request, namespace, slug, version):
 @require_safe
 @accepts_token("read")
 def version_manifest(request, namespace, slug, version):
-    """The files this user's access reaches (path, size, sha256, config), as JSON; the version's own
-    manifest.json, listed among them, describes the whole version."""
+    """The files this user's access reaches (path, size, sha256, config), as JSON. The version's own
+    manifest.json, listed among them to a grant of every config, describes the whole version; a grant of
+    some configs gets the manifest of those instead (marked "filtered")."""
     listing = _listing(request, namespace, slug, version, browser=False)
     if isinstance(listing, HttpResponse):
         return listing
@@ -167,7 +175,8 @@ def version_manifest(request, namespace, slug, version):
         "resource": version.resource.repo_id, "version": version.name, "revision": version.revision,
         "access": {"all_configs": grant.all_configs, "configs": grant.configs} if grant else "all",
         "configs": sorted({f.config for f in files if f.config and f.config != EVERY_CONFIG}),
-        "files": [{"path": f.path, "size": f.size, "sha256": f.sha256, "config": f.config} for f in files],
+        "files": [{"path": f.path, "size": f.size, "sha256": f.sha256, "config": f.config,
+                   **({"filtered": True} if isinstance(f, GrantManifest) else {})} for f in files],
     }, json_dumps_params={"ensure_ascii": False, "indent": 1})
 
 

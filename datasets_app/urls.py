@@ -1,6 +1,6 @@
 from django.urls import path
 
-from datasets_app import download_views, review_views, takedown_views, token_views, views
+from datasets_app import download_views, manifest_views, review_views, takedown_views, token_views, views
 
 urlpatterns = [
     path("catalogue/", views.catalogue, name="catalogue"),
@@ -10,6 +10,7 @@ urlpatterns = [
     path("resources/<str:namespace>/<str:slug>/versions/<str:version>/urls.txt", download_views.version_urls, name="version_urls"),
     path("resources/<str:namespace>/<str:slug>/versions/<str:version>/SHA256SUMS", download_views.version_sha256sums, name="version_sha256sums"),
     path("resources/<str:namespace>/<str:slug>/versions/<str:version>/files.json", download_views.version_manifest, name="version_manifest"),
+    path("m/<str:token>/manifest.json", manifest_views.grant_manifest_view, name="grant_manifest"),
     path("access/", views.my_access, name="my_access"),
     path("access/tokens/", token_views.token_list, name="token_list"),
     path("access/tokens/<int:pk>/revoke/", token_views.token_revoke, name="token_revoke"),

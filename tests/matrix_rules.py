@@ -149,7 +149,11 @@ _OPEN = lambda w: {"namespace": w.cast.open_resource.namespace, "slug": w.cast.o
 # (into a FileSystemStorage under the test's tmp_path).
 RELEASE = "v1"
 A_SHARD = "data/fr/part-00000.jsonl"
-RELEASE_A = {"README.md": b"# Corpus A\n", A_SHARD: b'{"text": "Bonjour"}\n{"text": "Salut"}\n'}
+# A shard manifest of the built layout: it lists every config, so only a grant of every config reaches it.
+MANIFEST_A = (b'{"configs": {"fr": {"files": 1, "rows": 2, "text_bytes": 12}}, "counts": {"records_written": 2}, '
+              b'"files": [{"config": "fr", "path": "data/fr/part-00000.jsonl", "rows": 2, "sha256": "", "size": 40}], '
+              b'"format": "dataset-shards/1", "params": {}, "schema": [], "sources": []}\n')
+RELEASE_A = {"README.md": b"# Corpus A\n", A_SHARD: b'{"text": "Bonjour"}\n{"text": "Salut"}\n', "manifest.json": MANIFEST_A}
 OPEN_FILE = "tokenizer.json"
 RELEASE_OPEN = {OPEN_FILE: b'{"version": "1.0", "model": {"type": "BPE"}}\n'}
 TEXT = "text/plain"
@@ -180,6 +184,26 @@ def _link(w, *, file, holder: str, path: str | None = None, ttl: int | None = No
 
 def _shard_a(w):
     return w.release_a.files.get(path=A_SHARD)
+
+
+def _restricted_he(w) -> None:
+    # The same restricted config the admin's pages are opened on (ADMIN_OBJECTS): with it, the granted
+    # researcher's grant (every unrestricted config) covers some configs of A, not all.
+    RestrictedConfig.objects.get_or_create(resource=w.cast.resource_a, name="he", defaults={"conditions": "Ethics approval required."})
+
+
+def _manifest_link(w, role: str) -> dict:
+    from datasets_app.manifests import manifest_link_path
+
+    _restricted_he(w)
+    user = AnonymousUser() if role == "anonymous" else w.user(role)
+    grant = Grant.objects.filter(user=user, resource=w.cast.resource_a).order_by("-created_at").first() if user.is_authenticated else None
+    return {"token": manifest_link_path(version=w.release_a, user=user, grant=grant).split("/")[2]}
+
+
+def _stored_manifest_a(w):
+    _restricted_he(w)
+    return w.release_a.files.get(path="manifest.json")
 
 
 def _open_file(w):
@@ -284,6 +308,10 @@ RULES: dict[str, Rule | tuple[Rule, ...]] = {
         Rule(by_role(404),
              "A token names one file: the granted researcher's link with another file's path in the URL serves nothing.",
              kwargs=lambda w: _link(w, file=_shard_a(w), holder="granted", path="README.md"), label="link, other path"),
+        Rule(by_role(Status(403, TEXT)),
+             "A's manifest.json lists every config, he (restricted) included, which the granted researcher's grant "
+             "does not name: refused to them too, pointing to the manifest of the configs they hold.",
+             kwargs=lambda w: _link(w, file=_stored_manifest_a(w), holder="granted"), label="granted's link to A's manifest"),
         Rule(by_role(Status(200, JSON)), "Each role's own link to an open resource's file works.",
              kwargs_by_role=lambda w, role: _link(w, file=_open_file(w), holder=role), label="own link to open"),
         Rule(by_role(Status(200, JSON)),
@@ -291,6 +319,12 @@ RULES: dict[str, Rule | tuple[Rule, ...]] = {
              "it works for everyone, signed in or not.",
              kwargs=lambda w: _link(w, file=_open_file(w), holder="anonymous"), label="anonymous link to open"),
     ),
+    "grant_manifest": Rule(
+        by_role(Status(403, TEXT), anonymous=Status(401, TEXT), granted=Status(200, JSON)),
+        "The manifest of the configs a grant covers, through a signed link like a file's: each role opens its own; "
+        "only the granted researcher (whose grant leaves out A's restricted config) gets it, everyone else is "
+        "refused with the reason, as for a file of A.",
+        kwargs_by_role=_manifest_link),
     "token_list": Rule(_OWN, "One's own tokens (no user id in the URL); any signed-in user may make tokens for "
                              "scripts, which act as them and can download no more than they can."),
     "token_revoke": Rule(by_role(405, anonymous=Redirect(LOGIN)),

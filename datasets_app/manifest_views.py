@@ -1,0 +1,54 @@
+"""Serving the manifest of the configs a grant covers, through its signed link (see datasets_app.manifests)."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import AnonymousUser
+from django.http import HttpResponse, HttpResponseRedirect
+from django.utils.http import content_disposition_header
+from django.views.decorators.http import require_safe
+
+from datasets_app.authz import can_download, restricted_configs
+from datasets_app.links import LinkError, link_path
+from datasets_app.manifests import grant_manifest, manifest_link_claims, stored_manifest
+from datasets_app.models import Version
+from datasets_app.tokens import text_response
+from portal.audit import audit_record
+
+
+@require_safe
+def grant_manifest_view(request, token):
+    try:
+        claims = manifest_link_claims(token)
+    except LinkError as error:
+        return text_response(error.status, str(error))
+    version = Version.objects.select_related("resource").filter(pk=claims.version_id, published_at__isnull=False).first()
+    if version is None:
+        return text_response(404, "This link names a version that is not published. Copy it again from the download page.")
+    user = AnonymousUser()
+    if claims.user_id:
+        user = get_user_model().objects.filter(pk=claims.user_id, is_active=True).first()
+        if user is None:
+            return text_response(403, "The account this link was issued to is disabled.")
+    if (settings.SESSION_COOKIE_NAME in request.COOKIES and request.user.is_authenticated
+            and request.user.pk != claims.user_id):
+        return text_response(403, "This link was issued to another account. Links are personal: get your own from the download page.")
+    decision = can_download(user, version.resource)
+    if not decision:
+        action = f" {request.build_absolute_uri(decision.action_url)}" if decision.action_url else ""
+        return text_response(403 if user.is_authenticated else 401, decision.message + action)
+    manifest = grant_manifest(version=version, grant=decision.grant, restricted=restricted_configs(version.resource))
+    if manifest is None:
+        stored = stored_manifest(version)
+        if stored is None:
+            return text_response(404, f"{version} has no manifest of shards. Its download page lists its files.")
+        # Access now reaches every config (a wider grant since the link was issued): the stored manifest itself.
+        return HttpResponseRedirect(link_path(file=stored, user=user, grant=decision.grant))
+    audit_record(action="grant_manifest_served", actor=user, target=version, resource=version.resource.repo_id, request=request,
+                 data={"version": version.name, "configs": list(manifest.covered), "sha256": manifest.sha256})
+    response = HttpResponse(manifest.content, content_type="application/json")
+    response["Content-Disposition"] = content_disposition_header(as_attachment=True, filename=manifest.filename)
+    response["ETag"] = f'"{manifest.sha256}"'
+    response["Cache-Control"] = "private, no-store"
+    return response
