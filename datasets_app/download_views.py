@@ -11,7 +11,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AnonymousUser
 from django.contrib.auth.views import redirect_to_login
-from django.http import FileResponse, Http404, HttpResponse, HttpResponseRedirect, JsonResponse
+from django.http import FileResponse, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.shortcuts import get_object_or_404, render
 from django.utils.http import content_disposition_header
 from django.views.decorators.http import require_safe
@@ -290,7 +290,8 @@ SMALL_RANGE = 64 * 1024
 
 def _missing(file):
     logger.error("stored object %s of %s is missing", file.storage_key, file)
-    raise Http404("The stored bytes of this file are missing. Please tell the portal's custodians.")
+    # In words for the terminal: Django's 404 page would drop the message.
+    return text_response(404, "The stored bytes of this file are missing. Please tell the portal's custodians.")
 
 
 def _serve_local(request, path, file, byte_range, etag, disposition):

@@ -47,6 +47,20 @@ def _own_build_work_dir(settings, tmp_path):
 
 
 @pytest.fixture(autouse=True, scope="session")
+def _live_server_runs_portal_wsgi():
+    """Live-server tests (curl, wget, aria2c, the browser journeys) go through the production
+    entry point, portal.wsgi, and so through its lean handler for signed links, instead of the
+    bare WSGIHandler Django's live server builds."""
+    from django.test import testcases
+
+    from portal.wsgi import PortalApplication
+
+    original, testcases.WSGIHandler = testcases.WSGIHandler, PortalApplication
+    yield
+    testcases.WSGIHandler = original
+
+
+@pytest.fixture(autouse=True, scope="session")
 def _eager_celery():
     """Tasks run in-process unless a test starts a real worker (tests/test_worker.py)."""
     celery_app.conf.task_always_eager = True
