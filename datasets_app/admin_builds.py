@@ -143,12 +143,13 @@ def build_state(build: Build) -> dict:
 
 @admin.register(Exclusion)
 class ExclusionAdmin(admin.ModelAdmin):
-    """The takedown list: builds drop these records by id or by the sha256 of their normalised text."""
+    """The takedown list: builds drop these records by id, by the sha256 of their normalised text, or by
+    the URL of the page they were taken from (in sources that keep a url column)."""
 
-    list_display = ["resource", "record_id", "text_sha256", "created_at", "created_by"]
+    list_display = ["resource", "record_id", "text_sha256", "url", "created_at", "created_by"]
     list_filter = ["resource"]
-    search_fields = ["record_id", "text_sha256", "note"]
-    fields = ["resource", "record_id", "text_sha256", "note"]
+    search_fields = ["record_id", "text_sha256", "url", "note"]
+    fields = ["resource", "record_id", "text_sha256", "url", "note"]
 
     def save_model(self, request, obj, form, change):
         if not change:

@@ -167,6 +167,7 @@ def build_run(*, build_id: int, attempt: int, on_progress: Callable | None = Non
     bad input or cancellation (the build records them); re-raises unexpected errors after
     recording them, so the task's retry policy can see them."""
     from datasets_app.shards import BuildCancelled, BuildError, BuildParams, build_shards
+    from datasets_app.shards.urls import canonical_url
 
     build = Build.objects.select_related("version__resource").get(pk=build_id)
     version, resource = build.version, build.version.resource
@@ -182,6 +183,7 @@ def build_run(*, build_id: int, attempt: int, on_progress: Callable | None = Non
         scrub_pii=build.params["scrub_pii"], default_language=build.params.get("default_language"),
         excluded_ids=frozenset(e.record_id for e in exclusions if e.record_id),
         excluded_text_sha256=frozenset(e.text_sha256 for e in exclusions if e.text_sha256),
+        excluded_urls=frozenset(canonical_url(e.url) for e in exclusions if e.url),
         work_dir=work_dir,
     )
     mine = Build.objects.filter(pk=build.pk, status=Build.Status.RUNNING, attempt=attempt, cancel_requested=False)
@@ -204,7 +206,8 @@ def build_run(*, build_id: int, attempt: int, on_progress: Callable | None = Non
 
     _log(build.pk, f"reading {len(build.sources)} source(s); shard size {build.params['shard_size']} bytes; "
                    f"dedup {'on' if params.dedup else 'off'}, PII scrubbing {'on' if params.scrub_pii else 'off'}, "
-                   f"{len(params.excluded_ids) + len(params.excluded_text_sha256)} takedown exclusion(s)")
+                   f"{len(params.excluded_ids) + len(params.excluded_text_sha256)} takedown exclusion(s)"
+                   + (f", {len(params.excluded_urls)} page(s) by URL (in sources that keep a url column)" if params.excluded_urls else ""))
     try:
         result = build_shards(sources=[source_spec(s) for s in build.sources], params=params, out_dir=out_dir,
                               progress=progress, should_stop=lambda: state["stopped"], s3_client=_s3_client(build.sources))

@@ -426,12 +426,15 @@ class Build(models.Model):
 
 
 class Exclusion(models.Model):
-    """A record that must never be published again (a takedown): by id, or by the sha256 of
-    its normalised text (datasets_app.shards.text_sha256). Builds drop matching records."""
+    """A record that must never be published again (a takedown): by id, by the sha256 of its
+    normalised text (datasets_app.shards.text_sha256), or every record taken from a web page,
+    by its URL (for sources whose records keep a `url` column). Builds drop matching records."""
 
     resource = models.ForeignKey(Resource, on_delete=models.PROTECT, related_name="exclusions")
     record_id = models.CharField(max_length=500, blank=True)
     text_sha256 = models.CharField(max_length=64, blank=True)
+    url = models.CharField(max_length=2000, blank=True, help_text="A page's address: records taken from it are dropped, "
+                           "however it is spelled (http or https, host case, a #fragment or a trailing slash aside).")
     note = models.TextField(blank=True, help_text="Why: the takedown request or decision it comes from.")
     takedown = models.ForeignKey("Takedown", on_delete=models.PROTECT, null=True, blank=True, related_name="exclusions")
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+")
@@ -439,13 +442,13 @@ class Exclusion(models.Model):
 
     class Meta:
         constraints = [
-            models.CheckConstraint(condition=~Q(record_id="") | Q(text_sha256__regex=r"^[0-9a-f]{64}$"),
-                                   name="exclusion_names_a_record_or_a_text"),
+            models.CheckConstraint(condition=~Q(record_id="") | Q(text_sha256__regex=r"^[0-9a-f]{64}$") | ~Q(url=""),
+                                   name="exclusion_names_a_record_a_text_or_a_url"),
         ]
         ordering = ["-created_at"]
 
     def __str__(self) -> str:
-        return f"{self.resource}: {self.record_id or self.text_sha256[:12]}"
+        return f"{self.resource}: {self.record_id or self.url or self.text_sha256[:12]}"
 
 
 class RestrictedConfig(models.Model):

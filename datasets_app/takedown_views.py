@@ -28,6 +28,7 @@ from datasets_app.takedowns import (
     takedown_reject,
     takedown_submit,
     versions_containing,
+    versions_without_urls,
 )
 
 RATE_LIMIT = 10  # requests accepted per address and RATE_WINDOW
@@ -123,10 +124,11 @@ def takedown_detail(request, pk):
         except GovernanceError as error:
             messages.error(request, str(error))
             return redirect("takedown_detail", pk=pk)
-    found = versions_containing(takedown=takedown)
-    scan = [(version, found.get(version, [])) for version in published_versions(takedown.resource)]
+    found, without_urls = versions_containing(takedown=takedown), versions_without_urls(takedown=takedown)
+    scan = [(version, found.get(version, []), version in without_urls) for version in published_versions(takedown.resource)]
     return render(request, "datasets_app/takedown/detail.html", {
         "takedown": takedown, "resource": takedown.resource, "scan": scan, "shown": SHOWN_MATCHES,
+        "url_unsearchable": bool(without_urls) and len(without_urls) == len(scan),
         "match_limit": MATCH_LIMIT, "accept_form": accept_form, "reject_form": reject_form,
         "exclusions": takedown.exclusions.all(),
     })

@@ -1,8 +1,9 @@
 """Takedown requests: receiving them, finding the content in published versions, deciding them.
 
-An accepted takedown puts the content on the resource's exclusion list (by record id and
-by the sha256 of the normalised text, see datasets_app.shards.text_sha256), which every
-later build drops. Published versions never change, so the ones that contain the content
+An accepted takedown puts the content on the resource's exclusion list (by record id, by
+the sha256 of the normalised text, see datasets_app.shards.text_sha256, and by the URL of
+the page it was taken from, for sources that keep a `url` column), which every later
+build drops. Published versions never change, so the ones that contain the content
 are flagged instead, and the holders of active grants are asked to delete the records.
 """
 
@@ -57,46 +58,91 @@ def versions_containing(*, takedown: Takedown) -> dict[Version, list[str]]:
     return found
 
 
+def _canonical_url(takedown: Takedown) -> str:
+    from datasets_app.shards.urls import canonical_url
+
+    return canonical_url(takedown.url) if takedown.url.strip() else ""
+
+
 def _version_matches(*, version: Version, takedown: Takedown) -> list[Match]:
     from datasets_app.shards import normalize_text
 
     needle = normalize_text(takedown.excerpt) if takedown.excerpt.strip() else ""
-    if not takedown.record_id and not needle:
-        return []  # a URL alone is for the custodians to follow; records carry no URL to match
-    identity = json.dumps([version.revision, takedown.record_id, needle], ensure_ascii=False)
+    url = _canonical_url(takedown)
+    if not takedown.record_id and not needle and not url:
+        return []
+    identity = json.dumps([version.revision, takedown.record_id, needle, url], ensure_ascii=False)
     key = "takedown-scan:" + hashlib.sha256(identity.encode()).hexdigest()
     cached = cache.get(key)
     if cached is None:
-        cached = [(m.record_id, m.text_sha256) for m in _scan(version, record_id=takedown.record_id, needle=needle)]
+        cached = [(m.record_id, m.text_sha256) for m in _scan(version, record_id=takedown.record_id, needle=needle, url=url)]
         cache.set(key, cached, SCAN_CACHE_SECONDS)
     return [Match(*pair) for pair in cached]
 
 
-def _scan(version: Version, *, record_id: str, needle: str) -> list[Match]:
-    """Read the version's Parquet shards a batch at a time, `id` and `text` only.
+def _record_shards(version: Version):
+    """(file, its Arrow schema) for each Parquet shard of records (`id` and `text` columns) of the version."""
+    import pyarrow.parquet as pq
 
-    A record matches by its id, or when its normalised text contains the normalised excerpt;
-    that includes the exact match (text_sha256(text) == text_sha256(excerpt)), since both
-    hash the same normalisation.
+    storage = store.release_storage()
+    for file in version.files.filter(path__endswith=".parquet").order_by("path"):
+        with storage.open(file.storage_key, "rb") as handle:
+            schema = pq.ParquetFile(handle).schema_arrow
+        if {"id", "text"} <= set(schema.names):  # a published folder may hold other tables
+            yield file, schema
+
+
+def version_keeps_urls(version: Version) -> bool:
+    """Whether the version's records carry the URL they were taken from (a string `url` column)."""
+    import pyarrow as pa
+
+    from datasets_app.shards.urls import URL_COLUMN
+
+    key = f"takedown-url-column:{version.revision}"
+    keeps = cache.get(key)
+    if keeps is None:
+        keeps = any(URL_COLUMN in schema.names and pa.types.is_string(schema.field(URL_COLUMN).type)
+                    for _, schema in _record_shards(version))
+        cache.set(key, keeps, SCAN_CACHE_SECONDS)
+    return keeps
+
+
+def versions_without_urls(*, takedown: Takedown) -> list[Version]:
+    """The published versions a takedown's URL cannot be looked up in: their records keep no URL."""
+    if not takedown.url.strip():
+        return []
+    return [version for version in published_versions(takedown.resource) if not version_keeps_urls(version)]
+
+
+def _scan(version: Version, *, record_id: str, needle: str, url: str) -> list[Match]:
+    """Read the version's Parquet shards a batch at a time, `id`, `text` (and `url`) only.
+
+    A record matches by its id, when its normalised text contains the normalised excerpt
+    (that includes the exact match, text_sha256(text) == text_sha256(excerpt), since both
+    hash the same normalisation), or when its `url` names the same page as the takedown's.
     """
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     from datasets_app.shards.normalize import normalize_texts, text_digests
+    from datasets_app.shards.urls import URL_COLUMN, url_hits
 
     found: dict[str, Match] = {}
     storage = store.release_storage()
-    for file in version.files.filter(path__endswith=".parquet").order_by("path"):
+    for file, schema in _record_shards(version):
+        by_url = bool(url) and URL_COLUMN in schema.names and pa.types.is_string(schema.field(URL_COLUMN).type)
+        if not (record_id or needle or by_url):
+            continue
         with storage.open(file.storage_key, "rb") as handle:
             parquet = pq.ParquetFile(handle)
-            if not {"id", "text"} <= set(parquet.schema_arrow.names):
-                continue  # not a shard of records (a published folder may hold other tables)
-            for batch in parquet.iter_batches(batch_size=BATCH_ROWS, columns=["id", "text"]):
+            for batch in parquet.iter_batches(batch_size=BATCH_ROWS, columns=["id", "text"] + ([URL_COLUMN] if by_url else [])):
                 ids, texts = batch.column("id").cast(pa.string()), batch.column("text")
                 hit = pc.equal(ids, record_id) if record_id else pa.array([False] * len(ids))
                 if needle:
                     hit = pc.or_(hit, pc.match_substring(normalize_texts(texts), needle))
+                if by_url:
+                    hit = pc.or_(hit, pa.array(url_hits(batch.column(URL_COLUMN), frozenset({url}))))
                 hit = pc.fill_null(hit, False)
                 if not pc.any(hit).as_py():
                     continue
@@ -205,12 +251,14 @@ def _accept(takedown: Takedown, *, reviewer, note: str, scanned: dict[int, list[
             f"The excerpt of takedown #{takedown.pk} matches {MATCH_LIMIT} or more records of {too_many[0]}: too "
             "general to be removed as it stands. Reject it, asking the requester for the record ids or a longer excerpt."
         )
-    exclusions = _exclusions(takedown, matches, reviewer)
-    if not exclusions:
+    only_url = not takedown.record_id and not takedown.excerpt.strip()
+    if only_url and not matches and not any(version_keeps_urls(v) for v in published_versions(takedown.resource)):
         raise GovernanceError(
             f"Takedown #{takedown.pk} gives only a URL and nothing was found to exclude. Reject it, asking the "
-            "requester for the record id or an excerpt of the text, so that builds can recognise the content."
+            "requester for the record id or an excerpt of the text, so that builds can recognise the content: "
+            f"no published version of {takedown.resource.repo_id} keeps the URL of its records to look it up in."
         )
+    exclusions = _exclusions(takedown, matches, reviewer)
     Exclusion.objects.bulk_create(exclusions)
     takedown.affected_versions.set(matches)
     record_ids = sorted({e.record_id for e in exclusions if e.record_id})
@@ -218,6 +266,7 @@ def _accept(takedown: Takedown, *, reviewer, note: str, scanned: dict[int, list[
         action="takedown_accepted", actor=reviewer, target=takedown, resource=takedown.resource.repo_id,
         data={"takedown": takedown.pk, "note": takedown.decision_note, "record_ids": record_ids,
               "text_sha256": sorted({e.text_sha256 for e in exclusions if e.text_sha256}),
+              "urls": sorted({e.url for e in exclusions if e.url}),
               "affected_versions": {v.name: [m.record_id for m in found] for v, found in matches.items()}},
     )
     _notify_accepted(takedown, versions=list(matches), record_ids=record_ids)
@@ -225,11 +274,11 @@ def _accept(takedown: Takedown, *, reviewer, note: str, scanned: dict[int, list[
 
 def _exclusions(takedown: Takedown, matches: dict[Version, list[Match]], reviewer) -> list[Exclusion]:
     note = f"Takedown #{takedown.pk}: {takedown.decision_note}".strip().rstrip(":")
-    rows: dict[tuple[str, str], Exclusion] = {}
+    rows: dict[tuple[str, str, str], Exclusion] = {}
 
-    def add(record_id: str, digest: str) -> None:
-        rows.setdefault((record_id, digest), Exclusion(
-            resource=takedown.resource, record_id=record_id, text_sha256=digest, note=note, takedown=takedown,
+    def add(record_id: str, digest: str, url: str = "") -> None:
+        rows.setdefault((record_id, digest, url), Exclusion(
+            resource=takedown.resource, record_id=record_id, text_sha256=digest, url=url, note=note, takedown=takedown,
             created_by=reviewer,
         ))
 
@@ -242,6 +291,9 @@ def _exclusions(takedown: Takedown, matches: dict[Version, list[Match]], reviewe
     if excerpt_digest and not any(key[1] == excerpt_digest for key in rows):
         # A copy of the excerpt under another id, in a source not yet built, is dropped too.
         add("", excerpt_digest)
+    if takedown.url.strip():
+        # Records taken from the page later (a new crawl, another source) are dropped too, where sources keep their URL.
+        add("", "", takedown.url.strip())
     return list(rows.values())
 
 

@@ -117,7 +117,8 @@ class _Build:
             raise BuildError(f"{bad[0]!r} is not a sha256 hex digest: the takedown list needs text_sha256() values.")
         self._filters = Filters.of(default_language=params.default_language, scrub_pii=params.scrub_pii, dedup=params.dedup,
                                    excluded_ids=params.excluded_ids,
-                                   excluded_digests={bytes.fromhex(h) for h in params.excluded_text_sha256})
+                                   excluded_digests={bytes.fromhex(h) for h in params.excluded_text_sha256},
+                                   excluded_urls=params.excluded_urls)
 
     # --- progress and cancellation -------------------------------------------------
 

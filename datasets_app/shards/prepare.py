@@ -33,6 +33,7 @@ from datasets_app.shards.normalize import text_digests
 from datasets_app.shards.records import scrub_pii, validate
 from datasets_app.shards.sources import Piece, Wanted, parse
 from datasets_app.shards.spec import BuildError
+from datasets_app.shards.urls import URL_COLUMN, url_hits
 
 KEY_BYTES = 16  # of the sha256, what deduplication compares
 
@@ -47,11 +48,13 @@ class Filters:
     excluded_ids: tuple[str, ...]
     excluded_digests: frozenset[bytes]
     excluded_prefixes: np.ndarray  # uint64, sorted: the first 8 bytes of each excluded digest, little-endian
+    excluded_urls: frozenset[str] = frozenset()  # canonical_url forms, matched against a kept `url` column
 
     @classmethod
-    def of(cls, *, default_language, scrub_pii, dedup, excluded_ids, excluded_digests) -> Filters:
+    def of(cls, *, default_language, scrub_pii, dedup, excluded_ids, excluded_digests, excluded_urls=frozenset()) -> Filters:
         prefixes = np.array(sorted({int.from_bytes(d[:8], "little") for d in excluded_digests}), dtype=np.uint64)
-        return cls(default_language, scrub_pii, dedup, tuple(sorted(excluded_ids)), frozenset(excluded_digests), prefixes)
+        return cls(default_language, scrub_pii, dedup, tuple(sorted(excluded_ids)), frozenset(excluded_digests), prefixes,
+                   frozenset(excluded_urls))
 
 
 @dataclass(frozen=True)
@@ -118,6 +121,8 @@ def prepare(job: Job, filters: Filters, buffer: bytearray | None = None) -> Prep
         drop |= pc.is_in(table["id"], value_set=pa.array(filters.excluded_ids, pa.string())).to_numpy(zero_copy_only=False)
     if filters.excluded_digests:
         drop |= _excluded(digests, filters)
+    if filters.excluded_urls and URL_COLUMN in table.column_names:
+        drop |= url_hits(table[URL_COLUMN], filters.excluded_urls)
     dropped = int(drop.sum())
     if dropped:
         table = table.filter(pa.array(~drop))

@@ -61,6 +61,8 @@ class BuildParams:
     scrub_pii: bool = False
     excluded_ids: frozenset[str] = frozenset()
     excluded_text_sha256: frozenset[str] = frozenset()
+    # Pages taken down (canonical_url forms, see shards/urls.py): records whose kept `url` column names one are dropped.
+    excluded_urls: frozenset[str] = frozenset()
     default_language: str | None = None
     work_dir: Path | None = None
     # Memory bounds; they change how much is spilled to work_dir, never the output bytes.

@@ -327,3 +327,111 @@ def test_it_shows_a_takedown_only_to_the_reviewers_of_its_resource(client, cast)
     with pytest.raises(GovernanceError, match="You do not review test/corpus-a: ask an administrator"):
         takedown_accept(takedown=on_a, reviewer=cast.reviewer_b, note="Mine now.")
     assert client_for(Client(), cast, "stranger").get(QUEUE).status_code == 403
+
+
+# --- Takedowns by URL: sources that keep the page each record was taken from -----------------------------
+
+
+def page_of(row: dict) -> str:
+    """Where the record was taken from: the UDHR translation it belongs to, one page per translation."""
+    return f"https://www.unicode.org/udhr/d/udhr_{row['key']}.html"
+
+
+def with_urls(path, rows, *, recrawl: bool = False):
+    """The corpus as a source with a url column; a re-crawl gives every record a new id and a changed text."""
+    import json
+
+    lines = []
+    for row in rows:
+        row = {**row, "url": page_of(row)}
+        if recrawl:
+            row = {**row, "id": "crawl2/" + row["id"], "text": row["text"] + " (crawl 2)"}
+        lines.append(json.dumps(row, ensure_ascii=False) + "\n")
+    path.write_text("".join(lines), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def built_with_urls(cast, release_storage, tmp_path, settings):
+    """v1 of resource A built from the UDHR (three languages) with each record's page kept as `url`."""
+    settings.BUILD_WORK_DIR = str(tmp_path / "builds")
+    _, rows = udhr_sample(tmp_path, languages=LANGUAGES)
+    source = with_urls(tmp_path / "udhr-urls.jsonl", rows)
+    build_command("test/corpus-a", "v1", source, id_column="id", language_column="lang", keep_column="url", shard_size="64KiB")
+    return Version.objects.get(resource=cast.resource_a, name="v1"), rows
+
+
+def test_it_finds_every_record_of_a_page_by_its_url_and_later_builds_drop_the_page_again(
+        client, cast, built_with_urls, tmp_path, send_mail_on_commit, mailoutbox):
+    v1, rows = built_with_urls
+    page = page_of(next(row for row in rows if row["lang"] == "fr"))
+    on_page = sorted(row["id"] for row in rows if page_of(row) == page)
+    # As a visitor would paste it: another scheme, capitals in the host, a trailing slash, a fragment.
+    takedown = submit(cast.resource_a, url=page.replace("https://www.unicode.org", "http://WWW.Unicode.org") + "/#article-3")
+
+    assert sorted(versions_containing(takedown=takedown)[v1]) == on_page and len(on_page) > 1
+    reviewer = client_for(client, cast, "reviewer_a")
+    detail = reviewer.get(detail_url(takedown)).content.decode()
+    assert f"yes, {len(on_page)} records" in detail and on_page[0] in detail.split('id="scan"', 1)[1]
+    assert "no-url-column" not in detail and 'id="url-unsearchable"' not in detail
+    with send_mail_on_commit():
+        reviewer.post(detail_url(takedown), {"action": "accept", "note": "The page is the requester's."})
+
+    takedown.refresh_from_db()
+    assert takedown.status == "accepted" and list(takedown.affected_versions.all()) == [v1]
+    assert {e.record_id for e in takedown.exclusions.all() if e.record_id} == set(on_page)
+    assert [e.url for e in takedown.exclusions.all() if e.url] == [takedown.url]
+    [to_holder] = mail_to(mailoutbox, "granted@example.org")
+    assert on_page[0] in to_holder.body
+
+    # A re-crawl: the page's records come back under new ids with changed texts; only their URL names them.
+    recrawl = with_urls(tmp_path / "recrawl.jsonl", rows, recrawl=True)
+    build_command("test/corpus-a", "v2", recrawl, id_column="id", language_column="lang", keep_column="url", shard_size="64KiB")
+    v2 = Version.objects.get(resource=cast.resource_a, name="v2")
+    kept = [row for config in shard_rows(v2).values() for row in config]
+    assert {row["id"] for row in kept} == {"crawl2/" + row["id"] for row in rows if page_of(row) != page}
+    assert v2.build.result["dropped_by_takedown"] == len(on_page)
+    assert "1 page(s) by URL" in v2.build.log
+
+
+def test_it_tells_the_custodian_which_versions_keep_no_url_to_look_one_up_in(client, cast, built, tmp_path):
+    v1, _, rows = built  # built without a url column
+    page = page_of(rows[0])
+    takedown = submit(cast.resource_a, url=page)
+    reviewer = client_for(client, cast, "reviewer_a")
+
+    detail = reviewer.get(detail_url(takedown)).content.decode()
+    assert "Its records keep no URL, so the URL was not looked up in v1." in detail
+    assert 'id="url-unsearchable"' in detail and ">unknown<" in detail
+    refused = reviewer.post(detail_url(takedown), {"action": "accept", "note": "Found it."}, follow=True)
+    assert any("no published version of test/corpus-a keeps the URL of its records" in m for m in shown_messages(refused))
+    assert Takedown.objects.get(pk=takedown.pk).status == "received"
+
+    # A later version that keeps the URL is searched; the older one is still named as not searchable.
+    build_command("test/corpus-a", "v2", with_urls(tmp_path / "urls.jsonl", rows), id_column="id", language_column="lang",
+                  keep_column="url", shard_size="64KiB")
+    v2 = Version.objects.get(resource=cast.resource_a, name="v2")
+    detail = reviewer.get(detail_url(takedown)).content.decode()
+    assert "not looked up in v1." in detail and "not looked up in v2." not in detail
+    assert 'id="url-unsearchable"' not in detail
+    assert list(versions_containing(takedown=takedown)) == [v2]
+    takedown_accept(takedown=takedown, reviewer=cast.reviewer_a, note="Found it.")
+    assert list(takedown.affected_versions.all()) == [v2]
+
+
+def test_it_accepts_a_url_found_nowhere_yet_and_builds_drop_the_page_when_it_appears(cast, built_with_urls, tmp_path):
+    _, rows = built_with_urls
+    takedown = submit(cast.resource_a, url="https://blog.example.net/letter")
+
+    assert versions_containing(takedown=takedown) == {}
+    takedown_accept(takedown=takedown, reviewer=cast.reviewer_a, note="Pre-emptive removal.")
+
+    assert list(takedown.exclusions.values_list("record_id", "text_sha256", "url")) == [("", "", "https://blog.example.net/letter")]
+    assert not takedown.affected_versions.exists()
+    letter = {**rows[0], "id": "blog/1", "text": "A private letter, copied from a blog.", "key": "blog"}
+    source = with_urls(tmp_path / "with-letter.jsonl", rows + [letter])
+    text = source.read_text(encoding="utf-8").replace(page_of(letter), "https://blog.example.net/letter/")
+    source.write_text(text, encoding="utf-8")
+    build_command("test/corpus-a", "v2", source, id_column="id", language_column="lang", keep_column="url", shard_size="64KiB")
+    kept = {row["id"] for config in shard_rows(Version.objects.get(resource=cast.resource_a, name="v2")).values() for row in config}
+    assert "blog/1" not in kept and len(kept) == len(rows)

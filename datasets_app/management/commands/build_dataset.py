@@ -21,6 +21,9 @@ class Command(BaseCommand):
         parser.add_argument("--text-column", default="text")
         parser.add_argument("--id-column")
         parser.add_argument("--language-column")
+        parser.add_argument("--keep-column", action="append", default=[], metavar="NAME[:TYPE]",
+                            help="an extra source column to keep in the shards (string unless :int64, :float64 or :bool); "
+                                 "keep a column named url to let takedowns by URL find and drop records")
         parser.add_argument("--default-language", help="language of records without one (e.g. a single-language source)")
         parser.add_argument("--shard-size", default="256MiB", help="target uncompressed size of a shard (default 256MiB)")
         parser.add_argument("--on-error", default="fail", choices=["fail", "skip"],
@@ -31,8 +34,9 @@ class Command(BaseCommand):
 
     def handle(self, *args, **o):
         resource = resource_by_id(o["resource"])
+        keep = dict((spec.split(":", 1) + ["string"])[:2] for spec in o["keep_column"])
         sources = [{"uri": path, "format": o["format"], "text_column": o["text_column"], "id_column": o["id_column"],
-                    "language_column": o["language_column"]} for path in o["source"]]
+                    "language_column": o["language_column"], "keep_columns": keep} for path in o["source"]]
         params = {"shard_size": o["shard_size"], "on_error": o["on_error"], "dedup": o["dedup"], "scrub_pii": o["scrub_pii"],
                   "default_language": o["default_language"]}
         try:
