@@ -331,7 +331,7 @@ def _line_ranges(raw: HashingReader, file: SourceFile) -> Iterator[tuple[int, in
             if pending > MAX_LINE:
                 raise BuildError(f"{file.rel} line {first_line} is longer than {MAX_LINE >> 20} MiB: split it, or leave the file out.")
             continue
-        newlines = int(np.count_nonzero(np.frombuffer(buffer, np.uint8, count=cut + 1) == 10))
+        newlines = buffer.count(b"\n", 0, cut + 1)
         size = pending + cut + 1
         skip = bom if start == 0 else 0
         if size > skip:

@@ -61,10 +61,20 @@ class _HashingFile:
 
 def row_sizes(batch: pa.RecordBatch) -> np.ndarray:
     """Arrow bytes of each row: string bytes plus offsets, fixed widths for the rest."""
-    sizes = np.zeros(batch.num_rows, dtype=np.int64)
+    n = batch.num_rows
+    sizes = np.zeros(n, dtype=np.int64)
     for column in batch.columns:
         if pa.types.is_string(column.type):
-            sizes += pc.fill_null(pc.binary_length(column), 0).to_numpy(zero_copy_only=False) + 4
+            # Read off the offsets buffer: three compute kernels per column (length, fill_null,
+            # to_numpy) took 0.4 ms a batch, under the GIL, and the writer threads queued on it.
+            validity, offsets = column.buffers()[:2]
+            lengths = np.diff(np.frombuffer(offsets, np.int32, count=n + 1, offset=column.offset * 4))
+            if column.null_count:
+                # A null's slot may span bytes; it counts as none, as binary_length says.
+                valid = np.unpackbits(np.frombuffer(validity, np.uint8), count=column.offset + n, bitorder="little")
+                lengths[valid[column.offset:] == 0] = 0
+            sizes += lengths
+            sizes += 4
         elif pa.types.is_boolean(column.type):
             sizes += 1
         else:
