@@ -94,6 +94,20 @@ class ApproveForm(forms.Form):
                                  error_messages={"required": "Expires on: choose a date.", "invalid": "Expires on: enter a date as YYYY-MM-DD."})
     note = forms.CharField(label="Note to the applicant (optional)", required=False, widget=forms.Textarea(attrs={"rows": 2}), max_length=2000)
 
+    def __init__(self, *args, asked: list[str] | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        if asked and len(asked) > 1:
+            # Narrowing: a reviewer may approve only some of the configs asked for (a language the
+            # stated use does not need, a restricted config whose conditions are not met).
+            self.fields["configs"] = forms.MultipleChoiceField(
+                label="Approve only these configs (optional)", required=False, choices=[(c, c) for c in asked],
+                widget=forms.SelectMultiple(attrs={"size": 6}),
+                help_text="Leave empty to approve everything asked for; hold Ctrl or ⌘ to choose several.",
+                error_messages={"invalid_choice": "Configs: %(value)s is not among the configs asked for; choose from the list."})
+
+    def narrowed_configs(self) -> list[str] | None:
+        return sorted(self.cleaned_data.get("configs") or []) or None
+
     def clean_expires_on(self):
         day = self.cleaned_data["expires_on"]
         if day <= timezone.localdate():

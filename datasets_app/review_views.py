@@ -32,6 +32,7 @@ from datasets_app.services import (
     access_request_reject,
     access_request_request_changes,
     grant_revoke,
+    requested_configs,
 )
 from portal.audit import audit_record
 from portal.mfa import has_totp, session_used_mfa
@@ -88,17 +89,20 @@ def review_detail(request, pk):
     access_request = get_object_or_404(_reviewable_requests(request.user), pk=pk)
     resource = access_request.resource
     default_expiry = timezone.localdate() + timedelta(days=resource.default_grant_days)
-    approve_form = ApproveForm(initial={"expires_on": default_expiry})
+    asked = requested_configs(access_request) if access_request.is_open else []
+    approve_form = ApproveForm(initial={"expires_on": default_expiry}, asked=asked)
     reason_form = ReasonForm()
     action = request.POST.get("action")
     if request.method == "POST":
         try:
             if action == "approve":
-                approve_form = ApproveForm(request.POST)
+                approve_form = ApproveForm(request.POST, asked=asked)
                 if approve_form.is_valid():
-                    access_request_approve(access_request=access_request, reviewer=request.user,
+                    narrowed = approve_form.narrowed_configs()
+                    access_request_approve(access_request=access_request, reviewer=request.user, configs=narrowed,
                                            expires_at=approve_form.expires_at(), note=approve_form.cleaned_data["note"])
-                    messages.success(request, f"Approved {access_request.user} for {resource.repo_id} until {approve_form.cleaned_data['expires_on']:%d %B %Y}.")
+                    only = f" (only {', '.join(narrowed)})" if narrowed else ""
+                    messages.success(request, f"Approved {access_request.user} for {resource.repo_id}{only} until {approve_form.cleaned_data['expires_on']:%d %B %Y}.")
                     return redirect("review_queue")
             elif action in ("reject", "changes"):
                 reason_form = ReasonForm(request.POST)

@@ -207,18 +207,50 @@ def _claim(access_request: AccessRequest, *, status: str, reviewer, reason: str)
     access_request.refresh_from_db()
 
 
+def requested_configs(access_request: AccessRequest) -> list[str]:
+    """The configs a request asks for, by name: those it names, and with `all_configs` every
+    unrestricted config of the resource's published versions."""
+    named = set(access_request.configs)
+    if access_request.all_configs:
+        restricted = set(access_request.resource.restricted_configs.values_list("name", flat=True))
+        named |= {c for c in resource_configs(access_request.resource) if c not in restricted}
+    return sorted(named)
+
+
+def _narrowed(access_request: AccessRequest, reviewer, configs: list[str]) -> list[str]:
+    from datasets_app.authz import can_review
+
+    resource = access_request.resource
+    if reviewer is None or not can_review(reviewer, resource):
+        raise GovernanceError(f"Only a reviewer of {resource.repo_id} may narrow what a request covers: "
+                              "ask an administrator to assign you, or approve it as asked.")
+    configs = sorted(set(configs))
+    if not configs:
+        raise GovernanceError("Choose at least one config to approve, or approve the request as asked.")
+    outside = [c for c in configs if c not in requested_configs(access_request)]
+    if outside:
+        raise GovernanceError(f"The request does not ask for the {outside[0]} config: approve only configs it asks for "
+                              "(the applicant can request the others).")
+    return configs
+
+
 @transaction.atomic
-def access_request_approve(*, access_request: AccessRequest, reviewer, expires_at: datetime, note: str = "") -> Grant:
+def access_request_approve(*, access_request: AccessRequest, reviewer, expires_at: datetime, note: str = "",
+                           configs: list[str] | None = None) -> Grant:
+    """Approve as asked, or with `configs` only those configs of the ones asked for (narrowed by a
+    reviewer of the resource); the request keeps what was asked, the grant what was approved."""
     if expires_at <= timezone.now():
         raise GovernanceError("The expiry date must be in the future.")
+    narrowed = _narrowed(access_request, reviewer, configs) if configs is not None else None
     _claim(access_request, status=AccessRequest.Status.APPROVED, reviewer=reviewer, reason=note)
     grant = _grant_open(
         user=access_request.user, resource=access_request.resource, granted_by=reviewer, expires_at=expires_at,
-        license_version=access_request.license_version, access_request=access_request, reason=note,
+        license_version=access_request.license_version, access_request=access_request, reason=note, configs=narrowed,
     )
+    scope = {"narrowed_from": {"all_configs": access_request.all_configs, "configs": access_request.configs}} if narrowed is not None else {}
     audit_record(
         action="request_approved", actor=reviewer, target=access_request, resource=access_request.resource.repo_id,
-        data={**_grant_summary(grant), "note": note, "automatic": reviewer is None},
+        data={**_grant_summary(grant), **scope, "note": note, "automatic": reviewer is None},
     )
     notifications.request_decided(access_request=access_request, grant=grant)
     return grant
@@ -263,7 +295,7 @@ def access_request_request_changes(*, access_request: AccessRequest, reviewer, m
 
 def _grant_open(
     *, user, resource: Resource, granted_by, expires_at: datetime, license_version: LicenseVersion | None,
-    access_request: AccessRequest | None = None, reason: str = "",
+    access_request: AccessRequest | None = None, reason: str = "", configs: list[str] | None = None,
 ) -> Grant:
     now = timezone.now()
     # A renewal replaces the current grant; the database allows one active grant.
@@ -278,9 +310,10 @@ def _grant_open(
         user=user, resource=resource, request=access_request, license_version=license_version,
         license_accepted_at=access_request.submitted_at if access_request else now,
         granted_by=granted_by, reason=reason, created_at=now, expires_at=expires_at,
-        # The scope asked for is the scope granted; without a request, all unrestricted configs.
-        all_configs=access_request.all_configs if access_request else True,
-        configs=access_request.configs if access_request else [],
+        # The scope asked for is the scope granted unless a reviewer narrowed it to `configs`;
+        # without a request, all unrestricted configs.
+        all_configs=configs is None and (access_request.all_configs if access_request else True),
+        configs=configs if configs is not None else (access_request.configs if access_request else []),
     )
 
 

@@ -91,3 +91,84 @@ def test_it_refuses_a_grant_that_ends_before_it_starts_in_the_database(cast):
     now = timezone.now()
     with pytest.raises(IntegrityError), transaction.atomic():
         Grant.objects.create(user=cast.stranger, resource=cast.resource_a, created_at=now, expires_at=now - timedelta(seconds=1))
+
+
+# --- Approving only some of the configs asked for --------------------------------------------------
+
+
+@pytest.fixture
+def asked_for_he(cast, release_storage, tmp_path):
+    """A version of resource A with configs fr, ar and he (restricted); the pending request asks for every
+    unrestricted config and for he."""
+    from tests.datasets_app.test_config_grants import FILES, HEALTH
+    from datasets_app.models import RestrictedConfig
+    from datasets_app.publishing import version_publish
+    from tests.conftest import write_release
+
+    RestrictedConfig.objects.create(resource=cast.resource_a, name="he", conditions=HEALTH)
+    version_publish(resource=cast.resource_a, name="v1", source=str(write_release(tmp_path / "v1", FILES)), actor=None)
+    AccessRequest.objects.filter(pk=cast.requests["pending"].pk).update(all_configs=True, configs=["he"])
+    return AccessRequest.objects.get(pk=cast.requests["pending"].pk)
+
+
+def test_it_approves_only_the_configs_the_reviewer_keeps_and_tells_the_applicant(cast, asked_for_he, client, mailoutbox,
+                                                                                 send_mail_on_commit):
+    from tests.conftest import client_for
+
+    reviewer = client_for(client, cast, "reviewer_a")
+    url = f"/review/requests/{asked_for_he.pk}/"
+    page = reviewer.get(url).content.decode()
+    assert "Approve only these configs" in page and all(f'value="{c}"' in page for c in ("ar", "fr", "he"))
+    seq = last_seq()
+
+    with send_mail_on_commit():
+        response = reviewer.post(url, {"action": "approve", "expires_on": (timezone.localdate() + timedelta(days=30)).isoformat(),
+                                       "note": "Ethics approval covers Hebrew; Arabic only otherwise.", "configs": ["ar", "he"]},
+                                 follow=True)
+
+    grant = Grant.objects.get(user=cast.pending, resource=cast.resource_a, status=Grant.Status.ACTIVE)
+    assert (grant.all_configs, grant.configs) == (False, ["ar", "he"])
+    assert any("(only ar, he)" in str(m) for m in response.context["messages"])
+    assert [bool(can_download(cast.pending, cast.resource_a, config=c)) for c in ("ar", "fr", "he")] == [True, False, True]
+    decided = AccessRequest.objects.get(pk=asked_for_he.pk)
+    assert (decided.status, decided.all_configs, decided.configs) == ("approved", True, ["he"])  # what was asked stays
+    assert actions_since(seq) == ["request_approved"]
+    event = AuditEvent.objects.get(seq=seq + 1)
+    assert event.actor == "reviewer_a" and (event.data["all_configs"], event.data["configs"]) == (False, ["ar", "he"])
+    assert event.data["narrowed_from"] == {"all_configs": True, "configs": ["he"]}
+    assert_audit_chain_intact()
+    [to_applicant] = [m for m in mailoutbox if m.to == [cast.pending.email]]
+    assert "approved only these configs of those you asked for: ar, he" in to_applicant.body
+
+
+@pytest.mark.parametrize("configs, message", [
+    (["xx"], "The request does not ask for the xx config"),
+    ([], "Choose at least one config to approve"),
+])
+def test_it_refuses_to_narrow_to_configs_not_asked_for(cast, asked_for_he, configs, message):
+    AccessRequest.objects.filter(pk=asked_for_he.pk).update(all_configs=False, configs=["ar"])
+    asked = AccessRequest.objects.get(pk=asked_for_he.pk)
+    for configs_tried in (configs, ["fr"]):
+        with pytest.raises(GovernanceError, match=message if configs_tried is configs else "does not ask for the fr config"):
+            access_request_approve(access_request=asked, reviewer=cast.reviewer_a, expires_at=timezone.now() + timedelta(days=30),
+                                   configs=configs_tried)
+
+    assert AccessRequest.objects.get(pk=asked.pk).status == AccessRequest.Status.PENDING
+    assert not Grant.objects.filter(user=cast.pending, status=Grant.Status.ACTIVE).exists()
+
+
+@pytest.mark.parametrize("role, allowed", [("reviewer_a", True), ("admin", True), ("reviewer_b", False), ("stranger", False),
+                                           ("automatic", False)])
+def test_it_lets_only_a_reviewer_of_the_resource_narrow_a_request(cast, asked_for_he, role, allowed):
+    reviewer = None if role == "automatic" else cast.users[role]
+    approve = lambda: access_request_approve(access_request=asked_for_he, reviewer=reviewer,  # noqa: E731
+                                             expires_at=timezone.now() + timedelta(days=30), configs=["ar"])
+    seq = last_seq()
+
+    if allowed:
+        assert approve().configs == ["ar"]
+    else:
+        with pytest.raises(GovernanceError, match="Only a reviewer of test/corpus-a may narrow what a request covers"):
+            approve()
+        assert AccessRequest.objects.get(pk=asked_for_he.pk).status == AccessRequest.Status.PENDING
+        assert last_seq() == seq
