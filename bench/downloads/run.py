@@ -9,6 +9,8 @@ request rates). Paths compared, all on the same published file:
                    the bytes itself (FileResponse -> sendfile)
   nginx+X-Accel    nginx proxies to gunicorn (DOWNLOAD_ACCEL_REDIRECT=/_protected/),
                    which authorizes and answers X-Accel-Redirect; nginx sends the bytes
+  floor            the same proxying to floor_app.py, a WSGI app under the same gunicorn that
+                   authorizes nothing: what any Python backend behind nginx costs here
 
 plus signed-link redemptions per second against a no-op Django view on the same
 gunicorn server (bench/downloads/bench_urls.py adds it; nothing in portal/ does).
@@ -53,6 +55,7 @@ VENV_PYTHON = REPO / ".venv" / "bin" / "python"
 GUNICORN = REPO / ".venv" / "bin" / "gunicorn"
 RESOURCE = "bigscience/roots-udhr"
 USER = "researcher"
+FLOOR = "nginx+X-Accel, no authorization (floor)"
 GOALS = {"x-accel_vs_nginx": 0.95, "gunicorn_vs_nginx": 0.7, "redemption_vs_noop": 0.5, "errors": 0}
 GB = 1e9  # throughput is in decimal GB/s (10^9 bytes per second)
 
@@ -322,16 +325,17 @@ def portal_env(*, tmp: Path, db_url: str, base_url: str, secret: str, accel: str
     return env
 
 
-def start_gunicorn(*, name: str, env: dict, port: int, workers: int, tmp: Path, cleanup: Cleanup) -> subprocess.Popen:
+def start_gunicorn(*, name: str, env: dict, port: int, workers: int, tmp: Path, cleanup: Cleanup,
+                   app: str = "portal.wsgi", probe: str = "/") -> subprocess.Popen:
     log = tmp / f"{name}.log"
     # The production configuration (gunicorn.conf.py: gthread workers, sendfile), only
     # the worker count and the port set here; the access log is off as for nginx.
-    cmd = [str(GUNICORN), "-c", str(REPO / "gunicorn.conf.py"), "portal.wsgi", "--workers", str(workers),
+    cmd = [str(GUNICORN), "-c", str(REPO / "gunicorn.conf.py"), app, "--workers", str(workers),
            "--bind", f"127.0.0.1:{port}", "--chdir", str(REPO), "--access-logfile", "/dev/null"]
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=open(log, "ab"), stderr=subprocess.STDOUT, start_new_session=True)
     # SIGINT is gunicorn's quick shutdown (SIGTERM waits for requests up to 30 s).
     cleanup.push(f"stop {name}", lambda: stop_process(proc, sig=signal.SIGINT))
-    wait_http(f"http://127.0.0.1:{port}/", proc, log)
+    wait_http(f"http://127.0.0.1:{port}{probe}", proc, log)
     return proc
 
 
@@ -354,12 +358,20 @@ http {{
     scgi_temp_path {tmp}/nginx-scgi;
     # Kept-alive upstream connections: no TCP handshake with gunicorn per request.
     upstream portal {{ server 127.0.0.1:{upstream}; keepalive 32; }}
+    upstream floor {{ server 127.0.0.1:{floor}; keepalive 32; }}
     server {{
         listen 127.0.0.1:{port};
         # The baseline: the same stored object, no authorization.
         location /static-files/ {{ alias {media}/; }}
         # As in README.md's deployment section.
         location /_protected/ {{ internal; alias {media}/; }}
+        # The floor: the same proxying to a WSGI app that authorizes nothing (floor_app.py).
+        location /floor/ {{
+            proxy_pass http://floor;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host $host;
+        }}
         location / {{
             proxy_pass http://portal;
             proxy_http_version 1.1;
@@ -373,7 +385,7 @@ http {{
 """
 
 
-def start_nginx(*, port: int, upstream: int, media: Path, tmp: Path, cleanup: Cleanup) -> subprocess.Popen:
+def start_nginx(*, port: int, upstream: int, floor: int, media: Path, tmp: Path, cleanup: Cleanup) -> subprocess.Popen:
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
     prefix = tmp / "nginx"
     prefix.mkdir()
@@ -381,7 +393,7 @@ def start_nginx(*, port: int, upstream: int, media: Path, tmp: Path, cleanup: Cl
     conf = prefix / "nginx.conf"
     conf.write_text(NGINX_CONF.format(
         # Workers must read MEDIA_ROOT inside a 0700 temp dir.
-        user="user root;\n" if os.geteuid() == 0 else "", tmp=prefix, port=port, upstream=upstream, media=media,
+        user="user root;\n" if os.geteuid() == 0 else "", tmp=prefix, port=port, upstream=upstream, floor=floor, media=media,
         mime_types=mime if mime.exists() else prefix / "mime.types",
     ))
     if not mime.exists():
@@ -786,19 +798,27 @@ def run(profile: Profile, admin_db_url: str, cleanup: Cleanup) -> dict:
         plain = start_gunicorn(name="gunicorn-plain", env=env_plain, port=port_plain, workers=profile.workers, tmp=tmp, cleanup=phase)
         env_accel = portal_env(tmp=tmp, db_url=db_url, base_url=f"http://127.0.0.1:{port_nginx}", secret=secret, accel="/_protected/")
         accel = start_gunicorn(name="gunicorn-accel", env=env_accel, port=port_accel, workers=profile.workers, tmp=tmp, cleanup=phase)
-        nginx = start_nginx(port=port_nginx, upstream=port_accel, media=tmp / "media", tmp=tmp, cleanup=phase)
+        port_floor = free_port()
+        env_floor = {**env_accel, "BENCH_FLOOR_REDIRECT": "/_protected/" + storage_key}
+        floor = start_gunicorn(name="gunicorn-floor", env=env_floor, port=port_floor, workers=profile.workers, tmp=tmp,
+                               cleanup=phase, app="bench.downloads.floor_app")
+        nginx = start_nginx(port=port_nginx, upstream=port_accel, floor=port_floor, media=tmp / "media", tmp=tmp, cleanup=phase)
 
         paths = [
             PathResult("nginx static", f"http://127.0.0.1:{port_nginx}/static-files/{storage_key}", [nginx.pid]),
             PathResult("gunicorn", f"http://127.0.0.1:{port_plain}{link_path}", [plain.pid]),
             PathResult("nginx+X-Accel", f"http://127.0.0.1:{port_nginx}{link_path}", [nginx.pid, accel.pid]),
+            PathResult(FLOOR, f"http://127.0.0.1:{port_nginx}/floor/{file_name}", [nginx.pid, floor.pid]),
         ]
         for path in paths:
             check_content(path, stored, profile.size)
-            curl_one(path.url, "0-0")  # warm-up: workers imported and connected
+            # Warm-up: every gunicorn thread has served a request (imported, connected to the
+            # database, statement prepared), as on a server that has been up for a while.
+            for _ in range(2):
+                curl_parallel(path.url, [(0, 0)] * profile.parallel)
 
         def metered(path: PathResult) -> ServerMeter:
-            return ServerMeter(path.roots, db_name=None if path is paths[0] else db_name)
+            return ServerMeter(path.roots, db_name=None if path.name in (paths[0].name, FLOOR) else db_name)
 
         # Paths take turns within each repeat, so drift in the machine's load hits them alike.
         log(f"single downloads x{profile.single_repeats}")
