@@ -4,9 +4,10 @@ Two passes. Read: every source file is cut into pieces of whole lines (or batche
 worker processes (see prepare.py) parse, validate, scrub, filter against the takedown
 list, hash (one sha256 of the normalised text serves takedown and deduplication) and
 sort each piece by config; here, in source order, the prepared pieces are numbered and
-spilled into config-sorted runs in the work dir. Write: duplicates are resolved on disk, then each config's rows are read
-back from the runs and written as shards by a few threads (zstd and sha256 release the
-GIL). Memory stays bounded by the spill and dedup budgets whatever the corpus size.
+spilled into config-sorted runs in the work dir. Write: duplicates are resolved on disk,
+then each config's rows are read back from the runs and written as shards by the same
+worker processes (a small build without workers uses a few threads). Memory stays bounded
+by the spill and dedup budgets whatever the corpus size.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from datasets_app.shards.dedup import DedupIndex, is_dropped
+from datasets_app.shards.dedup import DedupIndex
 from datasets_app.shards.prepare import Filters, Job, Prepared, Preparers
 from datasets_app.shards.sources import FileReader, SourceFile, Wanted, list_files
 from datasets_app.shards.spec import (
@@ -32,7 +33,7 @@ from datasets_app.shards.spec import (
     Progress, Reject, SourceSpec,
 )
 from datasets_app.shards.spill import SpillWriter
-from datasets_app.shards.write import ConfigWriter, card_text, file_entry, revision_input, write_json
+from datasets_app.shards.write import WriteJob, card_text, file_entry, revision_input, write_config, write_json
 
 REJECT_SAMPLE = 50
 PROGRESS_EVERY = 0.5  # seconds; a Celery task saves each call to the database
@@ -141,39 +142,42 @@ class _Build:
         self.report("read", force=True)
         dedup = DedupIndex(self.work, memory=self.params.dedup_memory) if self.params.dedup else None
         spill = SpillWriter(self.work / "runs", memory=self.params.spill_memory)
-        self._read(files_by_source, dedup, spill)
-        spill.flush()
-        bitmap = None
-        if dedup is not None:
-            self.report("dedup", force=True)
-            bitmap, self.duplicates = dedup.resolve(records=self.kept, bitmap_path=self.work / "duplicates.bits")
-        self.stop_if_asked()
-        languages = self._write(spill, bitmap)
-        return self._finish(files_by_source, languages)
-
-    def _read(self, files_by_source, dedup: DedupIndex | None, spill: SpillWriter) -> None:
         processes = self.params.workers if self.params.workers > 1 and self.bytes_total >= PARALLEL_MIN_BYTES else 0
         spool = self.work / "pieces"
         spool.mkdir()
+        # The same worker processes prepare the pieces and then write the configs.
         preparers = Preparers(self._filters, processes=processes, spool=spool)
+        try:
+            self._read(files_by_source, dedup, spill, preparers)
+            spill.flush()
+            duplicates = None
+            if dedup is not None:
+                self.report("dedup", force=True)
+                duplicates = self.work / "duplicates.bits"
+                bitmap, self.duplicates = dedup.resolve(records=self.kept, bitmap_path=duplicates)
+                del bitmap  # flushed to its file, which the writers map
+            self.stop_if_asked()
+            languages = self._write(spill, duplicates, preparers)
+        finally:
+            preparers.close()
+        return self._finish(files_by_source, languages)
+
+    def _read(self, files_by_source, dedup: DedupIndex | None, spill: SpillWriter, preparers: Preparers) -> None:
         # Enough pieces in flight to keep every worker busy while the oldest is spilled, and no more:
         # each holds up to a CHUNK of source and its rows.
-        in_flight = processes + 2 if processes else 2
+        in_flight = preparers.processes + 2 if preparers.processes else 2
         pending: collections.deque = collections.deque()
         done_bytes = 0  # bytes of the files finished before the current one
         current: SourceFile | None = None
-        try:
-            for file, job in self._jobs(files_by_source):
-                self.stop_if_asked()
-                pending.append((file, job.piece.bytes_read, preparers.submit(job)))
-                while len(pending) >= in_flight:
-                    file_done, bytes_read, future = pending.popleft()
-                    done_bytes, current = self._take(file_done, bytes_read, future.result(), done_bytes, current, dedup, spill)
-            while pending:
+        for file, job in self._jobs(files_by_source):
+            self.stop_if_asked()
+            pending.append((file, job.piece.bytes_read, preparers.submit(job)))
+            while len(pending) >= in_flight:
                 file_done, bytes_read, future = pending.popleft()
                 done_bytes, current = self._take(file_done, bytes_read, future.result(), done_bytes, current, dedup, spill)
-        finally:
-            preparers.close()
+        while pending:
+            file_done, bytes_read, future = pending.popleft()
+            done_bytes, current = self._take(file_done, bytes_read, future.result(), done_bytes, current, dedup, spill)
         self.report("read", force=True)
 
     def _jobs(self, files_by_source):
@@ -222,54 +226,51 @@ class _Build:
         for line, reason in rejects[: REJECT_SAMPLE - len(self.sample)]:
             self.sample.append(Reject(file.spec.name, file.rel, line, reason))
 
-    def _write(self, spill: SpillWriter, bitmap) -> dict[str, LanguageStats]:
+    def _write(self, spill: SpillWriter, duplicates: Path | None, preparers: Preparers) -> dict[str, LanguageStats]:
         configs = sorted(spill.rows)
         self.configs_total = len(configs)
         self.report("write", force=True)
-        lock = threading.Lock()
-
-        def write_config(config: str):
-            writer = ConfigWriter(out_dir=self.out_dir, config=config, schema=self.schema,
-                                  shard_size=self.params.shard_size, should_stop=self.stop_if_asked)
-            try:
-                writer.write(self._rows_of(spill, config, bitmap))
-                files = writer.finish(self.out_dir)
-            except BaseException:
-                writer.abort()
-                raise
-            with lock:
-                self.written += writer.rows
-                self.configs_written += 1
-            return files, LanguageStats(writer.rows, writer.text_bytes)
-
         # Biggest configs first, so that one large language does not finish last alone.
         order = sorted(configs, key=lambda c: -spill.rows[c])
+        jobs = {config: WriteJob(config, spill.runs_of(config), None if duplicates is None else str(duplicates),
+                                 str(self.out_dir), self.schema, self.params.shard_size) for config in order}
+        pool = None
+        if preparers.processes:
+            # In the worker processes: in threads here, the GIL-bound part of each batch (reading
+            # it back, dropping duplicates, cutting row groups) kept the write phase near one core.
+            futures = {config: preparers.submit_write(jobs[config], weight=spill.rows[config]) for config in order}
+        else:
+            local = threading.local()
+
+            def write_one(job: WriteJob):
+                if not hasattr(local, "readers"):
+                    local.readers = {}
+                return write_config(job, readers=local.readers, should_stop=self.stop_if_asked)
+
+            pool = ThreadPoolExecutor(max_workers=max(1, self.params.workers), thread_name_prefix="shard-writer")
+            futures = {config: pool.submit(write_one, jobs[config]) for config in order}
         results = {}
-        with ThreadPoolExecutor(max_workers=max(1, self.params.workers), thread_name_prefix="shard-writer") as pool:
-            futures = {config: pool.submit(write_config, config) for config in order}
-            try:
-                for config in order:
-                    while True:
-                        try:
-                            results[config] = futures[config].result(timeout=PROGRESS_EVERY)
-                            break
-                        except TimeoutError:
-                            self.report("write")
-                    self.report("write")
-            except BaseException:
-                for future in futures.values():
-                    future.cancel()
-                raise
+        try:
+            for config in order:
+                while True:
+                    try:
+                        results[config] = futures[config].result(timeout=PROGRESS_EVERY)
+                        break
+                    except TimeoutError:
+                        self.stop_if_asked()
+                        self.report("write")
+                self.written += results[config][1].records
+                self.configs_written += 1
+                self.report("write")
+        except BaseException:
+            for future in futures.values():
+                future.cancel()
+            raise
+        finally:
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
         self.shards = sorted((f for config in configs for f in results[config][0]), key=lambda f: f.path)
         return {config: results[config][1] for config in configs if results[config][1].records}
-
-    def _rows_of(self, spill: SpillWriter, config: str, bitmap):
-        for batch in spill.read(config):
-            if bitmap is not None:
-                keep = ~is_dropped(bitmap, batch.column("__seq").to_numpy())
-                if not keep.all():
-                    batch = batch.filter(pa.array(keep))
-            yield batch.drop_columns(["__seq"])
 
     def _finish(self, files_by_source, languages: dict[str, LanguageStats]) -> BuildResult:
         params = {

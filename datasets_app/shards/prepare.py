@@ -33,6 +33,7 @@ from datasets_app.shards.normalize import text_digests
 from datasets_app.shards.records import scrub_pii, validate
 from datasets_app.shards.sources import Piece, Wanted, parse
 from datasets_app.shards.spec import BuildError
+from datasets_app.shards.write import WriteJob
 from datasets_app.shards.urls import URL_COLUMN, url_hits
 
 KEY_BYTES = 16  # of the sha256, what deduplication compares
@@ -151,7 +152,8 @@ def _excluded(digests: np.ndarray, filters: Filters) -> np.ndarray:
 
 class Preparers:
     """Runs `prepare` on `processes` worker processes, or (processes=0) on one thread of
-    this process, which still overlaps it with reading and spilling.
+    this process, which still overlaps it with reading and spilling. Once every piece is
+    prepared, the worker processes write the configs' shards (`submit_write`).
 
     The workers are `python -m datasets_app.shards.worker` children fed over pipes, not a
     multiprocessing pool: spawn re-runs the caller's main script in every child (a script
@@ -162,9 +164,10 @@ class Preparers:
     """
 
     def __init__(self, filters: Filters, *, processes: int, spool: Path):
-        self.filters, self.spool = filters, spool
+        self.filters, self.spool, self.processes = filters, spool, processes
         self._workers: list[_Worker] = []
         self._next = 0
+        self._load: list[int] = [0] * processes  # weight of the write jobs given to each worker
         self._thread: ThreadPoolExecutor | None = None
         if processes:
             try:
@@ -183,6 +186,13 @@ class Preparers:
         job = dataclasses.replace(job, rows_path=str(self.spool / f"piece-{self._next:08d}.arrow"))
         self._next += 1
         return worker.submit(job)
+
+    def submit_write(self, job: WriteJob, *, weight: int) -> Future:
+        """Writes a config's shards on the worker with the least weight (rows) given so far:
+        with the biggest configs first, every worker finishes at about the same time."""
+        index = min(range(len(self._workers)), key=self._load.__getitem__)
+        self._load[index] += weight
+        return self._workers[index].submit(job)
 
     def close(self) -> None:
         """Stops the workers; pieces still queued are dropped (a cancelled or failed build)."""

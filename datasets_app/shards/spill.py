@@ -5,13 +5,12 @@ when it fills, each config's slices of the pieces are joined (in source order) a
 run is written as one Arrow IPC file, one record batch per config, with an index of
 which batch holds which config. Joining one config at a time keeps the flush's extra
 memory at one config's rows, not a sorted copy of the whole buffer. Writing a config then
-reads its batches from every run, memory-mapped, in run order, which is source order.
+reads its batches from every run, memory-mapped, in run order, which is source order
+(write.write_config, given `runs_of(config)`).
 """
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,7 +32,6 @@ class SpillWriter:
         self.rows: dict[str, int] = {}
         self._tables: list[pa.Table] = []
         self._buffered = 0
-        self._local = threading.local()
 
     def add(self, table: pa.Table, configs: list[str], counts: list[int]) -> None:
         """table: rows ordered by config (configs sorted, counts rows each), source order within one."""
@@ -64,18 +62,6 @@ class SpillWriter:
                 self.rows[config] = self.rows.get(config, 0) + rows.num_rows
         self.runs.append(run)
 
-    def read(self, config: str) -> Iterator[pa.RecordBatch]:
-        """The config's rows in source order, memory-mapped."""
-        # One reader per run and thread: opening parses the footer (a block per config),
-        # and readers are not documented as safe to share between threads.
-        readers = getattr(self._local, "readers", None)
-        if readers is None:
-            readers = self._local.readers = {}
-        for run in self.runs:
-            indices = run.batches.get(config)
-            if indices:
-                if run.path not in readers:
-                    readers[run.path] = pa.ipc.open_file(pa.memory_map(str(run.path)))
-                reader = readers[run.path]
-                for index in indices:
-                    yield reader.get_batch(index)
+    def runs_of(self, config: str) -> tuple[tuple[str, tuple[int, ...]], ...]:
+        """Where the config's rows are: (run file, batch indices), in source order."""
+        return tuple((str(run.path), tuple(run.batches[config])) for run in self.runs if run.batches.get(config))

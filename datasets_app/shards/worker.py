@@ -1,6 +1,7 @@
 """A build's worker process: `python -m datasets_app.shards.worker`, started by
-prepare.Preparers. It reads (filters, normalisation patterns) and then pieces from stdin,
-and writes each piece's prepared rows, or the error it raised, to stdout, in order."""
+prepare.Preparers. It reads (filters, normalisation patterns) and then jobs from stdin
+(pieces to prepare, then configs to write), and writes each job's result (a piece's
+prepared rows, a config's shard files), or the error it raised, to stdout, in order."""
 
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ def main() -> None:
     from datasets_app.shards import normalize
     from datasets_app.shards.prepare import prepare, read_message, write_message
     from datasets_app.shards.spec import BuildError
+    from datasets_app.shards.write import WriteJob, write_config
 
     start = read_message(source)
     if start is None:
@@ -45,9 +47,14 @@ def main() -> None:
     # One buffer for every piece's bytes: a fresh one each time cost more in page faults than
     # the read. Safe here because a piece's rows are in their file before the next piece is read.
     buffer = bytearray()
+    readers: dict = {}  # the spill runs this worker has opened to write configs
     while (job := read_message(source)) is not None:
         try:
-            message = ("ok", prepare(job, filters, buffer).to_file(job.rows_path))
+            if isinstance(job, WriteJob):
+                buffer = bytearray()  # no pieces come after the first config
+                message = ("ok", write_config(job, readers=readers))
+            else:
+                message = ("ok", prepare(job, filters, buffer).to_file(job.rows_path))
             # Hand back what the piece's Arrow arrays freed: the allocator keeps it otherwise,
             # and three workers each keeping their high-water mark came near the memory goal.
             pa.default_memory_pool().release_unused()

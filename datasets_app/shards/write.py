@@ -11,7 +11,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from datasets_app.shards.spec import ALL_CONFIG, MiB, ShardFile
+from datasets_app.shards.dedup import is_dropped
+from datasets_app.shards.spec import ALL_CONFIG, LanguageStats, MiB, ShardFile
 
 ROW_GROUP_BYTES = 64 * MiB
 COMPRESSION_LEVEL = 3
@@ -82,6 +84,28 @@ def row_sizes(batch: pa.RecordBatch) -> np.ndarray:
     return sizes
 
 
+def _string_bytes(column: pa.Array) -> int:
+    if column.null_count:
+        return int(pc.sum(pc.binary_length(column)).as_py() or 0)
+    first, last = np.frombuffer(column.buffers()[1], np.int32, count=len(column) + 1, offset=column.offset * 4)[[0, len(column)]]
+    return int(last - first)
+
+
+def batch_size(batch: pa.RecordBatch) -> int | None:
+    """row_sizes(batch).sum() read off the buffers, or None where nulls make it unknown."""
+    n, total = batch.num_rows, 0
+    for column in batch.columns:
+        if pa.types.is_string(column.type):
+            if column.null_count:
+                return None
+            total += _string_bytes(column) + 4 * n
+        elif pa.types.is_boolean(column.type):
+            total += n
+        else:
+            total += n * (column.type.bit_width // 8)
+    return total
+
+
 class ConfigWriter:
     """Streams one config's rows into data/<config>/train-NNNNN-of-MMMMM.parquet."""
 
@@ -102,7 +126,18 @@ class ConfigWriter:
 
     def write(self, batches: Iterable[pa.RecordBatch]) -> None:
         for batch in batches:
-            self.text_bytes += int(pc.sum(pc.binary_length(batch.column("text"))).as_py() or 0)
+            self.text_bytes += _string_bytes(batch.column("text"))
+            room = min(self.row_group_bytes - self._pending_bytes, self.shard_size - self._shard_bytes)
+            total = batch_size(batch)
+            if not batch.num_rows:
+                continue
+            if total is not None and total < room:
+                # The whole batch stays inside the row group (most batches of a large build: a config
+                # has one in every spill run), so no row's size is needed.
+                self._pending.append(batch)
+                self._pending_bytes += total
+                self._shard_bytes += total
+                continue
             sizes = row_sizes(batch)
             while batch.num_rows:
                 room = min(self.row_group_bytes - self._pending_bytes, self.shard_size - self._shard_bytes)
@@ -165,6 +200,53 @@ class ConfigWriter:
         if self._writer is not None:
             self._writer.close()
             self._sink.close()
+
+
+@dataclass(frozen=True)
+class WriteJob:
+    """One config's shards, to be written from its batches in the spill runs: all that a
+    build's worker process needs to write them (see build._Build._write)."""
+
+    config: str
+    runs: tuple[tuple[str, tuple[int, ...]], ...]  # (run file, the config's batches in it), in source order
+    duplicates: str | None  # the dedup bitmap file (bit set = drop), when deduplicating
+    out_dir: str
+    schema: pa.Schema
+    shard_size: int
+
+
+def write_config(job: WriteJob, *, readers: dict, should_stop: Callable[[], None] = lambda: None) -> tuple[list[ShardFile], LanguageStats]:
+    """Writes the config's shards into job.out_dir. `readers` caches the open run files between
+    calls (opening one parses its footer, a block per config); one cache per thread."""
+    out_dir = Path(job.out_dir)
+    writer = ConfigWriter(out_dir=out_dir, config=job.config, schema=job.schema, shard_size=job.shard_size, should_stop=should_stop)
+    try:
+        writer.write(_rows(job, readers))
+        files = writer.finish(out_dir)
+    except BaseException:
+        writer.abort()
+        raise
+    return files, LanguageStats(writer.rows, writer.text_bytes)
+
+
+def _rows(job: WriteJob, readers: dict) -> Iterator[pa.RecordBatch]:
+    bitmap = None
+    if job.duplicates is not None:
+        bitmap = readers.get(job.duplicates)
+        if bitmap is None:
+            # A plain array over the mapping: indexing the memmap subclass costs more than the lookup.
+            bitmap = readers[job.duplicates] = np.memmap(job.duplicates, dtype=np.uint8, mode="r").view(np.ndarray)
+    for path, indices in job.runs:
+        reader = readers.get(path)
+        if reader is None:
+            reader = readers[path] = pa.ipc.open_file(pa.memory_map(path))
+        for index in indices:
+            batch = reader.get_batch(index)
+            if bitmap is not None:
+                keep = ~is_dropped(bitmap, batch.column("__seq").to_numpy())
+                if not keep.all():
+                    batch = batch.filter(pa.array(keep))
+            yield batch.drop_columns(["__seq"])
 
 
 def write_json(path: Path, data) -> None:
