@@ -6,7 +6,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_http_methods
 
-from datasets_app.authz import can_download, can_request_access, downloadable_resources
+from datasets_app.authz import can_download, can_request_access, downloadable_resources, grant_covers, restricted_configs
 from datasets_app.forms import AccessRequestForm
 from datasets_app.overview import sample_rows, version_overview
 from datasets_app.models import AccessRequest, Grant, Resource
@@ -29,14 +29,18 @@ def resource_detail(request, namespace, slug):
     decision = can_download(request.user, resource)
     versions = list(resource.versions.filter(published_at__isnull=False).order_by("-published_at"))
     overview = version_overview(versions[0]) if versions and resource.kind == Resource.Kind.DATASET else None
-    sample_config, samples = "", []
+    sample_config, sample_configs, samples = "", [], []
     if overview is not None and decision and overview.configs:
-        largest = max(overview.configs, key=lambda name: (overview.configs[name]["rows"], name))
-        sample_config = request.GET.get("config") if request.GET.get("config") in overview.configs else largest
+        # Sample rows are content: only of the configs the grant covers.
+        restricted = restricted_configs(resource) if decision.grant is not None else {}
+        sample_configs = [name for name in overview.configs if grant_covers(decision.grant, name, restricted)]
+    if sample_configs:
+        largest = max(sample_configs, key=lambda name: (overview.configs[name]["rows"], name))
+        sample_config = request.GET.get("config") if request.GET.get("config") in sample_configs else largest
         samples = sample_rows(overview.version, sample_config)
     return render(request, "datasets_app/resource_detail.html", {
         "resource": resource, "decision": decision, "versions": versions, "overview": overview,
-        "sample_config": sample_config, "samples": samples,
+        "sample_config": sample_config, "sample_configs": sample_configs, "samples": samples,
     })
 
 

@@ -45,3 +45,18 @@ def test_it_shows_no_overview_for_a_version_published_from_a_plain_folder(cast, 
                     source=str(write_release(tmp_path / "plain", {"data/fr/a.jsonl": b'{"text": "x"}\n', "manifest.json": b'{"x": 1}'})))
     page = client.get(PAGE).content.decode()
     assert page.count("<svg") == 0 and 'id="languages"' not in page
+
+
+def test_it_shows_sample_rows_only_of_the_configs_the_grant_covers(cast, release_storage, tmp_path, client):
+    from datasets_app.models import RestrictedConfig
+
+    rows = built(tmp_path)
+    RestrictedConfig.objects.create(resource=cast.resource_a, name="he", conditions="Ethics approval required.")
+    client_for(client, cast, "granted")  # every unrestricted config
+
+    asked = client.get(PAGE + "?config=he").content.decode()
+
+    hebrew = {row["text"][:40] for row in rows if row["lang"] == "he"}
+    assert 'id="sample-rows"' in asked and not any(text in asked for text in hebrew)
+    options = asked.split('id="samples"', 1)[1].split("</select>", 1)[0]
+    assert 'value="fr"' in options and 'value="he"' not in options
