@@ -154,3 +154,28 @@ def test_it_rechecks_access_on_every_request_to_a_manifest_link(cast, built):
     assert altered.status_code == 403 and "not valid" in altered.content.decode()
     assert revoked.status_code == 403 and "was revoked" in revoked.content.decode()
     assert "Left the project." in revoked.content.decode()
+
+
+def test_it_passes_the_readme_cluster_recipe_with_a_grant_of_some_configs(cast, built, live_server, tmp_path):
+    """curl urls.txt and SHA256SUMS with a token, wget -c -x -nH --cut-dirs=2 -i, sha256sum -c: the
+    manifest of the covered configs lands as manifest.json beside their shards and checks."""
+    from tests.datasets_app.conftest_downloads import curl, run
+
+    scope(cast.grants["granted"], all_configs=False, configs=["ar", "fr"])
+    _, raw = access_token_create(user=cast.granted, name="node", scopes=["read"], days=1)
+    node = tmp_path / "node"
+    node.mkdir()
+    auth = ["-H", f"Authorization: Bearer {raw}"]
+    curl("-fsSL", *auth, live_server.url + BASE + "urls.txt", "-o", "urls.txt", cwd=node)
+    curl("-fsSL", *auth, live_server.url + BASE + "SHA256SUMS", "-o", "SHA256SUMS", cwd=node)
+
+    run("wget", "-c", "-x", "-nH", "--cut-dirs=2", "-i", "urls.txt", cwd=node)
+
+    got = sorted(str(p.relative_to(node)) for p in node.rglob("*") if p.is_file())
+    assert "manifest.json" in got and not any(path.startswith("data/he/") for path in got)
+    assert {path.split("/")[1] for path in got if path.startswith("data/")} == {"ar", "fr"}
+    check = run("sha256sum", "-c", "SHA256SUMS", cwd=node)
+    assert check.stdout.decode().count(": OK") == len(got) - 2  # all but urls.txt and SHA256SUMS
+    manifest = json.loads((node / "manifest.json").read_text(encoding="utf-8"))
+    assert sorted(manifest["configs"]) == ["ar", "fr"] and manifest["filtered"]["not_covered"] == ["he"]
+    assert {f["path"] for f in manifest["files"]} == {path for path in got if path.startswith("data/")}
