@@ -89,8 +89,11 @@ def takedown_queue(request):
     if resource_id.isdigit():
         takedowns = takedowns.filter(resource_id=int(resource_id))
     page = Paginator(takedowns.order_by("created_at", "pk"), 50).get_page(request.GET.get("page"))
+    # Open requests naming a URL that some published version cannot be searched for (its records keep none).
+    url_unsearched = {item.pk for item in page if item.url and item.status == Takedown.Status.RECEIVED
+                      and versions_without_urls(takedown=item)}
     return render(request, "datasets_app/takedown/queue.html", {
-        "page": page, "status": status, "statuses": Takedown.Status.choices, "resource_id": resource_id,
+        "page": page, "url_unsearched": url_unsearched, "status": status, "statuses": Takedown.Status.choices, "resource_id": resource_id,
         "resources": reviewable_resources(request.user).filter(kind=Resource.Kind.DATASET).order_by("namespace", "slug"),
     })
 

@@ -374,6 +374,7 @@ def test_it_finds_every_record_of_a_page_by_its_url_and_later_builds_drop_the_pa
     detail = reviewer.get(detail_url(takedown)).content.decode()
     assert f"yes, {len(on_page)} records" in detail and on_page[0] in detail.split('id="scan"', 1)[1]
     assert "no-url-column" not in detail and 'id="url-unsearchable"' not in detail
+    assert "not looked up everywhere" not in reviewer.get(QUEUE).content.decode()
     with send_mail_on_commit():
         reviewer.post(detail_url(takedown), {"action": "accept", "note": "The page is the requester's."})
 
@@ -400,6 +401,7 @@ def test_it_tells_the_custodian_which_versions_keep_no_url_to_look_one_up_in(cli
     takedown = submit(cast.resource_a, url=page)
     reviewer = client_for(client, cast, "reviewer_a")
 
+    assert "not looked up everywhere" in reviewer.get(QUEUE).content.decode()
     detail = reviewer.get(detail_url(takedown)).content.decode()
     assert "Its records keep no URL, so the URL was not looked up in v1." in detail
     assert 'id="url-unsearchable"' in detail and ">unknown<" in detail
