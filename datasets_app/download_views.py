@@ -8,8 +8,6 @@ import re
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.contrib.auth import get_user_model
-from django.contrib.auth.models import AnonymousUser
 from django.contrib.auth.views import redirect_to_login
 from django.http import FileResponse, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.shortcuts import get_object_or_404, render
@@ -19,7 +17,7 @@ from django.views.decorators.http import require_safe
 from datasets_app import storage as store
 from datasets_app.authz import can_download, grant_covers, restricted_configs
 from datasets_app.download_events import download_redeem
-from datasets_app.links import LinkError, link_claims, link_url
+from datasets_app.links import OTHER_ACCOUNT, LinkError, link_account, link_claims, link_url
 from datasets_app.manifests import GrantManifest, grant_manifest, manifest_link_path
 from datasets_app.models import EVERY_CONFIG, File, Version
 from datasets_app.tokens import accepts_token, text_response
@@ -270,13 +268,12 @@ def _refusal(request, claims, path, *, other_account: bool):
     file = File.objects.select_related("version__resource").filter(pk=claims.file_id).first()
     if file is None or file.path != path or file.version.published_at is None:
         return text_response(404, "This link names a file that is not part of a published version. Copy it again from the download page.")
-    user = AnonymousUser()
-    if claims.user_id:
-        user = get_user_model().objects.filter(pk=claims.user_id, is_active=True).first()
-        if user is None:
-            return text_response(403, "The account this link was issued to is disabled.")
+    try:
+        user = link_account(claims.user_id)
+    except LinkError as error:
+        return text_response(error.status, str(error))
     if other_account:
-        return text_response(403, "This link was issued to another account. Links are personal: get your own from the download page.")
+        return text_response(403, OTHER_ACCOUNT)
     decision = can_download(user, file.version.resource, config=file.config)
     if decision:
         # Access was granted between the two checks (a concurrent approval): ask for a retry.

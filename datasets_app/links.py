@@ -11,6 +11,8 @@ import time
 from dataclasses import dataclass
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import AnonymousUser
 from django.core import signing
 from django.urls import reverse
 
@@ -70,3 +72,17 @@ def link_claims(token: str, *, now: float | None = None) -> LinkClaims:
         raise LinkError(410, "This download link has expired. Get fresh links from the version's download page "
                              "(or its urls.txt) and resume: completed bytes are kept.")
     return claims
+
+
+OTHER_ACCOUNT = "This link was issued to another account. Links are personal: get your own from the download page."
+
+
+def link_account(user_id: int):
+    """The account a link was issued to, AnonymousUser for a link issued to nobody (an open
+    resource's page seen signed out); LinkError when that account is disabled."""
+    if not user_id:
+        return AnonymousUser()
+    user = get_user_model().objects.filter(pk=user_id, is_active=True).first()
+    if user is None:
+        raise LinkError(403, "The account this link was issued to is disabled.")
+    return user

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 from django.conf import settings
-from django.contrib.auth import get_user_model
-from django.contrib.auth.models import AnonymousUser
 from django.http import HttpResponse, HttpResponseRedirect
 from django.utils.http import content_disposition_header
 from django.views.decorators.http import require_safe
 
 from datasets_app.authz import can_download, restricted_configs
-from datasets_app.links import LinkError, link_path
+from datasets_app.links import OTHER_ACCOUNT, LinkError, link_account, link_path
 from datasets_app.manifests import grant_manifest, manifest_link_claims, stored_manifest
 from datasets_app.models import Version
 from datasets_app.tokens import text_response
@@ -26,14 +24,13 @@ def grant_manifest_view(request, token):
     version = Version.objects.select_related("resource").filter(pk=claims.version_id, published_at__isnull=False).first()
     if version is None:
         return text_response(404, "This link names a version that is not published. Copy it again from the download page.")
-    user = AnonymousUser()
-    if claims.user_id:
-        user = get_user_model().objects.filter(pk=claims.user_id, is_active=True).first()
-        if user is None:
-            return text_response(403, "The account this link was issued to is disabled.")
+    try:
+        user = link_account(claims.user_id)
+    except LinkError as error:
+        return text_response(error.status, str(error))
     if (settings.SESSION_COOKIE_NAME in request.COOKIES and request.user.is_authenticated
             and request.user.pk != claims.user_id):
-        return text_response(403, "This link was issued to another account. Links are personal: get your own from the download page.")
+        return text_response(403, OTHER_ACCOUNT)
     decision = can_download(user, version.resource)
     if not decision:
         action = f" {request.build_absolute_uri(decision.action_url)}" if decision.action_url else ""

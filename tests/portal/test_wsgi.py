@@ -10,7 +10,7 @@ from datasets_app import links, storage
 from portal.wsgi import PortalApplication
 from tests.conftest import client_for
 from tests.datasets_app.conftest_downloads import (  # noqa: F401 (fixtures)
-    BIG_SIZE, curl, download_mark, downloads_since, file_of, local_storage, parse_headers, published,
+    curl, download_mark, downloads_since, file_of, local_storage, parse_headers, published,
     release_files, release_folder,
 )
 
