@@ -68,10 +68,12 @@ class BuildParams:
     # Memory bounds; they change how much is spilled to work_dir, never the output bytes.
     spill_memory: int = 96 * MiB
     dedup_memory: int = 64 * MiB
-    # Processes preparing pieces while reading, then threads writing configs. Three on two
-    # cores: on the shared benchmark machine (load 3-5) a third worker took a 2 GiB build from
-    # 18 s to 15-17 s, since the scheduler shares the cores among all runnable processes; each
-    # worker holds about 180 MiB.
+    # Processes preparing pieces while reading, then writing configs (threads instead for a
+    # build too small to start them). Three on two cores: on the shared benchmark machine
+    # (load 3-5) a third worker took a 2 GiB build from 18 s to 15-17 s, since the scheduler
+    # shares the cores among all runnable processes; a fourth was slower again (0.57x of the
+    # baseline against 0.61x for three, three runs each at 0.5 GiB, load 3.8) and holds 0.13 GiB
+    # more. Each worker holds about 180 MiB.
     workers: int = 3
 
 
