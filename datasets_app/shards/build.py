@@ -261,12 +261,10 @@ class _Build:
                         self.report("write")
                 self.written += results[config][1].records
                 self.configs_written += 1
+                self.stop_if_asked()
                 self.report("write")
-        except BaseException:
-            for future in futures.values():
-                future.cancel()
-            raise
         finally:
+            # Configs not begun are dropped: the pool's here, the workers' when run() closes them.
             if pool is not None:
                 pool.shutdown(wait=True, cancel_futures=True)
         self.shards = sorted((f for config in configs for f in results[config][0]), key=lambda f: f.path)

@@ -75,6 +75,22 @@ def test_it_stops_its_workers_when_cancelled(parallel, tmp_path):
     assert not [c for c in psutil.Process().children(recursive=True) if "datasets_app.shards.worker" in " ".join(c.cmdline())]
 
 
+def test_it_stops_its_workers_when_cancelled_while_they_write_shards(parallel, tmp_path):
+    phases = []
+
+    def should_stop():
+        return bool(phases) and phases[-1] == "write"
+
+    with pytest.raises(BuildCancelled):
+        build_shards(sources=[udhr_spec()], out_dir=tmp_path / "out", params=BuildParams(shard_size=64 * 1024),
+                     progress=lambda p: phases.append(p.phase), should_stop=should_stop)
+    assert "write" in phases and "done" not in phases
+    assert not (tmp_path / "out").exists()
+    import psutil
+
+    assert not [c for c in psutil.Process().children(recursive=True) if "datasets_app.shards.worker" in " ".join(c.cmdline())]
+
+
 def test_it_reports_a_worker_that_dies(parallel, tmp_path, monkeypatch):
     from datasets_app.shards import prepare
 
