@@ -29,7 +29,12 @@ class DownloadHandler(WSGIHandler):
 
     def load_middleware(self, is_async=False):
         self._view_middleware, self._template_response_middleware, self._exception_middleware = [], [], []
-        inner = convert_exception_to_response(self._get_response)
+
+        def allowed_host_only(request):
+            request.get_host()  # ALLOWED_HOSTS, which CommonMiddleware checks on every other request: 400 if not
+            return self._get_response(request)
+
+        inner = convert_exception_to_response(allowed_host_only)
         self._middleware_chain = convert_exception_to_response(SecurityMiddleware(inner))
 
     def get_response(self, request):

@@ -78,3 +78,10 @@ def test_it_sends_the_length_of_small_ranges_and_refusals(cast, published, live_
     assert status == 206 and headers["content-length"] == "10"
     status, headers = parse_headers(curl("-D", "-", "-o", "/dev/null", link.replace("/d/", "/d/x", 1)).stdout)
     assert status == 403 and int(headers["content-length"]) > 0
+
+
+def test_it_refuses_a_host_the_portal_does_not_serve_on_the_lean_path(cast, published, live_server):
+    mark = download_mark()
+    result = curl("-w", "%{http_code}", "-o", "/dev/null", "-H", "Host: evil.example", _link(cast, published, live_server.url))
+    assert result.stdout == b"400"
+    assert downloads_since(mark) == []
