@@ -36,20 +36,22 @@ class LinkError(Exception):
 _signers: dict[tuple, signing.Signer] = {}
 
 
-def _signer() -> signing.Signer:
-    # One per key set: every range request of every download verifies a link.
+def link_signer(salt: str = _SALT) -> signing.Signer:
+    """The HMAC-SHA256 signer of links of one kind (`salt`), one per key set: every range
+    request of every download verifies a link."""
     keys = (settings.SECRET_KEY, tuple(settings.SECRET_KEY_FALLBACKS))
-    if keys not in _signers:
-        _signers.clear()
-        _signers[keys] = signing.Signer(salt=_SALT, algorithm="sha256")
-    return _signers[keys]
+    if (salt, keys) not in _signers:
+        for stale in [k for k in _signers if k[1] != keys]:
+            del _signers[stale]
+        _signers[salt, keys] = signing.Signer(salt=salt, algorithm="sha256")
+    return _signers[salt, keys]
 
 
 def link_token(*, file, user, grant=None, ttl: int | None = None, now: float | None = None) -> str:
     expires = int((now or time.time()) + (ttl or settings.DOWNLOAD_LINK_TTL))
     # An anonymous visitor of an open resource gets links for user 0.
     payload = {"f": file.pk, "u": getattr(user, "pk", None) or 0, "g": grant.pk if grant else 0, "e": expires}
-    return _signer().sign_object(payload)
+    return link_signer().sign_object(payload)
 
 
 def link_path(*, file, user, grant=None, ttl: int | None = None) -> str:
@@ -63,7 +65,7 @@ def link_url(*, file, user, grant=None, ttl: int | None = None, base: str | None
 
 def link_claims(token: str, *, now: float | None = None) -> LinkClaims:
     try:
-        payload = _signer().unsign_object(token)
+        payload = link_signer().unsign_object(token)
         claims = LinkClaims(int(payload["f"]), int(payload["u"]), int(payload["g"]) or None, int(payload["e"]))
     except (signing.BadSignature, KeyError, TypeError, ValueError, UnicodeDecodeError):
         raise LinkError(403, "This download link is not valid: it was cut short or altered. "

@@ -26,7 +26,7 @@ from django.urls import reverse
 
 from datasets_app import storage as store
 from datasets_app.authz import grant_covers
-from datasets_app.links import LinkError
+from datasets_app.links import LinkError, link_signer
 from datasets_app.models import EVERY_CONFIG, File, Version
 
 logger = logging.getLogger(__name__)
@@ -119,13 +119,13 @@ class ManifestClaims:
 def manifest_link_path(*, version: Version, user, grant, ttl: int | None = None) -> str:
     expires = int(time.time() + (ttl or settings.DOWNLOAD_LINK_TTL))
     payload = {"v": version.pk, "u": getattr(user, "pk", None) or 0, "g": grant.pk if grant else 0, "e": expires}
-    token = signing.Signer(salt=_SALT, algorithm="sha256").sign_object(payload)
+    token = link_signer(_SALT).sign_object(payload)
     return reverse("grant_manifest", kwargs={"token": token})
 
 
 def manifest_link_claims(token: str) -> ManifestClaims:
     try:
-        payload = signing.Signer(salt=_SALT, algorithm="sha256").unsign_object(token)
+        payload = link_signer(_SALT).unsign_object(token)
         claims = ManifestClaims(int(payload["v"]), int(payload["u"]), int(payload["g"]) or None, int(payload["e"]))
     except (signing.BadSignature, KeyError, TypeError, ValueError, UnicodeDecodeError):
         raise LinkError(403, "This manifest link is not valid: it was cut short or altered. "
