@@ -92,17 +92,20 @@ def _record_shards(version: Version):
             yield file, schema
 
 
-def version_keeps_urls(version: Version) -> bool:
-    """Whether the version's records carry the URL they were taken from (a string `url` column)."""
+def _keeps_urls(schema) -> bool:
+    """Whether a shard's records carry the URL they were taken from (a string `url` column)."""
     import pyarrow as pa
 
     from datasets_app.shards.urls import URL_COLUMN
 
+    return URL_COLUMN in schema.names and pa.types.is_string(schema.field(URL_COLUMN).type)
+
+
+def version_keeps_urls(version: Version) -> bool:
     key = f"takedown-url-column:{version.revision}"
     keeps = cache.get(key)
     if keeps is None:
-        keeps = any(URL_COLUMN in schema.names and pa.types.is_string(schema.field(URL_COLUMN).type)
-                    for _, schema in _record_shards(version))
+        keeps = any(_keeps_urls(schema) for _, schema in _record_shards(version))
         cache.set(key, keeps, SCAN_CACHE_SECONDS)
     return keeps
 
@@ -131,7 +134,7 @@ def _scan(version: Version, *, record_id: str, needle: str, url: str) -> list[Ma
     found: dict[str, Match] = {}
     storage = store.release_storage()
     for file, schema in _record_shards(version):
-        by_url = bool(url) and URL_COLUMN in schema.names and pa.types.is_string(schema.field(URL_COLUMN).type)
+        by_url = bool(url) and _keeps_urls(schema)
         if not (record_id or needle or by_url):
             continue
         with storage.open(file.storage_key, "rb") as handle:
