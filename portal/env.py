@@ -63,6 +63,19 @@ def env_list(name: str, default: list[str] | None = None) -> list[str]:
     return [item.strip() for item in value.split(",") if item.strip()]
 
 
+def env_networks(name: str, default: list[str] | None = None) -> list[str]:
+    """A comma-separated list of IP addresses or networks (`127.0.0.1, 10.0.0.0/8, ::1`)."""
+    import ipaddress
+
+    items = env_list(name, default)
+    for item in items:
+        try:
+            ipaddress.ip_network(item, strict=False)
+        except ValueError:
+            raise ImproperlyConfigured(f"{name}: {item!r} is not an IP address or network (e.g. 127.0.0.1 or 10.0.0.0/8).") from None
+    return items
+
+
 def env_url(name: str, default: str | None = None, *, schemes: tuple[str, ...]) -> str | None:
     value = _raw(name) or default
     if not value:

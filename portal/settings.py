@@ -14,7 +14,7 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from portal.env import env_bool, env_duration, env_int, env_list, env_str, env_url
+from portal.env import env_bool, env_duration, env_int, env_list, env_networks, env_str, env_url
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("PORTAL_VAR_DIR", str(BASE_DIR / "var")))
@@ -36,6 +36,9 @@ ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"] if
 if not DEBUG and not ALLOWED_HOSTS:
     raise ImproperlyConfigured("ALLOWED_HOSTS is required in production (DEBUG=0): a comma-separated list of host names.")
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+# Proxies in front of the portal (nginx, a load balancer): addresses or networks whose
+# X-Forwarded-For is believed. Empty: the peer's address is the client's (portal.client).
+TRUSTED_PROXIES = env_networks("TRUSTED_PROXIES", [])
 # Absolute links in e-mails (renewal, verification) are built from this.
 PORTAL_BASE_URL = env_url("PORTAL_BASE_URL", "http://127.0.0.1:8000", schemes=("http", "https")).rstrip("/")
 PORTAL_NAME = env_str("PORTAL_NAME", "Open Model Release Portal")
