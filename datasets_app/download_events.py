@@ -29,6 +29,7 @@ from django.utils import timezone
 
 from datasets_app.models import EVERY_CONFIG, DownloadEvent, File, Grant, Resource, RestrictedConfig, Version
 from portal.audit import audit_lock, audit_record, register_seal_verifier
+from portal.client import client_ip
 from portal.models import AuditEvent
 
 SEAL_ACTION = "downloads_sealed"
@@ -130,7 +131,7 @@ def download_redeem(*, file_id: int, path: str, user_id: int, link_grant_id: int
     params = {
         "file": file_id, "path": path, "user": user_id or 0, "link_grant": link_grant_id,
         "method": request.method[:8], "range": meta.get("HTTP_RANGE", "")[:100],
-        "ip": meta.get("REMOTE_ADDR") or None, "agent": meta.get("HTTP_USER_AGENT", "")[:400],
+        "ip": client_ip(request), "agent": meta.get("HTTP_USER_AGENT", "")[:400],
     }
     if connection.vendor == "postgresql":
         # Never relax the commit of a transaction that may hold other changes.

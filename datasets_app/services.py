@@ -17,6 +17,7 @@ from datasets_app import notifications
 from datasets_app.authz import can_request_access
 from datasets_app.models import EVERY_CONFIG, AccessRequest, File, Grant, License, LicenseVersion, Resource
 from portal.audit import audit_record
+from portal.client import client_ip
 
 User = get_user_model()
 
@@ -130,7 +131,7 @@ def access_request_submit(
         "license_version": license_version,
         "license_sha256": license_version.sha256,
         "submitted_at": timezone.now(),
-        "ip": request.META.get("REMOTE_ADDR") if request else None,
+        "ip": client_ip(request),
         "user_agent": request.META.get("HTTP_USER_AGENT", "")[:400] if request else "",
     }
     try:

@@ -16,6 +16,7 @@ from datasets_app.authz import reviewable_resources
 from datasets_app.models import Resource, Takedown
 from datasets_app.review_views import reviewer_required
 from datasets_app.services import GovernanceError
+from portal.client import client_ip
 from datasets_app.takedown_forms import (
     TakedownAcceptForm,
     TakedownForm,
@@ -43,7 +44,7 @@ def _rate_key(ip: str) -> str:
 
 @require_http_methods(["GET", "POST"])
 def takedown_form(request):
-    ip = request.META.get("REMOTE_ADDR") or ""
+    ip = client_ip(request) or ""
     if request.method != "POST":
         return render(request, "datasets_app/takedown/form.html",
                       {"form": TakedownForm(initial={"dataset": request.GET.get("resource", "")})})

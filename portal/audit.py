@@ -19,6 +19,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connection, transaction
 from django.utils import timezone
 
+from portal.client import client_ip
 from portal.models import AuditEvent
 
 GENESIS_HASH = "0" * 64
@@ -49,7 +50,7 @@ def event_hash(event: AuditEvent) -> str:
 def _client(request) -> tuple[str | None, str]:
     if request is None:
         return None, ""
-    return request.META.get("REMOTE_ADDR") or None, request.META.get("HTTP_USER_AGENT", "")[:400]
+    return client_ip(request), request.META.get("HTTP_USER_AGENT", "")[:400]
 
 
 def audit_lock() -> None:
