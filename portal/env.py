@@ -110,3 +110,36 @@ def env_duration(name: str, default: str, *, minimum: int = 1, maximum: int | No
     if maximum is not None and seconds > maximum:
         raise ImproperlyConfigured(f"{name}={value!r} is longer than the maximum of {maximum} seconds ({maximum // 86400} days).")
     return seconds
+
+
+def local_secret_key(path) -> str:
+    """The embedded default's SECRET_KEY: random, made on the first start, kept at `path`.
+
+    A committed constant would let anyone who read the repository sign download links
+    for any user, so none is ever used. The key is written to a private temporary file
+    and then hard-linked into place: the link fails if the key already exists, so two
+    processes starting at once both end up with the key of whichever linked first, and
+    nobody ever reads a half-written file.
+    """
+    import secrets
+    from pathlib import Path
+
+    path = Path(path)
+    if not path.exists():
+        temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(descriptor, "w") as handle:
+                handle.write(secrets.token_urlsafe(64))
+                handle.flush()
+                os.fsync(handle.fileno())
+            try:
+                os.link(temporary, path)
+            except FileExistsError:
+                pass  # another process started at the same moment and its key won
+        finally:
+            temporary.unlink(missing_ok=True)
+    key = path.read_text().strip()
+    if len(key) < 50:
+        raise ImproperlyConfigured(f"{path} holds no usable secret key: delete it and start again (signed links issued so far stop working).")
+    return key

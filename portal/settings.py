@@ -14,16 +14,17 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from portal.env import env_bool, env_duration, env_int, env_list, env_networks, env_str, env_url
+from portal.env import env_bool, env_duration, env_int, env_list, env_networks, env_str, env_url, local_secret_key
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("PORTAL_VAR_DIR", str(BASE_DIR / "var")))
 VAR_DIR.mkdir(parents=True, exist_ok=True)
 
 DEBUG = env_bool("DEBUG", True)
-_INSECURE_KEY = "django-insecure-embedded-default-do-not-use-in-production"
 if DEBUG:
-    SECRET_KEY = env_str("SECRET_KEY", _INSECURE_KEY)
+    # Never a constant from the repository: with DEBUG left on by mistake, a known key would
+    # let anyone sign download links for any user and file.
+    SECRET_KEY = env_str("SECRET_KEY") or local_secret_key(VAR_DIR / "secret_key")
 else:
     SECRET_KEY = env_str("SECRET_KEY", required=True)
     if len(SECRET_KEY) < 50 or len(set(SECRET_KEY)) < 5 or SECRET_KEY.startswith("django-insecure"):
