@@ -27,10 +27,10 @@ from django.contrib.auth import get_user_model
 from django.db import OperationalError, connection, transaction
 from django.utils import timezone
 
-from datasets_app.models import EVERY_CONFIG, DownloadEvent, File, Grant, Resource, RestrictedConfig, Version
+from datasets_app.models import EVERY_CONFIG, AccessToken, DownloadEvent, File, Grant, Resource, RestrictedConfig, Version
 from portal.audit import audit_lock, audit_record, register_seal_verifier
 from portal.client import client_ip
-from portal.models import AuditEvent
+from portal.models import AuditEvent, Profile
 
 SEAL_ACTION = "downloads_sealed"
 
@@ -55,7 +55,8 @@ def _tables() -> dict[str, str]:
     return {
         "file": File._meta.db_table, "version": Version._meta.db_table, "resource": Resource._meta.db_table,
         "grant": Grant._meta.db_table, "user": get_user_model()._meta.db_table, "event": DownloadEvent._meta.db_table,
-        "restricted": RestrictedConfig._meta.db_table,
+        "restricted": RestrictedConfig._meta.db_table, "profile": Profile._meta.db_table,
+        "token": AccessToken._meta.db_table,
     }
 
 
@@ -64,7 +65,10 @@ def _tables() -> dict[str, str]:
 # expired, whose license version is the resource's current one, and that covers the
 # file's config (authz.grant_covers; a file of every config, the manifest, needs every
 # restricted config named too). A link issued to an account (user != 0) needs that
-# account to be active, whatever the policy.
+# account to be active, whatever the policy, and must not have been revoked since it was
+# issued (links.link_revocation says which rule refused): the account's link generation
+# is still the link's, and the access token it was minted through (token != 0) is still
+# active. Both are checked here, in the same statement: no extra round trip per range.
 _CHECK = """
 SELECT f.id AS file_id, f.path, f.size, f.sha256, f.content_type, f.storage_key,
        v.name AS version, r.namespace || '/' || r.slug AS resource,
@@ -73,11 +77,14 @@ FROM "{file}" f
 JOIN "{version}" v ON v.id = f.version_id AND v.published_at IS NOT NULL
 JOIN "{resource}" r ON r.id = v.resource_id
 LEFT JOIN "{user}" u ON u.id = %(user)s AND u.is_active
+LEFT JOIN "{profile}" p ON p.user_id = u.id
 LEFT JOIN "{grant}" g ON g.user_id = u.id AND g.resource_id = r.id AND g.status = 'active'
      AND g.expires_at > {now}
      AND (r.license_version_id IS NULL OR g.license_version_id = r.license_version_id)
 WHERE f.id = %(file)s AND f.path = %(path)s
-  AND (%(user)s = 0 OR u.id IS NOT NULL)
+  AND (%(user)s = 0 OR (u.id IS NOT NULL AND COALESCE(p.link_generation, 0) = %(generation)s
+       AND (%(token)s = 0 OR EXISTS (SELECT 1 FROM "{token}" t WHERE t.id = %(token)s AND t.user_id = u.id
+            AND t.revoked_at IS NULL AND t.expires_at > {now}))))
   AND (r.access_policy = 'open' OR (r.access_policy = 'registered' AND u.id IS NOT NULL) OR (g.id IS NOT NULL
        AND (f.config = '' OR {named} OR (g.all_configs AND NOT EXISTS (
             SELECT 1 FROM "{restricted}" rc WHERE rc.resource_id = r.id
@@ -124,12 +131,14 @@ def _sql(name: str) -> str:
     return _sql_cache[name]
 
 
-def download_redeem(*, file_id: int, path: str, user_id: int, link_grant_id: int | None, request) -> Redemption | None:
+def download_redeem(*, file_id: int, path: str, user_id: int, link_grant_id: int | None, token_id: int | None,
+                    generation: int, request) -> Redemption | None:
     """Check access to a link's file and record the request; None when access is refused
     (nothing is recorded then: ask can_download why)."""
     meta = request.META
     params = {
         "file": file_id, "path": path, "user": user_id or 0, "link_grant": link_grant_id,
+        "token": token_id or 0, "generation": generation,
         "method": request.method[:8], "range": meta.get("HTTP_RANGE", "")[:100],
         "ip": client_ip(request), "agent": meta.get("HTTP_USER_AGENT", "")[:400],
     }
@@ -151,7 +160,8 @@ def download_redeem(*, file_id: int, path: str, user_id: int, link_grant_id: int
     return Redemption(file_id, path, size, sha256, content_type, storage_key)
 
 
-_STATEMENT = b"datasets_app_redeem_v2"
+# The name changes with the statement: a connection (or a pooler) that prepared an older one keeps it.
+_STATEMENT = b"datasets_app_redeem_v3"
 _redeem_statement: tuple[str, list[str]] | None = None  # the statement in libpq's $n form, and its parameter names
 _PARAM = re.compile(r"%\((\w+)\)s")
 

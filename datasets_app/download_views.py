@@ -17,7 +17,8 @@ from django.views.decorators.http import require_safe
 from datasets_app import storage as store
 from datasets_app.authz import can_download, grant_covers, restricted_configs
 from datasets_app.download_events import download_redeem
-from datasets_app.links import OTHER_ACCOUNT, LinkError, link_account, link_claims, link_url
+from datasets_app.download_refusals import download_refusal_record, link_digest
+from datasets_app.links import OTHER_ACCOUNT, LinkError, link_account, link_claims, link_generation, link_revocation, link_url
 from datasets_app.manifests import GrantManifest, grant_manifest, manifest_link_path
 from datasets_app.models import EVERY_CONFIG, File, Version
 from datasets_app.tokens import accepts_token, text_response
@@ -103,8 +104,11 @@ def _listing(request, namespace, slug, version, *, browser: bool):
 def _signed_links(request, listing: _Listing) -> list:
     base = request.build_absolute_uri("/")
     grant = listing.decision.grant
-    return [(f, request.build_absolute_uri(manifest_link_path(version=listing.version, user=request.user, grant=grant))
-             if isinstance(f, GrantManifest) else link_url(file=f, user=request.user, grant=grant, base=base))
+    # Links fetched with an access token die with it (links.link_revocation).
+    token = getattr(request, "access_token", None)
+    minted = {"user": request.user, "grant": grant, "token_id": token.pk if token else None, "generation": link_generation(request.user)}
+    return [(f, request.build_absolute_uri(manifest_link_path(version=listing.version, **minted))
+             if isinstance(f, GrantManifest) else link_url(file=f, base=base, **minted))
             for f in listing.files]
 
 
@@ -233,6 +237,8 @@ def file_download(request, token, path):
     try:
         claims = link_claims(token)
     except LinkError as error:
+        download_refusal_record(request=request, reason=error.reason, status=error.status,
+                                link={"kind": "file", "digest": link_digest(token), "path": path[:200]})
         return text_response(error.status, str(error))
     # A link issued to nobody (an open resource's page seen signed out) is no other account's.
     # (Download tools send no session cookie: the session and user are then not loaded at all.)
@@ -240,7 +246,8 @@ def file_download(request, token, path):
                      and request.user.is_authenticated and request.user.pk != claims.user_id)
     # The check and the audit record in one statement: this runs on every range request of every download.
     file = None if other_account else download_redeem(
-        file_id=claims.file_id, path=path, user_id=claims.user_id, link_grant_id=claims.grant_id, request=request)
+        file_id=claims.file_id, path=path, user_id=claims.user_id, link_grant_id=claims.grant_id,
+        token_id=claims.token_id, generation=claims.generation, request=request)
     if file is None:
         return _refusal(request, claims, path, other_account=other_account)
 
@@ -264,22 +271,33 @@ def file_download(request, token, path):
 
 
 def _refusal(request, claims, path, *, other_account: bool):
-    """Why a link was refused, in words: the slow path, taken only when access is denied."""
+    """Why a link was refused, in words and in the audit trail: the slow path, taken only when access is denied."""
     file = File.objects.select_related("version__resource").filter(pk=claims.file_id).first()
+    resource = file.version.resource.repo_id if file is not None else ""
+
+    def refuse(status: int, message: str, reason: str):
+        download_refusal_record(request=request, reason=reason, status=status, resource=resource, link={
+            "kind": "file", "file_id": claims.file_id, "path": path[:200], "user_id": claims.user_id,
+            "grant_id": claims.grant_id, "token_id": claims.token_id, "expires_at": claims.expires_at})
+        return text_response(status, message)
+
     if file is None or file.path != path or file.version.published_at is None:
-        return text_response(404, "This link names a file that is not part of a published version. Copy it again from the download page.")
+        return refuse(404, "This link names a file that is not part of a published version. Copy it again from the download page.", "unknown_file")
     try:
         user = link_account(claims.user_id)
     except LinkError as error:
-        return text_response(error.status, str(error))
+        return refuse(error.status, str(error), error.reason)
     if other_account:
-        return text_response(403, OTHER_ACCOUNT)
+        return refuse(403, OTHER_ACCOUNT, "other_account")
+    revoked = link_revocation(user=user, token_id=claims.token_id, generation=claims.generation)
+    if revoked is not None:
+        return refuse(revoked.status, str(revoked), revoked.reason)
     decision = can_download(user, file.version.resource, config=file.config)
     if decision:
         # Access was granted between the two checks (a concurrent approval): ask for a retry.
         return text_response(503, "Your access changed while this request was checked. Try again.")
     action = f" {request.build_absolute_uri(decision.action_url)}" if decision.action_url else ""
-    return text_response(403 if user.is_authenticated else 401, decision.message + action)
+    return refuse(403 if user.is_authenticated else 401, decision.message + action, decision.code)
 
 
 SMALL_RANGE = 64 * 1024

@@ -3,6 +3,11 @@
 The token is the payload signed with HMAC-SHA256 under the site's SECRET_KEY; any
 change to any character breaks the signature. Redeeming a link re-checks the
 user's access every time, so revocation and expiry take effect at once.
+
+A link also names what can kill it before its expiry: the access token it was minted
+through (0 for none: a link minted with a token lives only while that token is active),
+and the account's link generation it was issued under (Profile.link_generation, raised by
+links_revoke_all). A link from before these two fields existed is refused as stale.
 """
 
 from __future__ import annotations
@@ -14,7 +19,16 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AnonymousUser
 from django.core import signing
+from django.db import transaction
+from django.db.models import F
 from django.urls import reverse
+from django.utils import timezone
+from django.utils.formats import date_format
+
+from datasets_app.models import AccessToken
+from datasets_app.services import GovernanceError
+from portal.audit import audit_record
+from portal.models import Profile
 
 _SALT = "datasets_app.download-link.v1"
 
@@ -25,12 +39,16 @@ class LinkClaims:
     user_id: int
     grant_id: int | None
     expires_at: int  # unix seconds
+    token_id: int | None  # the access token the link was minted through
+    generation: int  # the account's link generation when it was issued
 
 
 class LinkError(Exception):
-    def __init__(self, status: int, message: str):
+    """A refused link: the HTTP status, the message for the person, and a short reason code for the audit trail."""
+
+    def __init__(self, status: int, message: str, *, reason: str = "refused"):
         super().__init__(message)
-        self.status = status
+        self.status, self.reason = status, reason
 
 
 _signers: dict[tuple, signing.Signer] = {}
@@ -47,33 +65,98 @@ def link_signer(salt: str = _SALT) -> signing.Signer:
     return _signers[salt, keys]
 
 
-def link_token(*, file, user, grant=None, ttl: int | None = None, now: float | None = None) -> str:
+def link_generation(user) -> int:
+    """The link generation links issued to `user` now carry (0 for nobody and for an account without a profile)."""
+    if not getattr(user, "is_authenticated", False):
+        return 0
+    try:
+        return user.profile.link_generation
+    except Profile.DoesNotExist:
+        return 0
+
+
+def link_token(*, file, user, grant=None, token_id: int | None = None, generation: int | None = None,
+               ttl: int | None = None, now: float | None = None) -> str:
     expires = int((now or time.time()) + (ttl or settings.DOWNLOAD_LINK_TTL))
     # An anonymous visitor of an open resource gets links for user 0.
-    payload = {"f": file.pk, "u": getattr(user, "pk", None) or 0, "g": grant.pk if grant else 0, "e": expires}
+    payload = {"f": file.pk, "u": getattr(user, "pk", None) or 0, "g": grant.pk if grant else 0, "e": expires,
+               "t": token_id or 0, "n": link_generation(user) if generation is None else generation}
     return link_signer().sign_object(payload)
 
 
-def link_path(*, file, user, grant=None, ttl: int | None = None) -> str:
-    token = link_token(file=file, user=user, grant=grant, ttl=ttl)
+def link_path(*, file, user, grant=None, token_id: int | None = None, generation: int | None = None, ttl: int | None = None) -> str:
+    token = link_token(file=file, user=user, grant=grant, token_id=token_id, generation=generation, ttl=ttl)
     return reverse("file_download", kwargs={"token": token, "path": file.path})
 
 
-def link_url(*, file, user, grant=None, ttl: int | None = None, base: str | None = None) -> str:
-    return (base or settings.PORTAL_BASE_URL).rstrip("/") + link_path(file=file, user=user, grant=grant, ttl=ttl)
+def link_url(*, file, user, grant=None, token_id: int | None = None, generation: int | None = None,
+             ttl: int | None = None, base: str | None = None) -> str:
+    return (base or settings.PORTAL_BASE_URL).rstrip("/") + link_path(
+        file=file, user=user, grant=grant, token_id=token_id, generation=generation, ttl=ttl)
+
+
+STALE = ("This download link was issued before links could be revoked and is no longer accepted. "
+         "Get fresh links from the version's download page (or its urls.txt) and resume: completed bytes are kept.")
 
 
 def link_claims(token: str, *, now: float | None = None) -> LinkClaims:
     try:
         payload = link_signer().unsign_object(token)
-        claims = LinkClaims(int(payload["f"]), int(payload["u"]), int(payload["g"]) or None, int(payload["e"]))
-    except (signing.BadSignature, KeyError, TypeError, ValueError, UnicodeDecodeError):
+        claims = LinkClaims(int(payload["f"]), int(payload["u"]), int(payload["g"]) or None, int(payload["e"]),
+                            int(payload.get("t", -1)) or None, int(payload.get("n", -1)))
+    except (signing.BadSignature, KeyError, TypeError, ValueError, UnicodeDecodeError, AttributeError):
         raise LinkError(403, "This download link is not valid: it was cut short or altered. "
-                             "Copy it again from the version's download page.") from None
+                             "Copy it again from the version's download page.", reason="invalid") from None
     if claims.expires_at <= (now or time.time()):
         raise LinkError(410, "This download link has expired. Get fresh links from the version's download page "
-                             "(or its urls.txt) and resume: completed bytes are kept.")
+                             "(or its urls.txt) and resume: completed bytes are kept.", reason="expired")
+    # Issued before links named their token and generation: whether a revoked token minted it
+    # cannot be told, so it is refused (links lived DOWNLOAD_LINK_TTL: a week by default).
+    if claims.token_id == -1 or claims.generation == -1:
+        raise LinkError(410, STALE, reason="stale")
     return claims
+
+
+def link_revocation(*, user, token_id: int | None, generation: int) -> LinkError | None:
+    """Why a link of `user`'s was revoked before its expiry, or None: the account's links were all
+    invalidated since it was issued, or the access token it was minted through is no longer active.
+    The redemption statement applies the same two rules; this says which one refused."""
+    if getattr(user, "is_authenticated", False) and link_generation_now(user) != generation:
+        return LinkError(403, "This link was revoked: all links of this account were invalidated (on request, by a "
+                              "password change or by signing out everywhere). Get fresh links from the version's "
+                              "download page (or its urls.txt).", reason="links_revoked")
+    if token_id:
+        token = AccessToken.objects.filter(pk=token_id, user_id=user.pk).first()
+        if token is None or not token.is_active:
+            ended = ("was revoked" if token is None or token.revoked_at is not None
+                     else f"expired on {date_format(timezone.localtime(token.expires_at), 'j F Y')}")
+            label = f"{token.prefix}… " if token is not None else ""
+            return LinkError(403, f"This link was revoked: the access token {label}it was fetched with {ended}. "
+                                  "Fetch fresh links with an active token (curl -H \"Authorization: Bearer $TOKEN\" "
+                                  "<the version's urls.txt>) or from the version's download page.", reason="token_revoked")
+    return None
+
+
+def link_generation_now(user) -> int:
+    """The account's link generation as stored now (not a copy cached on the user object)."""
+    return Profile.objects.filter(user_id=user.pk).values_list("link_generation", flat=True).first() or 0
+
+
+def links_revoke_all(*, user, actor, reason: str, request=None) -> int:
+    """Invalidate every link issued to `user` so far (file links and manifest links); links issued
+    afterwards work. Returns the new generation. Only the account itself or a superuser may."""
+    if actor is not None and actor.pk != user.pk and not getattr(actor, "is_superuser", False):
+        raise GovernanceError("Only the account itself or an administrator can invalidate its links.")
+    with transaction.atomic():
+        profile, _ = Profile.objects.get_or_create(user=user)
+        Profile.objects.filter(pk=profile.pk).update(link_generation=F("link_generation") + 1)
+        generation = Profile.objects.values_list("link_generation", flat=True).get(pk=profile.pk)
+        audit_record(action="links_revoked_all", actor=actor, target=user, request=request,
+                     data={"user": user.get_username(), "reason": reason, "generation": generation})
+    # The object a caller holds must not keep minting links of the old generation.
+    if hasattr(user, "_state") and "profile" in user._state.fields_cache:
+        user.profile.link_generation = generation
+    return generation
 
 
 OTHER_ACCOUNT = "This link was issued to another account. Links are personal: get your own from the download page."
@@ -86,5 +169,5 @@ def link_account(user_id: int):
         return AnonymousUser()
     user = get_user_model().objects.filter(pk=user_id, is_active=True).first()
     if user is None:
-        raise LinkError(403, "The account this link was issued to is disabled.")
+        raise LinkError(403, "The account this link was issued to is disabled.", reason="account_disabled")
     return user

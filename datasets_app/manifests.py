@@ -7,8 +7,10 @@ their record count, and a `filtered` section that says so, which configs it cove
 stored manifest it was cut from. The view's bytes depend only on the version and the configs
 covered, so its sha256 in SHA256SUMS checks like any file's.
 
-Its link is signed like a file's (one version, one user, one grant, an expiry; no cookie
-needed), and each request re-checks access: a grant narrowed or revoked since shows at once.
+Its link is signed like a file's (one version, one user, one grant, an expiry, the minting
+token and the account's link generation; no cookie needed), and each request re-checks access
+and revocation: a grant narrowed or revoked, a token revoked, or the account's links invalidated
+since, shows at once.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from django.urls import reverse
 
 from datasets_app import storage as store
 from datasets_app.authz import grant_covers
-from datasets_app.links import LinkError, link_signer
+from datasets_app.links import LinkError, link_generation, link_signer
 from datasets_app.models import EVERY_CONFIG, File, Version
 
 logger = logging.getLogger(__name__)
@@ -114,11 +116,15 @@ class ManifestClaims:
     user_id: int
     grant_id: int | None
     expires_at: int
+    token_id: int | None
+    generation: int
 
 
-def manifest_link_path(*, version: Version, user, grant, ttl: int | None = None) -> str:
+def manifest_link_path(*, version: Version, user, grant, token_id: int | None = None, generation: int | None = None,
+                       ttl: int | None = None) -> str:
     expires = int(time.time() + (ttl or settings.DOWNLOAD_LINK_TTL))
-    payload = {"v": version.pk, "u": getattr(user, "pk", None) or 0, "g": grant.pk if grant else 0, "e": expires}
+    payload = {"v": version.pk, "u": getattr(user, "pk", None) or 0, "g": grant.pk if grant else 0, "e": expires,
+               "t": token_id or 0, "n": link_generation(user) if generation is None else generation}
     token = link_signer(_SALT).sign_object(payload)
     return reverse("grant_manifest", kwargs={"token": token})
 
@@ -126,11 +132,15 @@ def manifest_link_path(*, version: Version, user, grant, ttl: int | None = None)
 def manifest_link_claims(token: str) -> ManifestClaims:
     try:
         payload = link_signer(_SALT).unsign_object(token)
-        claims = ManifestClaims(int(payload["v"]), int(payload["u"]), int(payload["g"]) or None, int(payload["e"]))
-    except (signing.BadSignature, KeyError, TypeError, ValueError, UnicodeDecodeError):
+        claims = ManifestClaims(int(payload["v"]), int(payload["u"]), int(payload["g"]) or None, int(payload["e"]),
+                                int(payload.get("t", -1)) or None, int(payload.get("n", -1)))
+    except (signing.BadSignature, KeyError, TypeError, ValueError, UnicodeDecodeError, AttributeError):
         raise LinkError(403, "This manifest link is not valid: it was cut short or altered. "
-                             "Copy it again from the version's download page.") from None
+                             "Copy it again from the version's download page.", reason="invalid") from None
     if claims.expires_at <= time.time():
         raise LinkError(410, "This manifest link has expired. Get fresh links from the version's download page "
-                             "(or its urls.txt).")
+                             "(or its urls.txt).", reason="expired")
+    if claims.token_id == -1 or claims.generation == -1:  # as links.link_claims: issued before links were revocable
+        raise LinkError(410, "This manifest link was issued before links could be revoked and is no longer accepted. "
+                             "Get fresh links from the version's download page (or its urls.txt).", reason="stale")
     return claims

@@ -14,6 +14,10 @@ class Profile(models.Model):
     position = models.CharField(max_length=100, blank=True)
     orcid = models.CharField("ORCID iD", max_length=19, blank=True, validators=[validate_orcid])
     updated_at = models.DateTimeField(auto_now=True)
+    # Every signed link carries the generation it was issued under; redeeming one checks it
+    # against this. Raising it (links_revoke_all: on request, on a password change, on signing
+    # out everywhere) kills every outstanding link of the account at once.
+    link_generation = models.PositiveIntegerField(default=0, editable=False)
 
     def __str__(self) -> str:
         return self.full_name or self.user.get_username()

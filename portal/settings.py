@@ -267,6 +267,11 @@ DOWNLOAD_ACCEL_REDIRECT = env_str("DOWNLOAD_ACCEL_REDIRECT", "")
 if DOWNLOAD_ACCEL_REDIRECT and not (DOWNLOAD_ACCEL_REDIRECT.startswith("/") and DOWNLOAD_ACCEL_REDIRECT.endswith("/")):
     raise ImproperlyConfigured(f"DOWNLOAD_ACCEL_REDIRECT={DOWNLOAD_ACCEL_REDIRECT!r} must be an nginx location path that starts and ends with '/', e.g. /_protected/.")
 ACCESS_TOKEN_MAX_DAYS = env_int("ACCESS_TOKEN_MAX_DAYS", 365, minimum=1)
+# Refused links are audited, at most this many per client address and in all per window
+# (datasets_app.download_refusals): whoever hammers bad links cannot grow the chain without bound.
+DOWNLOAD_REFUSALS_AUDITED = env_int("DOWNLOAD_REFUSALS_AUDITED", 20, minimum=1)
+DOWNLOAD_REFUSALS_AUDITED_TOTAL = env_int("DOWNLOAD_REFUSALS_AUDITED_TOTAL", 1000, minimum=1)
+DOWNLOAD_REFUSALS_WINDOW = env_duration("DOWNLOAD_REFUSALS_WINDOW", "1h", minimum=60, maximum=86400)
 
 # --- Production profile ---------------------------------------------------------------------
 if not DEBUG:

@@ -38,7 +38,8 @@ def reachable(cast, version, user) -> dict[str, tuple[bool, bool]]:
     request = RequestFactory().get("/")
     resource = Resource.objects.get(pk=version.resource_id)
     return {f.config: (bool(can_download(user, resource, config=f.config)),
-                       download_redeem(file_id=f.pk, path=f.path, user_id=user.pk, link_grant_id=None, request=request) is not None)
+                       download_redeem(file_id=f.pk, path=f.path, user_id=user.pk, link_grant_id=None,
+                                       token_id=None, generation=0, request=request) is not None)
             for f in version.files.exclude(config="")}
 
 

@@ -14,6 +14,7 @@ from django.utils import timezone
 from datasets_app import services
 from datasets_app.authz import can_download
 from datasets_app.download_events import download_events_seal, download_events_unsealed, download_redeem
+from datasets_app.links import link_generation
 from datasets_app.models import DownloadEvent, Grant, Resource
 from datasets_app.publishing import version_publish
 from tests.conftest import ROLES, write_release
@@ -32,7 +33,7 @@ def redeem(file, user, *, path=None, grant_id=None, range_header=""):
     headers = {"HTTP_RANGE": range_header} if range_header else {}
     request = RequestFactory().get("/d/x/", REMOTE_ADDR="192.0.2.7", HTTP_USER_AGENT="aria2/1.36.0", **headers)
     return download_redeem(file_id=file.pk, path=path or file.path, user_id=getattr(user, "pk", None) or 0,
-                           link_grant_id=grant_id, request=request)
+                           link_grant_id=grant_id, token_id=None, generation=link_generation(user), request=request)
 
 
 @pytest.fixture

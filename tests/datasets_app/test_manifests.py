@@ -132,7 +132,7 @@ def test_it_decides_the_stored_manifest_the_same_way_in_both_checks(cast, built,
     resource = version.resource
 
     fast = download_redeem(file_id=stored.pk, path=stored.path, user_id=cast.granted.pk, link_grant_id=None,
-                           request=RequestFactory().get("/"))
+                           token_id=None, generation=0, request=RequestFactory().get("/"))
 
     assert bool(can_download(cast.granted, resource, config=stored.config)) is expected
     assert (fast is not None) is expected
