@@ -352,7 +352,7 @@ def measure(args, cfg, ckpt: Path, files: list[Path], offload_dir: Path) -> int:
     same = [r for r in results if r["setting"] == "warm" and "tokens" in r and r["batch"] == 1]
     report = {
         "started": started, "host": platform.node(), "cpu_count": os.cpu_count(), "python": platform.python_version(),
-        "config": {k: v for k, v in cfg.items()}, "checkpoint": str(ckpt),
+        "config": {k: v for k, v in cfg.items()}, "checkpoint": ckpt.name,  # its name only: where it lay is a path of the measuring machine
         "checkpoint_bytes": sum(f.stat().st_size for f in files),
         "load_average_start": load_start, "load_average_end": os.getloadavg(),
         "direct_read_bandwidth_bytes_per_s": bandwidths, "direct_read_bandwidth_median": bandwidth,

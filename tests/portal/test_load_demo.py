@@ -1,5 +1,6 @@
-from django.contrib.auth import authenticate
-from django.core.management import call_command
+import pytest
+from django.contrib.auth import authenticate, get_user_model
+from django.core.management import CommandError, call_command
 
 from datasets_app.authz import can_download
 from datasets_app.models import Resource, Version
@@ -27,3 +28,12 @@ def test_it_loads_a_usable_demo_twice_without_duplicates(db, release_storage, ca
     assert can_download(researcher, corpus).code == "request_required"  # the demo starts with a request to make
     assert can_download(researcher, Resource.objects.get(slug="tokenizer")).allowed
     assert audit_verify()[1] is None
+
+
+def test_it_refuses_to_load_the_demo_in_production(db, settings, capsys):
+    settings.DEBUG = False
+    with pytest.raises(CommandError) as refused:
+        call_command("load_demo")
+    assert "DEBUG=0" in str(refused.value) and "createsuperuser" in str(refused.value)
+    assert not get_user_model().objects.filter(username__in=PASSWORDS).exists()
+    assert "admin-demo-pass" not in capsys.readouterr().out

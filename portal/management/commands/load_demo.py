@@ -7,8 +7,9 @@ from allauth.account.models import EmailAddress
 from allauth.mfa.models import Authenticator
 from allauth.mfa.totp.internal.auth import TOTP, generate_totp_secret
 from allauth.mfa.utils import decrypt
+from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
 from datasets_app.models import AccessQuestion, License, LicenseVersion, Resource
@@ -44,32 +45,43 @@ DEMO_TOKENIZER_FILES = {"tokenizer.json": '{"version": "1.0", "model": {"type": 
 PASSWORDS = {"admin": "admin-demo-pass", "researcher": "researcher-demo-pass"}
 
 
-# The real multilingual corpus, when this checkout sits next to it: the demo builds a
-# version from it (one config per language), as a custodian would with build_dataset.
-UDHR_CORPUS = udhr_corpus()
 
 
 class Command(BaseCommand):
     help = "Load demo releases, a license and demo accounts (idempotent)."
 
     def handle(self, *args, **options):
+        if not settings.DEBUG:
+            # The demo accounts have published passwords and the admin's TOTP secret is printed:
+            # in production they would be a superuser anyone can sign in as.
+            raise CommandError(
+                "load_demo refuses to run with DEBUG=0: it creates an administrator whose password is in the README "
+                "and prints its TOTP secret. Create real accounts with `manage.py createsuperuser` instead, "
+                "or run the demo on a machine of its own with DEBUG=1.")
         with transaction.atomic():
             corpus = self._load()
-        if UDHR_CORPUS.exists() and not corpus.versions.filter(name="v2.0", published_at__isnull=False).exists():
-            self._build_udhr(corpus)
+        # The real multilingual corpus, when the shared files are there: the demo builds a version
+        # from it (one config per language), as a custodian would with build_dataset.
+        try:
+            corpus_file = udhr_corpus()
+        except FileNotFoundError as missing:
+            self.stdout.write(f"Skipping the demo's built v2.0: {missing}")
+        else:
+            if not corpus.versions.filter(name="v2.0", published_at__isnull=False).exists():
+                self._build_udhr(corpus, corpus_file)
         secret = self._totp(get_user_model().objects.get(username="admin"))
         self.stdout.write(self.style.SUCCESS("Demo data ready."))
         self.stdout.write(f"  admin and reviewer:  admin / {PASSWORDS['admin']}   (TOTP secret {secret}; "
                           "current code: .venv/bin/python manage.py demo_totp admin)")
         self.stdout.write(f"  researcher:          researcher / {PASSWORDS['researcher']}")
 
-    def _build_udhr(self, corpus) -> None:
+    def _build_udhr(self, corpus, corpus_file: Path) -> None:
         from datasets_app import builds
 
-        self.stdout.write(f"Building bigscience/roots-udhr v2.0 from {UDHR_CORPUS} (one config per language)...")
+        self.stdout.write(f"Building bigscience/roots-udhr v2.0 from {corpus_file} (one config per language)...")
         build = builds.build_create(
             resource=corpus, name="v2.0", actor=None, enqueue=False,
-            sources=[{"uri": str(UDHR_CORPUS), "id_column": "id", "language_column": "lang", "source_name": "udhr"}],
+            sources=[{"uri": str(corpus_file), "id_column": "id", "language_column": "lang", "source_name": "udhr"}],
             params={"shard_size": "16MiB", "dedup": True},
             changelog="Built from the UDHR corpus: one config per language, exact duplicates dropped.")
         attempt = builds.build_claim(build_id=build.pk, worker="load_demo")
