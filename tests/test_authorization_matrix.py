@@ -92,12 +92,6 @@ def _publish(resource, files: dict[str, bytes], folder: Path, actor) -> Version:
     return version_publish(resource=resource, name=m.RELEASE, source=str(folder), actor=actor)
 
 
-@pytest.fixture(autouse=True)
-def _fast_password_hashing(settings):
-    # The cast signs in with force_login; full-strength PBKDF2 for its users would be most of the setup.
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 @pytest.fixture
 def world(cast, settings, tmp_path, release_storage) -> World:
     reviewer_b = cast.users["reviewer_b"]

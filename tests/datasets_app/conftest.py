@@ -9,12 +9,6 @@ from portal.audit import audit_verify
 from portal.models import AuditEvent
 
 
-@pytest.fixture(autouse=True)
-def _fast_password_hashing(settings):
-    # Every test builds a cast of ten users; full-strength PBKDF2 would be most of the run.
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 @pytest.fixture
 def send_mail_on_commit(django_capture_on_commit_callbacks):
     """Run what a real commit would run (the e-mail tasks) at the end of the block."""
