@@ -18,7 +18,8 @@ django.setup(set_prefix=False)
 
 from django.conf import settings  # noqa: E402  (settings need django.setup() first)
 from django.core.handlers.exception import convert_exception_to_response  # noqa: E402
-from django.core.handlers.wsgi import WSGIHandler  # noqa: E402
+from django.core.handlers.wsgi import WSGIHandler, get_str_from_wsgi  # noqa: E402
+from django.http.cookie import parse_cookie  # noqa: E402
 from django.middleware.security import SecurityMiddleware  # noqa: E402
 
 DOWNLOAD_PREFIX = "/d/"
@@ -51,13 +52,14 @@ class PortalApplication:
 
     def __init__(self):
         self.portal, self.downloads = WSGIHandler(), DownloadHandler()
-        self._session_cookie = settings.SESSION_COOKIE_NAME + "="
 
     def is_tool_download(self, environ) -> bool:
-        # A cookie whose name merely contains the session cookie's sends the request down the
-        # full stack, which is always correct, only slower.
-        return (environ.get("PATH_INFO", "").startswith(DOWNLOAD_PREFIX)
-                and self._session_cookie not in environ.get("HTTP_COOKIE", ""))
+        # Parsed with the parser that fills request.COOKIES: the view loads the signed-in
+        # account whenever it sees the session cookie there, and only the full stack has one.
+        # A substring test disagreed with it on `sessionid =x` and sent such a request here (500).
+        if not environ.get("PATH_INFO", "").startswith(DOWNLOAD_PREFIX):
+            return False
+        return settings.SESSION_COOKIE_NAME not in parse_cookie(get_str_from_wsgi(environ, "HTTP_COOKIE", ""))
 
     def __call__(self, environ, start_response):
         handler = self.downloads if self.is_tool_download(environ) else self.portal

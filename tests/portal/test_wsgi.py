@@ -85,3 +85,38 @@ def test_it_refuses_a_host_the_portal_does_not_serve_on_the_lean_path(cast, publ
     result = curl("-w", "%{http_code}", "-o", "/dev/null", "-H", "Host: evil.example", _link(cast, published, live_server.url))
     assert result.stdout == b"400"
     assert downloads_since(mark) == []
+
+
+def test_it_routes_by_the_cookie_the_view_will_see():
+    # The view reads request.COOKIES, Django's parser: the router must agree with it on every header.
+    app = PortalApplication()
+    for cookie in ("sessionid =x", " sessionid=x", "a=b;sessionid=x", "a=b ;  sessionid = x ;", "sessionid="):
+        assert not app.is_tool_download({"PATH_INFO": "/d/token/x", "HTTP_COOKIE": cookie}), cookie
+    for cookie in ("xsessionid=1", "sessionidx=1", "a=sessionid=1", "sessionid", ";;;", "=", "\"sessionid\"=x"):
+        assert app.is_tool_download({"PATH_INFO": "/d/token/x", "HTTP_COOKIE": cookie}), cookie
+
+
+ODD_HEADERS = [
+    "Cookie: sessionid =x", "Cookie: sessionid=", "Cookie: sessionid", "Cookie: ;;;=;", "Cookie: =x; sessionid = ;",
+    "Cookie: sessionid=\"unterminated", "Cookie: sessionid=a; sessionid=b", "Cookie: \xe9t\xe9=\xff",
+    "Cookie: csrftoken=\x01\x02", "Range: bytes=", "Range: bytes=abc-def", "Range: bytes=5-1", "Range: bytes=-0",
+    "Range: bytes=0-1,2-3,4-5", "Range: items=0-1", "If-Range: \xff", "If-Modified-Since: yesterday",
+    "X-Forwarded-For: not-an-ip, ::1, [::1]:80, 999.1.1.1", "X-Forwarded-Proto: gopher",
+    "Accept-Language: xx-YY;q=abc, *;q=", "Authorization: Bearer", "Authorization: Basic !!!", "User-Agent: " + "u" * 9000,
+]
+
+
+def test_it_never_answers_500_to_an_odd_header(cast, published, live_server):
+    # Straight to the live server (no nginx to clean anything up): every path a tool or browser takes.
+    base = live_server.url
+    link = _link(cast, published, base)
+    paths = [link[len(base):], link[len(base):].replace("/d/", "/d/x", 1), "/", "/catalogue/", "/takedown/",
+             "/accounts/login/", "/resources/test/corpus-a/"]
+    failures = []
+    for path in paths:
+        for header in ODD_HEADERS:
+            result = curl("-o", "/dev/null", "-w", "%{http_code}", "-H", header.encode("latin-1"), base + path, check=False)
+            status = result.stdout.decode()
+            if not status.isdigit() or int(status) >= 500 or int(status) == 0:
+                failures.append((path, header[:60], status))
+    assert failures == []
