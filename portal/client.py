@@ -23,9 +23,11 @@ def _networks(proxies: tuple[str, ...]) -> tuple:
 
 def _parse(address: str):
     try:
-        return ipaddress.ip_address(address.strip().strip("[]"))
+        parsed = ipaddress.ip_address(address.strip().strip("[]"))
     except ValueError:
         return None
+    # A dual-stack socket reports an IPv4 peer as ::ffff:a.b.c.d, which no IPv4 network contains.
+    return getattr(parsed, "ipv4_mapped", None) or parsed
 
 
 def _trusted(address, networks) -> bool:
