@@ -194,6 +194,41 @@ STORAGES = {
     "default": _default_storage,
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
+# Checkpoints of the audit chain's head (portal.audit_checkpoints) belong where whoever can
+# rewrite the database cannot reach: a folder mounted from another machine, or an S3 bucket
+# with object lock under credentials of their own. Unset: the default storage above.
+_checkpoint_location = env_str("AUDIT_CHECKPOINT_LOCATION", "")
+if _checkpoint_location.startswith("s3://"):
+    _checkpoint_bucket, _, _checkpoint_prefix = _checkpoint_location.removeprefix("s3://").partition("/")
+    if not _checkpoint_bucket:
+        raise ImproperlyConfigured(f"AUDIT_CHECKPOINT_LOCATION={_checkpoint_location!r} names no bucket: use s3://BUCKET or s3://BUCKET/PREFIX.")
+    _checkpoint_key = env_str("AUDIT_CHECKPOINT_S3_ACCESS_KEY_ID", env_str("S3_ACCESS_KEY_ID"))
+    _checkpoint_secret = env_str("AUDIT_CHECKPOINT_S3_SECRET_ACCESS_KEY", env_str("S3_SECRET_ACCESS_KEY"))
+    if not (_checkpoint_key and _checkpoint_secret):
+        raise ImproperlyConfigured(
+            "AUDIT_CHECKPOINT_LOCATION is an S3 bucket: set AUDIT_CHECKPOINT_S3_ACCESS_KEY_ID and "
+            "AUDIT_CHECKPOINT_S3_SECRET_ACCESS_KEY (or S3_ACCESS_KEY_ID and S3_SECRET_ACCESS_KEY).")
+    STORAGES["audit_checkpoints"] = {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            "bucket_name": _checkpoint_bucket,
+            "location": _checkpoint_prefix.strip("/"),
+            "endpoint_url": env_url("AUDIT_CHECKPOINT_S3_ENDPOINT_URL", env_str("S3_ENDPOINT_URL"), schemes=("http", "https")),
+            "region_name": env_str("AUDIT_CHECKPOINT_S3_REGION", env_str("S3_REGION")),
+            "access_key": _checkpoint_key,
+            "secret_key": _checkpoint_secret,
+            "default_acl": None,
+            "file_overwrite": False,  # a checkpoint is evidence: never replaced
+            "signature_version": env_str("S3_SIGNATURE_VERSION", "s3v4"),
+            "addressing_style": env_str("S3_ADDRESSING_STYLE"),
+        },
+    }
+elif _checkpoint_location:
+    if not Path(_checkpoint_location).is_absolute():
+        raise ImproperlyConfigured(
+            f"AUDIT_CHECKPOINT_LOCATION={_checkpoint_location!r} must be an absolute folder path "
+            "(e.g. a mount from another machine) or s3://BUCKET/PREFIX.")
+    STORAGES["audit_checkpoints"] = {"BACKEND": "django.core.files.storage.FileSystemStorage", "OPTIONS": {"location": _checkpoint_location}}
 
 # --- E-mail -----------------------------------------------------------------------------
 DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "portal@localhost")
@@ -238,6 +273,8 @@ CELERY_BEAT_SCHEDULE = {
     "grants-remind": {"task": "datasets_app.tasks.grants_remind", "schedule": timedelta(hours=6)},
     "builds-recover": {"task": "datasets_app.tasks.builds_recover", "schedule": timedelta(seconds=env_int("BUILD_RECOVER_SECONDS", 60, minimum=1))},
     "downloads-seal": {"task": "datasets_app.tasks.download_events_seal", "schedule": timedelta(seconds=env_int("DOWNLOAD_SEAL_SECONDS", 60, minimum=1))},
+    # Rows cut from the trail's end after the last checkpoint go unnoticed: this is that window.
+    "audit-checkpoint": {"task": "portal.tasks.audit_checkpoint_write", "schedule": timedelta(seconds=env_int("AUDIT_CHECKPOINT_SECONDS", 300, minimum=1))},
 }
 
 # --- Governance -------------------------------------------------------------------------
