@@ -13,6 +13,7 @@ from django.template.loader import render_to_string
 from django.urls import reverse
 
 from datasets_app.models import AccessRequest, Grant
+from portal.validators import one_line
 
 User = get_user_model()
 
@@ -28,7 +29,9 @@ def _send(*, to: list[str], template: str, context: dict) -> None:
     if not recipients:
         return
     context = {**context, "portal_name": settings.PORTAL_NAME, "my_access_url": _absolute(reverse("my_access"))}
-    subject = render_to_string(f"datasets_app/email/{template}_subject.txt", context).strip()
+    # Names are checked for line breaks where they are typed, but one stored before that check (or
+    # set by other means) must not cost the message: Django refuses to send a subject that has one.
+    subject = one_line(render_to_string(f"datasets_app/email/{template}_subject.txt", context))
     body = render_to_string(f"datasets_app/email/{template}_body.txt", context)
     send_email.delay_on_commit(subject=f"[{settings.PORTAL_NAME}] {subject}", body=body, to=recipients)
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 from django import forms
 
 from datasets_app.models import Resource
+from portal.validators import validate_one_line
 
 # Shorter excerpts match too many records to name one person's content; a record id is the way then.
 EXCERPT_MIN_CHARS = 20
@@ -48,6 +49,11 @@ class TakedownForm(forms.Form):
         super().__init__(*args, **kwargs)
         self.datasets = {r.repo_id: r for r in Resource.objects.filter(kind=Resource.Kind.DATASET).order_by("namespace", "slug")}
         self.fields["dataset"].choices = [("", "—")] + [(repo_id, f"{repo_id} — {r.title}") for repo_id, r in self.datasets.items()]
+
+    def clean_contact_name(self):
+        name = self.cleaned_data["contact_name"]
+        validate_one_line(name, label="Your name")
+        return name
 
     def clean_excerpt(self):
         excerpt = self.cleaned_data["excerpt"].strip()

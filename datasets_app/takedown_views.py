@@ -17,6 +17,7 @@ from datasets_app.models import Resource, Takedown
 from datasets_app.review_views import reviewer_required
 from datasets_app.services import GovernanceError
 from portal.client import client_ip
+from portal.mail_limits import MailLimitReached
 from datasets_app.takedown_forms import (
     TakedownAcceptForm,
     TakedownForm,
@@ -61,6 +62,9 @@ def takedown_form(request):
                 excerpt=form.cleaned_data["excerpt"], contact_name=form.cleaned_data["contact_name"],
                 contact_email=form.cleaned_data["contact_email"], reason=form.cleaned_data["reason"], ip=ip or None,
             )
+        except MailLimitReached as error:
+            form.add_error(None, f"{error} Your text is kept below.")
+            return render(request, "datasets_app/takedown/form.html", {"form": form}, status=429)
         except GovernanceError as error:
             form.add_error(None, str(error))
         else:

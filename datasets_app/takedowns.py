@@ -14,6 +14,7 @@ import json
 from dataclasses import dataclass
 
 from django.core.cache import cache
+from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.urls import reverse
 from django.utils import timezone
@@ -24,6 +25,8 @@ from datasets_app.authz import can_review
 from datasets_app.models import Exclusion, Grant, Resource, Takedown, Version
 from datasets_app.services import GovernanceError
 from portal.audit import audit_record
+from portal.mail_limits import unverified_mail_count
+from portal.validators import validate_one_line
 
 # More matches than this in one version means the excerpt is too general to be one
 # person's content; the scan stops there and accepting is refused (see takedown_accept).
@@ -172,6 +175,14 @@ def takedown_submit(
         raise GovernanceError("Identify the content: give its record id, the URL it was taken from, or an excerpt of its text.")
     if not reason.strip():
         raise GovernanceError("Say why the content should be removed: the custodians decide on that reason.")
+    for value, label in ((contact_name, "Your name"), (contact_email, "Your e-mail")):
+        try:
+            validate_one_line(value, label=label)
+        except ValidationError as error:
+            raise GovernanceError(error.messages[0]) from None
+    # The contact address is whatever the visitor typed: the acknowledgment to it is limited, and
+    # says nothing the visitor wrote (takedown_received_requester), so the form cannot carry a message to anyone.
+    unverified_mail_count(ip=ip, recipient=contact_email.strip())
     takedown = Takedown.objects.create(
         resource=resource, record_id=record_id, url=url, excerpt=excerpt, contact_name=contact_name.strip(),
         contact_email=contact_email.strip(), reason=reason.strip(), ip=ip or None,

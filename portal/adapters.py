@@ -1,5 +1,12 @@
 from allauth.account.adapter import DefaultAccountAdapter
 from django.conf import settings
+from django.contrib import messages
+
+# allauth's messages to an address that nobody has shown to be theirs yet: the verification link
+# (at sign-up, on the e-mail page, at a login before verifying) and the replies that keep account
+# names private (signing up with a taken address, resetting the password of an unknown one).
+_TO_UNVERIFIED = {"email_confirmation", "email_confirmation_signup", "account_already_exists", "unknown_account"}
+_SENT_MESSAGE = "account/messages/email_confirmation_sent.txt"
 
 
 class AccountAdapter(DefaultAccountAdapter):
@@ -11,3 +18,30 @@ class AccountAdapter(DefaultAccountAdapter):
         from portal.client import client_ip
 
         return client_ip(request) or "unknown"
+
+    def send_mail(self, template_prefix: str, email: str, context: dict) -> None:
+        from allauth.core import context as allauth_context
+
+        from portal.client import client_ip
+        from portal.mail_limits import MailLimitReached, unverified_mail_count
+
+        kind = template_prefix.rsplit("/", 1)[-1]
+        request = allauth_context.request
+        if kind in _TO_UNVERIFIED:
+            try:
+                unverified_mail_count(ip=client_ip(request), recipient=email)
+            except MailLimitReached as refused:
+                # The replies that keep account names private are skipped without a word: saying
+                # so would tell who has an account. A verification link is the visitor's own.
+                if kind.startswith("email_confirmation") and request is not None:
+                    messages.error(request, f"We did not send a verification link to {email}. {refused}")
+                    request._unverified_mail_refused = {*getattr(request, "_unverified_mail_refused", ()), email}
+                return
+        super().send_mail(template_prefix, email, context)
+
+    def add_message(self, request, level, message_template=None, message_context=None, extra_tags="", message=None):
+        # allauth says "Confirmation e-mail sent" after calling send_mail, whatever it did.
+        if message_template == _SENT_MESSAGE and (message_context or {}).get("email") in getattr(request, "_unverified_mail_refused", ()):
+            return
+        super().add_message(request, level, message_template, message_context, extra_tags, message)
+

@@ -10,7 +10,7 @@ class PortalConfig(AppConfig):
     def ready(self) -> None:
         from django.db.models.signals import post_migrate
 
-        from portal import checks, db_guards, signals  # noqa: F401  (registers checks and receivers)
+        from portal import checks, db_guards, mfa, signals  # noqa: F401  (registers checks and receivers)
 
         post_migrate.connect(db_guards.install, sender=self, dispatch_uid="portal.db_guards")
 

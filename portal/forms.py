@@ -1,7 +1,8 @@
 from django import forms
 
 from portal.models import Profile
-from portal.validators import normalize_orcid
+from portal.services import ONE_LINE_FIELDS
+from portal.validators import normalize_orcid, validate_one_line
 
 
 class ProfileForm(forms.ModelForm):
@@ -24,6 +25,16 @@ class ProfileForm(forms.ModelForm):
             self.fields[name].error_messages["required"] = f"{self.fields[name].label}: this field is required."
         self.fields["institutional_email"].error_messages["invalid"] = "Institutional email: enter an address like name@university.edu."
         self.fields["country"].error_messages["invalid_choice"] = "Country: choose a country from the list."
+
+    def clean(self):
+        data = super().clean()
+        for name, label in ONE_LINE_FIELDS.items():
+            if data.get(name):
+                try:
+                    validate_one_line(data[name], label=label)
+                except forms.ValidationError as error:
+                    self.add_error(name, error)
+        return data
 
     def clean_orcid(self):
         value = normalize_orcid(self.cleaned_data.get("orcid") or "")

@@ -1,4 +1,5 @@
 import re
+import unicodedata
 
 from django.core.exceptions import ValidationError
 
@@ -34,3 +35,27 @@ def normalize_orcid(value: str) -> str:
         if value.lower().startswith(prefix):
             value = value[len(prefix):]
     return value.upper()
+
+
+# Line and paragraph separators are not in category Cc, yet Python, and some mail software, break lines on them.
+_CONTROL_CATEGORIES = {"Cc", "Zl", "Zp"}
+
+
+def validate_one_line(value: str, *, label: str) -> None:
+    """Refuse line breaks, tabs and other control characters in text that ends up in a mail header.
+
+    A name goes into subjects and display names: a line break there would start a header of the
+    sender's choosing, and Django refuses to send such a message at all, so the mail is lost.
+    """
+    for char in value:
+        if unicodedata.category(char) in _CONTROL_CATEGORIES:
+            raise ValidationError(
+                f"{label}: write it on one line, without line breaks, tabs or other control characters "
+                f"(found U+{ord(char):04X}); it is used in e-mails.",
+                code="control_character",
+            )
+
+
+def one_line(text: str) -> str:
+    """`text` with its control characters and runs of spaces turned into single spaces."""
+    return " ".join("".join(" " if unicodedata.category(char) in _CONTROL_CATEGORIES else char for char in text).split())

@@ -8,7 +8,9 @@ from django.utils import timezone
 
 from datasets_app.forms import AccessRequestForm, ApproveForm, BulkForm, ReasonForm
 from datasets_app.models import AccessQuestion, AccessRequest
+from datasets_app.services import GovernanceError
 from portal.forms import ProfileForm
+from portal.services import profile_update
 from tests.conftest import client_for
 
 PROFILE = {"full_name": "Ada Lovelace", "affiliation": "Analytical Society", "institutional_email": "",
@@ -50,6 +52,13 @@ def test_it_refuses_a_wrong_orcid(db, orcid, message):
     ("country", "XX", "Country: choose a country from the list."),
     ("position", "", "Position: this field is required."),
     ("institutional_email", "ada@", "Institutional email: enter an address like name@university.edu."),
+    # Names go into mail subjects: a line break there is a header of the writer's choosing, and a lost message.
+    ("full_name", "Ada Lovelace\nBcc: everyone@example.net", "Full name: write it on one line, without line breaks, "
+     "tabs or other control characters (found U+000A); it is used in e-mails."),
+    ("affiliation", "Analytical\rSociety", "Affiliation: write it on one line, without line breaks, "
+     "tabs or other control characters (found U+000D); it is used in e-mails."),
+    ("position", "Chair\u2028of nothing", "Position: write it on one line, without line breaks, "
+     "tabs or other control characters (found U+2028); it is used in e-mails."),
 ])
 def test_it_refuses_an_incomplete_or_invalid_profile(db, field, value, message):
     form = ProfileForm(data={**PROFILE, field: value})
@@ -65,6 +74,17 @@ def test_it_shows_the_orcid_error_on_the_profile_page_and_saves_nothing(client, 
     assert "This ORCID iD&#x27;s check digit is wrong" in response.content.decode()
     cast.stranger.profile.refresh_from_db()
     assert cast.stranger.profile.orcid == "" and cast.stranger.profile.full_name == "Stranger"
+
+
+def test_it_refuses_a_line_break_in_the_full_name_on_the_page_and_in_the_service(client, cast):
+    response = client_for(client, cast, "stranger").post(reverse("profile"), {**PROFILE, "full_name": "Ada\nLovelace"})
+
+    assert response.status_code == 200
+    assert "Full name: write it on one line" in response.content.decode()
+    with pytest.raises(GovernanceError, match="Full name: write it on one line"):
+        profile_update(profile=cast.stranger.profile, changes={"full_name": "Ada\r\nLovelace"})
+    cast.stranger.profile.refresh_from_db()
+    assert cast.stranger.profile.full_name == "Stranger"
 
 
 def test_it_saves_a_pasted_orcid_url_from_the_profile_page(client, cast):

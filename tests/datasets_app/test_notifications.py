@@ -11,7 +11,7 @@ from django.utils.formats import date_format
 from datasets_app.authz import can_download
 from datasets_app.models import AccessRequest, Grant, Resource
 from datasets_app.services import access_request_approve, access_request_reject, access_request_request_changes
-from portal.models import AuditEvent
+from portal.models import AuditEvent, Profile
 from tests.conftest import apply, client_for
 from tests.datasets_app.conftest import actions_since, assert_audit_chain_intact, last_seq, mail_to, shown_messages
 
@@ -37,6 +37,25 @@ def test_it_tells_the_applicant_and_the_resources_reviewers_about_a_new_request(
     assert "Stranger (Example University) asked for access to test/corpus-a." in to_reviewer.body
     assert submitted.intended_use in to_reviewer.body
     assert BASE + reverse("review_detail", kwargs={"pk": submitted.pk}) in to_reviewer.body
+
+
+def test_it_still_tells_the_reviewers_when_the_applicants_name_holds_a_line_break(client, cast, send_mail_on_commit, mailoutbox):
+    # The profile page refuses such a name now; one stored before (or set in the admin) used to
+    # make Django refuse the whole message, so the reviewers never heard of the request.
+    page = client_for(client, cast, "stranger").post(reverse("profile"), {
+        "full_name": "Sly\nBcc: everyone@example.net", "affiliation": "Example University", "institutional_email": "",
+        "country": "FR", "position": "Researcher", "orcid": ""})
+    assert page.status_code == 200 and "Full name: write it on one line" in page.content.decode()
+    Profile.objects.filter(user=cast.stranger).update(full_name="Sly\nBcc: everyone@example.net")
+    cast.stranger.profile.refresh_from_db()
+
+    with send_mail_on_commit():
+        apply(cast.stranger, cast.resource_a)
+
+    [to_reviewer] = mail_to(mailoutbox, "reviewer_a@example.org")
+    assert to_reviewer.subject == PREFIX + "New access request for test/corpus-a from Sly Bcc: everyone@example.net"
+    assert to_reviewer.to == ["reviewer_a@example.org"] and "everyone@example.net" not in to_reviewer.bcc
+    assert to_reviewer.message()["Bcc"] is None
 
 
 def test_it_tells_the_administrators_when_no_reviewer_is_assigned(cast, send_mail_on_commit, mailoutbox):

@@ -21,6 +21,7 @@ from datasets_app.takedowns import (
     takedown_submit,
     versions_containing,
 )
+from portal.mail_limits import PER_RECIPIENT
 from tests.conftest import apply, client_for, make_user
 from tests.datasets_app.conftest import (
     actions_since,
@@ -102,8 +103,53 @@ def test_it_receives_a_request_from_an_anonymous_visitor_and_tells_the_custodian
     assert "http://127.0.0.1:8000" + detail_url(takedown) in to_custodian.body
     assert "https://blog.example.net/letter" in to_custodian.body and takedown.reason in to_custodian.body
     [ack] = mail_to(mailoutbox, "jo@example.net")
-    assert f"#{takedown.pk}" in ack.subject and "udhr_fra/1" in ack.body
+    assert f"#{takedown.pk}" in ack.subject and f"#{takedown.pk}" in ack.body and "test/corpus-a" in ack.body
     assert_audit_chain_intact()
+
+
+def test_it_acknowledges_a_request_without_repeating_a_word_the_visitor_wrote(client, cast, send_mail_on_commit, mailoutbox):
+    # The contact address is whatever the visitor typed: the form must not carry their message to it.
+    typed = {"contact_name": "Claim your prize at prize.example", "record_id": "Call 555-0100 now",
+             "url": "https://prize.example/claim", "excerpt": "You have won a prize: reply with your bank details",
+             "reason": "Visit prize.example to collect your winnings today"}
+    with send_mail_on_commit():
+        response = client.post(FORM, form_data(**typed, contact_email="someone@victim.example"))
+
+    assert response.status_code == 302
+    [ack] = mail_to(mailoutbox, "someone@victim.example")
+    for text in (ack.subject, ack.body):
+        assert "prize" not in text and "555-0100" not in text and "bank" not in text
+    assert "If you did not send this request, you can ignore this message." in ack.body
+    [to_custodian] = mail_to(mailoutbox, "reviewer_a@example.org")
+    assert typed["excerpt"] in to_custodian.body  # the custodians still read all of it
+
+
+def test_it_limits_acknowledgments_per_recipient_and_keeps_what_was_typed(client, cast, send_mail_on_commit, mailoutbox):
+    for attempt in range(PER_RECIPIENT.amount):
+        with send_mail_on_commit():
+            response = client.post(FORM, form_data(contact_email="target@victim.example"), REMOTE_ADDR=f"192.0.2.{attempt + 1}")
+        assert response.status_code == 302
+
+    refused = client.post(FORM, form_data(contact_email="target@victim.example", reason="One more, please."),
+                          REMOTE_ADDR="198.51.100.4")
+
+    assert refused.status_code == 429
+    page = refused.content.decode()
+    assert f"We have sent target@victim.example {PER_RECIPIENT.amount} e-mails in the last 24 hours" in page
+    assert "Try again after " in page and "or give another address" in page and "One more, please." in page
+    assert Takedown.objects.count() == PER_RECIPIENT.amount
+    assert len(mail_to(mailoutbox, "target@victim.example")) == PER_RECIPIENT.amount
+    assert client.post(FORM, form_data(contact_email="jo@example.net"), REMOTE_ADDR="198.51.100.4").status_code == 302
+
+
+def test_it_refuses_a_line_break_in_the_requesters_name_on_the_form_and_in_the_service(client, cast):
+    response = client.post(FORM, form_data(contact_name="Jo Doe\nBcc: everyone@example.net"))
+
+    assert response.status_code == 200
+    assert "Your name: write it on one line, without line breaks" in response.content.decode()
+    with pytest.raises(GovernanceError, match="Your name: write it on one line"):
+        submit(cast.resource_a, record_id="udhr_fra/1", contact_name="Jo\r\nDoe")
+    assert not Takedown.objects.exists()
 
 
 def test_it_preselects_the_dataset_named_in_the_link(client, cast):
@@ -135,8 +181,8 @@ def test_it_explains_bad_input_and_keeps_nothing(client, cast, overrides, messag
 
 
 def test_it_limits_requests_per_address(client, cast, mailoutbox):
-    for _ in range(RATE_LIMIT):
-        assert client.post(FORM, form_data(), REMOTE_ADDR="192.0.2.7").status_code == 302
+    for number in range(RATE_LIMIT):
+        assert client.post(FORM, form_data(contact_email=f"jo{number}@example.net"), REMOTE_ADDR="192.0.2.7").status_code == 302
 
     refused = client.post(FORM, form_data(reason="One more."), REMOTE_ADDR="192.0.2.7")
 
