@@ -46,6 +46,15 @@ def _own_build_work_dir(settings, tmp_path):
     settings.BUILD_WORK_DIR = str(tmp_path / "builds")
 
 
+@pytest.fixture(autouse=True)
+def _own_audit_checkpoints(settings, tmp_path):
+    # verify_audit holds the trail against the latest checkpoint: a test must not meet the
+    # checkpoints of the portal on this machine (var/media) or of another test.
+    settings.STORAGES = {**settings.STORAGES, "audit_checkpoints": {
+        "BACKEND": "django.core.files.storage.FileSystemStorage", "OPTIONS": {"location": str(tmp_path / "audit-checkpoints")},
+    }}
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _live_server_runs_portal_wsgi():
     """Live-server tests (curl, wget, aria2c, the browser journeys) go through the production

@@ -178,6 +178,15 @@ def test_it_says_when_no_checkpoint_was_written_yet(store, capsys):
     assert "No audit checkpoint yet" in out and "manage.py checkpoint_audit" in out
 
 
+@pytest.mark.django_db
+def test_it_keeps_checkpoints_with_the_release_files_when_no_location_is_set(settings, release_storage):
+    settings.STORAGES = {name: conf for name, conf in settings.STORAGES.items() if name != "audit_checkpoints"}
+    _seed(2)
+    call_command("checkpoint_audit")
+    (written,) = release_storage.glob("audit-checkpoints/*-2.json")
+    assert json.loads(written.read_text())["hash"] == AuditEvent.objects.get(seq=2).hash
+
+
 def test_it_writes_checkpoints_from_the_beat_schedule_in_a_worker_process(transactional_db, tmp_path, worker_queue):
     entry = django_settings.CELERY_BEAT_SCHEDULE["audit-checkpoint"]
     assert timedelta(seconds=1) <= entry["schedule"] <= timedelta(minutes=15)
