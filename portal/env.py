@@ -30,6 +30,20 @@ def env_str(name: str, default: str | None = None, *, required: bool = False) ->
     return default
 
 
+def env_line(name: str, default: str) -> str:
+    """Text that goes into mail headers (the portal's name in subjects, the sender's address): one line."""
+    from django.core.exceptions import ValidationError
+
+    from portal.validators import validate_one_line
+
+    value = env_str(name, default)
+    try:
+        validate_one_line(value, label=name)
+    except ValidationError as error:
+        raise ImproperlyConfigured(error.messages[0]) from None
+    return value
+
+
 def env_bool(name: str, default: bool) -> bool:
     value = _raw(name)
     if value is None:

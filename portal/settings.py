@@ -14,7 +14,7 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from portal.env import env_bool, env_duration, env_int, env_list, env_networks, env_str, env_url, local_secret_key
+from portal.env import env_bool, env_duration, env_int, env_line, env_list, env_networks, env_str, env_url, local_secret_key
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("PORTAL_VAR_DIR", str(BASE_DIR / "var")))
@@ -42,7 +42,7 @@ CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 TRUSTED_PROXIES = env_networks("TRUSTED_PROXIES", [])
 # Absolute links in e-mails (renewal, verification) are built from this.
 PORTAL_BASE_URL = env_url("PORTAL_BASE_URL", "http://127.0.0.1:8000", schemes=("http", "https")).rstrip("/")
-PORTAL_NAME = env_str("PORTAL_NAME", "Open Model Release Portal")
+PORTAL_NAME = env_line("PORTAL_NAME", "Open Model Release Portal")
 
 INSTALLED_APPS = [
     "portal.apps.PortalAdminConfig",
@@ -231,7 +231,7 @@ elif _checkpoint_location:
     STORAGES["audit_checkpoints"] = {"BACKEND": "django.core.files.storage.FileSystemStorage", "OPTIONS": {"location": _checkpoint_location}}
 
 # --- E-mail -----------------------------------------------------------------------------
-DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "portal@localhost")
+DEFAULT_FROM_EMAIL = env_line("DEFAULT_FROM_EMAIL", "portal@localhost")
 SERVER_EMAIL = DEFAULT_FROM_EMAIL
 if env_str("EMAIL_HOST"):
     EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"

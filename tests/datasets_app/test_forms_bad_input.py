@@ -3,6 +3,7 @@
 from datetime import timedelta
 
 import pytest
+from django.forms.models import model_to_dict
 from django.urls import reverse
 from django.utils import timezone
 
@@ -85,6 +86,19 @@ def test_it_refuses_a_line_break_in_the_full_name_on_the_page_and_in_the_service
         profile_update(profile=cast.stranger.profile, changes={"full_name": "Ada\r\nLovelace"})
     cast.stranger.profile.refresh_from_db()
     assert cast.stranger.profile.full_name == "Stranger"
+
+
+def test_it_refuses_a_line_break_in_a_full_name_set_in_the_admin(client, cast):
+    profile = cast.stranger.profile
+    data = {name: ("" if value is None else str(value)) for name, value in model_to_dict(profile).items()}
+
+    response = client_for(client, cast, "admin").post(
+        reverse("admin:portal_profile_change", args=[profile.pk]), {**data, "full_name": "Sly\nBcc: everyone@example.net"})
+
+    assert response.status_code == 200
+    assert "Full name: write it on one line" in response.content.decode()
+    profile.refresh_from_db()
+    assert profile.full_name == "Stranger"
 
 
 def test_it_saves_a_pasted_orcid_url_from_the_profile_page(client, cast):

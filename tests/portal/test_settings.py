@@ -53,6 +53,9 @@ def test_it_warns_when_production_runs_on_embedded_parts():
         ({"EMAIL_HOST": "smtp.example.org", "EMAIL_PORT": "70000"}, "EMAIL_PORT=70000 is above the maximum of 65535"),
         ({"S3_BUCKET": "releases"}, "S3_ACCESS_KEY_ID is required"),
         ({"PORTAL_BASE_URL": "portal.example.org"}, "PORTAL_BASE_URL='portal.example.org' must start with one of: http://, https://"),
+        # Both go into every mail's headers (subject, From): a line break would be a header of its own.
+        ({"PORTAL_NAME": "Portal\nBcc: everyone@example.net"}, "PORTAL_NAME: write it on one line, without line breaks"),
+        ({"DEFAULT_FROM_EMAIL": "portal@example.org\rX-Spam: no"}, "DEFAULT_FROM_EMAIL: write it on one line"),
     ],
 )
 def test_it_refuses_to_start_with_a_bad_setting(env, message):
