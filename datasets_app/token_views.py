@@ -52,5 +52,6 @@ def token_list(request):
 def token_revoke(request, pk):
     token = get_object_or_404(AccessToken, pk=pk, user=request.user)
     access_token_revoke(token=token, actor=request.user, request=request)
-    messages.success(request, f"Revoked the token {token.name} ({token.prefix}…). Scripts using it now get a 401.")
+    messages.success(request, f"Revoked the token {token.name} ({token.prefix}…). Scripts using it now get a 401, "
+                              "and the download links fetched with it no longer work.")
     return redirect("token_list")

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from datasets_app import download_views, manifest_views, review_views, takedown_views, token_views, views
+from datasets_app import download_views, link_views, manifest_views, review_views, takedown_views, token_views, views
 
 urlpatterns = [
     path("catalogue/", views.catalogue, name="catalogue"),
@@ -14,6 +14,8 @@ urlpatterns = [
     path("access/", views.my_access, name="my_access"),
     path("access/tokens/", token_views.token_list, name="token_list"),
     path("access/tokens/<int:pk>/revoke/", token_views.token_revoke, name="token_revoke"),
+    path("access/links/revoke/", link_views.links_revoke, name="links_revoke"),
+    path("access/sign-out-everywhere/", link_views.sign_out_everywhere, name="sign_out_everywhere"),
     path("access/grants/<int:pk>/reaccept/", views.grant_reaccept_view, name="grant_reaccept"),
     path("review/", review_views.review_queue, name="review_queue"),
     path("review/requests/<int:pk>/", review_views.review_detail, name="review_detail"),

@@ -1,5 +1,7 @@
 from allauth.account.adapter import DefaultAccountAdapter
+from allauth.usersessions.adapter import DefaultUserSessionsAdapter
 from django.conf import settings
+from django.db import transaction
 from django.contrib import messages
 
 # allauth's messages to an address that nobody has shown to be theirs yet: the verification link
@@ -45,3 +47,15 @@ class AccountAdapter(DefaultAccountAdapter):
             return
         super().add_message(request, level, message_template, message_context, extra_tags, message)
 
+
+class UserSessionsAdapter(DefaultUserSessionsAdapter):
+    def end_sessions(self, sessions) -> None:
+        # Whoever ends sessions (allauth's "sign out other sessions", the portal's "sign out
+        # everywhere") fears someone else holds one, and so the signed links it fetched too.
+        from datasets_app.links import links_revoke_all
+
+        sessions = list(sessions)
+        with transaction.atomic():
+            super().end_sessions(sessions)
+            for user in {session.user for session in sessions}:
+                links_revoke_all(user=user, actor=user, reason="sessions_ended")

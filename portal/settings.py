@@ -58,6 +58,8 @@ INSTALLED_APPS = [
     "allauth",
     "allauth.account",
     "allauth.mfa",
+    # Tracks each account's sessions, so that "sign out everywhere" can end them all.
+    "allauth.usersessions",
     "django_countries",
     "datasets_app",
     "inference",
@@ -153,6 +155,7 @@ ACCOUNT_RATE_LIMITS = {
     "login_failed": env_str("LOGIN_FAILED_RATE_LIMIT", "10/m/ip,5/300s/key"),
 }
 ACCOUNT_ADAPTER = "portal.adapters.AccountAdapter"
+USERSESSIONS_ADAPTER = "portal.adapters.UserSessionsAdapter"
 SIGNUP_OPEN = env_bool("SIGNUP_OPEN", True)
 MFA_SUPPORTED_TYPES = ["totp", "recovery_codes"]
 MFA_TOTP_ISSUER = PORTAL_NAME

@@ -17,6 +17,19 @@ def _create_profile(sender, instance, created, **kwargs):
         Profile.objects.get_or_create(user=instance)
 
 
+@receiver(post_save, sender=User)
+def _links_die_with_the_password(sender, instance, created, **kwargs):
+    # Django keeps a newly set password on the instance until the save that stores it
+    # (AbstractBaseUser._password): every way of setting one comes through here (the account
+    # page, a reset by e-mail, the admin, `changepassword`), while a hash upgrade at sign-in
+    # clears it first. A changed password suggests someone else may know the old one, and
+    # links fetched under it are as good as the password was.
+    if not created and getattr(instance, "_password", None) is not None:
+        from datasets_app.links import links_revoke_all
+
+        links_revoke_all(user=instance, actor=None, reason="password_changed")
+
+
 @receiver(user_logged_in)
 def _audit_login(sender, request, user, **kwargs):
     audit_record(action="login", actor=user, request=request)

@@ -161,7 +161,8 @@ def test_it_revokes_a_token_and_refuses_it_afterwards(cast, published, client):
     response = client.post(f"/access/tokens/{token.pk}/revoke/")
 
     assert response.status_code == 302 and response["Location"] == "/access/tokens/"
-    assert shown_messages(response) == [f"Revoked the token cluster ({token.prefix}…). Scripts using it now get a 401."]
+    assert shown_messages(response) == [f"Revoked the token cluster ({token.prefix}…). Scripts using it now get a 401, "
+                                        "and the download links fetched with it no longer work."]
     token.refresh_from_db()
     assert token.revoked_at is not None and not token.is_active
     assert "Revoked" in client.get("/access/tokens/").content.decode()
