@@ -16,6 +16,7 @@ import pytest
 from django.conf import settings as django_settings
 from django.core.management import call_command
 from django.core.management.base import CommandError
+from django.db import connection
 
 from portal.audit import audit_record
 from portal.audit_checkpoints import audit_checkpoint_latest, checkpoint_key
@@ -80,8 +81,12 @@ def store(request, settings, tmp_path) -> SimpleNamespace:
 
 
 def _cut(*seqs: int) -> None:
+    """Delete rows as a database superuser could (past the append-only trigger, then back on)."""
     _tamper()
     AuditEvent.objects.filter(seq__in=seqs).delete()
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("ALTER TABLE portal_auditevent ENABLE TRIGGER portal_auditevent_append_only")
 
 
 def _verify(capsys) -> str:
@@ -206,6 +211,30 @@ def test_it_writes_checkpoints_from_the_beat_schedule_in_a_worker_process(transa
     written = list(folder.glob("audit-checkpoints/*.json"))
     assert len(written) == 1, Path(tmp_path / "worker.log").read_text()[-3000:]
     assert json.loads(written[0].read_text())["hash"] == AuditEvent.objects.get(seq=3).hash
+
+
+def test_it_checkpoints_to_the_bucket_that_AUDIT_CHECKPOINT_LOCATION_names(transactional_db, moto_endpoint):
+    """Settings from the environment, as an operator gives them, in manage.py processes."""
+    bucket = f"audit-{uuid.uuid4().hex[:12]}"
+    client = boto3.client("s3", endpoint_url=moto_endpoint, aws_access_key_id="audit-key",
+                          aws_secret_access_key="audit-secret", region_name="us-east-1")
+    client.create_bucket(Bucket=bucket, ObjectLockEnabledForBucket=True)
+    env = {
+        "DATABASE_URL": subprocess_database_url(), "AUDIT_CHECKPOINT_LOCATION": f"s3://{bucket}/portal-a",
+        "AUDIT_CHECKPOINT_S3_ENDPOINT_URL": moto_endpoint, "AUDIT_CHECKPOINT_S3_REGION": "us-east-1",
+        "AUDIT_CHECKPOINT_S3_ACCESS_KEY_ID": "audit-key", "AUDIT_CHECKPOINT_S3_SECRET_ACCESS_KEY": "audit-secret",
+    }
+    _seed(3)
+
+    written = manage("checkpoint_audit", env=env)
+
+    assert written.returncode == 0, written.stderr
+    keys = [item["Key"] for item in client.list_objects_v2(Bucket=bucket).get("Contents", [])]
+    assert len(keys) == 1 and keys[0].startswith("portal-a/audit-checkpoints/") and keys[0].endswith("-3.json")
+    _cut(3)
+    verified = manage("verify_audit", env=env)
+    assert verified.returncode != 0
+    assert "the trail was truncated: 1 row(s) missing after #2" in verified.stderr
 
 
 @pytest.mark.parametrize(("env", "message"), [
