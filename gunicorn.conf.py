@@ -19,3 +19,5 @@ keepalive = 5
 # No `sendfile` line: gunicorn reads any value given here, True included, as
 # --no-sendfile. Left unset, files go out with sendfile(2).
 accesslog = "-"
+# Signed links and account keys in request lines are credentials: logged with the secret cut out.
+logger_class = "portal.log_redaction.RedactingLogger"
