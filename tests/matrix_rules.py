@@ -26,13 +26,14 @@ from typing import Callable, Mapping
 
 from allauth.account.models import EmailAddress
 from allauth.mfa.models import Authenticator
+from allauth.usersessions.models import UserSession
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
 from django.utils import timezone
 
 from datasets_app.links import link_token
 from datasets_app.models import AccessRequest, AccessToken, Build, DownloadEvent, Exclusion, Grant, RestrictedConfig, Takedown
-from portal.models import AuditEvent
+from portal.models import AuditEvent, Profile
 from tests.conftest import ROLES
 
 # The cast's roles, plus a reviewer and an admin who signed in with a password
@@ -330,6 +331,10 @@ RULES: dict[str, Rule | tuple[Rule, ...]] = {
     "token_revoke": Rule(by_role(405, anonymous=Redirect(LOGIN)),
                          "POST only (the page's Revoke button); sign-in is checked first.",
                          kwargs=lambda w: {"pk": w.token.pk}),
+    "links_revoke": Rule(by_role(405, anonymous=Redirect(LOGIN)),
+                         "POST only (My access's button: invalidate all my download links); sign-in is checked first."),
+    "sign_out_everywhere": Rule(by_role(405, anonymous=Redirect(LOGIN)),
+                                "POST only (My access's button); sign-in is checked first."),
     # --- review -------------------------------------------------------------------------------
     "review_queue": Rule(
         by_role(**_REVIEW_GATE, reviewer_a=200, reviewer_b=200, admin=200),
@@ -397,6 +402,7 @@ RULES: dict[str, Rule | tuple[Rule, ...]] = {
     "account_email": Rule(_OWN, "Manage one's own e-mail addresses."),
     "account_email_verification_sent": Rule(by_role(200), "Static 'we sent you a link' page."),
     "account_change_password": Rule(_OWN, "Change one's own password."),
+    "usersessions_list": Rule(_OWN, "One's own sessions (allauth.usersessions); signing out the others ends one's links too."),
     "account_set_password": Rule(by_role(Redirect("/accounts/password/change/"), anonymous=Redirect(LOGIN)),
                                  "Every cast member has a password, so 'set' sends them to 'change'."),
     "account_reset_password": Rule(by_role(200), "Ask for a reset link by e-mail; says nothing about who has an account."),
@@ -482,6 +488,8 @@ ADMIN_OBJECTS: dict[str, Callable[..., int]] = {
     "datasets_app.grant": lambda w: w.cast.grants["granted"].pk,
     "datasets_app.accesstoken": lambda w: w.token.pk,
     "portal.profile": lambda w: w.cast.users["granted"].profile.pk,
+    "usersessions.usersession": lambda w: UserSession.objects.get_or_create(
+        session_key="matrix-session", defaults={"user": w.cast.users["granted"], "ip": "192.0.2.1", "user_agent": "matrix"})[0].pk,
     "portal.auditevent": lambda w: AuditEvent.objects.order_by("-seq").first().pk,
     "datasets_app.downloadevent": lambda w: _a_download(w),
     "datasets_app.build": lambda w: _a_build(w),
@@ -665,6 +673,13 @@ POST_RULES: dict[str, PostRule | tuple[PostRule, ...]] = {
         why="Only the token's owner revokes it; for anyone else, the superuser included, it does not exist (404). "
             "An account at risk is disabled instead, which stops all its tokens.",
         kwargs=lambda w: {"pk": w.token.pk},
+    ),
+    "links_revoke": PostRule(
+        by_role(Redirect("/access/"), anonymous=Redirect(LOGIN)),
+        data=lambda w, role: {},
+        changes=_SIGNED_IN,
+        effect=lambda w, role: Profile.objects.get(user=w.user(role)).link_generation == 1,
+        why="Anyone signed in invalidates their own download links (no account id in the URL: no one else's).",
     ),
     # One admin form stands for the family: admin_view guards every method alike.
     "admin:datasets_app_resource_change": PostRule(
