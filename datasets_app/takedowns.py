@@ -182,7 +182,8 @@ def takedown_submit(
             raise GovernanceError(error.messages[0]) from None
     # The contact address is whatever the visitor typed: the acknowledgment to it is limited, and
     # says nothing the visitor wrote (takedown_received_requester), so the form cannot carry a message to anyone.
-    unverified_mail_count(ip=ip, recipient=contact_email.strip())
+    if contact_email.strip():
+        unverified_mail_count(ip=ip, recipient=contact_email.strip())
     takedown = Takedown.objects.create(
         resource=resource, record_id=record_id, url=url, excerpt=excerpt, contact_name=contact_name.strip(),
         contact_email=contact_email.strip(), reason=reason.strip(), ip=ip or None,
