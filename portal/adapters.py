@@ -42,7 +42,7 @@ class AccountAdapter(DefaultAccountAdapter):
         super().send_mail(template_prefix, email, context)
 
     def add_message(self, request, level, message_template=None, message_context=None, extra_tags="", message=None):
-        # allauth says "Confirmation e-mail sent" after calling send_mail, whatever it did.
+        # allauth says "Confirmation email sent" after calling send_mail, whatever send_mail did.
         if message_template == _SENT_MESSAGE and (message_context or {}).get("email") in getattr(request, "_unverified_mail_refused", ()):
             return
         super().add_message(request, level, message_template, message_context, extra_tags, message)
