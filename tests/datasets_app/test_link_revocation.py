@@ -10,6 +10,7 @@ from datetime import timedelta
 
 import pytest
 from allauth.usersessions.models import UserSession
+from django.contrib.auth.models import AnonymousUser
 from django.core.cache import cache
 from django.test import Client
 from django.urls import reverse
@@ -250,6 +251,23 @@ def test_it_invalidates_links_when_other_sessions_end_on_allauths_sessions_page(
     assert UserSession.objects.filter(user=cast.granted).count() == 1  # this one remains
     assert laptop.get(reverse("my_access")).status_code == 200
     assert REVOKED_ALL in Client().get(before).content.decode()
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_it_refuses_a_tampered_or_expired_link_whoever_it_was_issued_to(cast, open_published, role):
+    user = cast.users.get(role, AnonymousUser())
+    file = file_of(open_published, "tokenizer.json")
+    good = links.link_path(file=file, user=user)
+    token = good.split("/")[2]
+    tampered = good.replace(token, token[:-1] + ("A" if token[-1] != "A" else "B"))
+    expired = reverse("file_download", kwargs={"token": links.link_token(file=file, user=user, ttl=60, now=time.time() - 120),
+                                               "path": file.path})
+    seq = last_seq()
+
+    assert Client().get(good).status_code == 200
+    assert Client().get(tampered).status_code == 403 and "cut short or altered" in Client().get(tampered).content.decode()
+    assert Client().get(expired).status_code == 410 and "has expired" in Client().get(expired).content.decode()
+    assert {r["reason"] for r in refusals_since(seq)} == {"invalid", "expired"}
 
 
 # --- Links from before links were revocable -------------------------------------------------------

@@ -179,3 +179,31 @@ def test_it_passes_the_readme_cluster_recipe_with_a_grant_of_some_configs(cast, 
     manifest = json.loads((node / "manifest.json").read_text(encoding="utf-8"))
     assert sorted(manifest["configs"]) == ["ar", "fr"] and manifest["filtered"]["not_covered"] == ["he"]
     assert {f["path"] for f in manifest["files"]} == {path for path in got if path.startswith("data/")}
+
+
+def test_it_stops_a_manifest_link_with_its_token_or_with_all_the_accounts_links(cast, built):
+    from datasets_app.links import links_revoke_all, link_signer
+    from datasets_app.tokens import access_token_revoke
+
+    scope(cast.grants["granted"], all_configs=False, configs=["ar"])
+    token, raw = access_token_create(user=cast.granted, name="node", scopes=["read"], days=1)
+    fetched = manifest_line(Client(headers={"Authorization": f"Bearer {raw}"}).get(BASE + "urls.txt").content.decode())
+    assert Client().get(fetched).status_code == 200
+
+    access_token_revoke(token=token, actor=cast.granted)
+    by_token = Client().get(fetched)
+    fresh = manifest_line(terminal(cast).get(BASE + "urls.txt").content.decode())
+    assert Client().get(fresh).status_code == 200
+    links_revoke_all(user=cast.granted, actor=cast.granted, reason="requested")
+    by_account = Client().get(fresh)
+    old = link_signer("datasets_app.grant-manifest.v1").sign_object(
+        {"v": built[0].pk, "u": cast.granted.pk, "g": cast.grants["granted"].pk, "e": 2_000_000_000})
+    stale = Client().get(f"/m/{old}/manifest.json")
+
+    assert by_token.status_code == 403 and f"the access token {token.prefix}… it was fetched with was revoked" in by_token.content.decode()
+    assert by_account.status_code == 403 and "all links of this account were invalidated" in by_account.content.decode()
+    assert stale.status_code == 410 and "issued before links could be revoked" in stale.content.decode()
+    refused = list(AuditEvent.objects.filter(action="download_refused").order_by("seq").values_list("data", flat=True))
+    assert [(r["reason"], r["link"]["kind"]) for r in refused] == [("token_revoked", "manifest"), ("links_revoked", "manifest"),
+                                                                   ("stale", "manifest")]
+    assert refused[0]["link"]["token_id"] == token.pk and refused[0]["link"]["version_id"] == built[0].pk
