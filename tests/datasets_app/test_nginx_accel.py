@@ -1,5 +1,5 @@
-"""Downloads behind nginx from Debian's packages, configured as README.md's deployment section
-says: the portal authorizes each request and answers X-Accel-Redirect, nginx sends the bytes
+"""Downloads behind nginx from Debian's packages, configured with README.md's nginx block as
+written: the portal authorizes each request and answers X-Accel-Redirect, nginx sends the bytes
 (ranges included). Real clients (curl, wget) through nginx to the live server."""
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import time
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
@@ -24,6 +25,7 @@ NGINX = shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx",) if os.pat
 pytestmark = pytest.mark.skipif(NGINX is None, reason="nginx is not installed (apt-get install nginx; CI installs it)")
 BIG = "data/fr/part-00000.parquet"
 
+ROOT = Path(__file__).resolve().parents[2]
 CONF = """\
 {user}worker_processes 1;
 pid {prefix}/nginx.pid;
@@ -31,23 +33,33 @@ error_log {prefix}/error.log warn;
 daemon off;
 events {{ worker_connections 256; }}
 http {{
-    access_log off;
     sendfile on;
     client_body_temp_path {prefix}/body;
     proxy_temp_path {prefix}/proxy;
     fastcgi_temp_path {prefix}/fastcgi;
     uwsgi_temp_path {prefix}/uwsgi;
     scgi_temp_path {prefix}/scgi;
-    # README.md, "Deployment at scale":
-    upstream portal {{ server {upstream}; keepalive 32; }}
-    server {{
-        listen 127.0.0.1:{port};
-        location /_protected/ {{ internal; alias {media}/; }}
-        location / {{ proxy_pass http://portal; proxy_http_version 1.1; proxy_set_header Connection "";
-                     proxy_set_header Host $host; proxy_set_header X-Forwarded-Proto $scheme; }}
-    }}
+{readme}
 }}
 """
+
+
+def readme_nginx() -> str:
+    """README.md's nginx block ("Deployment at scale"), as an operator copies it."""
+    blocks = [block.split("```", 1)[0] for block in (ROOT / "README.md").read_text().split("```nginx\n")[1:]]
+    [block] = [block for block in blocks if "upstream portal" in block]
+    return block
+
+
+def _readme_conf(*, port: int, upstream: str, media: Path, access_log: Path) -> str:
+    """The README's block with this test's ports and folders in place of the example ones."""
+    conf = readme_nginx()
+    for example, own in (("127.0.0.1:8000", upstream), ("/srv/portal/media/", f"{media}/"),
+                         ("/var/log/nginx/portal.access.log", str(access_log)),
+                         ("server {", f"server {{ listen 127.0.0.1:{port};")):
+        assert conf.count(example) == 1, f"README.md's nginx block no longer has {example!r} once: update this test"
+        conf = conf.replace(example, own)
+    return conf
 
 
 def _free_port() -> int:
@@ -58,15 +70,19 @@ def _free_port() -> int:
 
 @pytest.fixture
 def nginx(live_server, local_storage, settings, tmp_path):
-    """nginx in front of the live server; the portal answers X-Accel-Redirect for local files."""
+    """nginx with README.md's configuration in front of the live server; the portal answers
+    X-Accel-Redirect for local files and believes nginx's X-Forwarded-For, as the README says.
+    Its access log is tmp_path / "nginx" / "access.log"."""
     settings.DOWNLOAD_ACCEL_REDIRECT = "/_protected/"
+    settings.TRUSTED_PROXIES = ["127.0.0.1"]
     prefix, port = tmp_path / "nginx", _free_port()
     prefix.mkdir()
     local_storage.mkdir(exist_ok=True)
     (prefix / "nginx.conf").write_text(CONF.format(
         # Workers must read the test's tmp folder, which only its owner may enter.
-        user="user root;\n" if os.geteuid() == 0 else "", prefix=prefix, port=port,
-        upstream=urlsplit(live_server.url).netloc, media=local_storage))
+        user="user root;\n" if os.geteuid() == 0 else "", prefix=prefix,
+        readme=_readme_conf(port=port, upstream=urlsplit(live_server.url).netloc, media=local_storage,
+                            access_log=prefix / "access.log")))
     process = subprocess.Popen([NGINX, "-p", str(prefix), "-c", str(prefix / "nginx.conf"), "-e", str(prefix / "error.log")],
                                stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.monotonic() + 20
@@ -151,3 +167,18 @@ def test_it_answers_head_through_nginx_without_a_body(cast, published, nginx):
     status, headers = parse_headers(curl("-I", _link(cast, published, nginx)).stdout)
     assert status == 200 and headers["content-length"] == str(BIG_SIZE)
     assert headers["accept-ranges"] == "bytes"
+
+
+def test_it_keeps_signed_links_out_of_nginxs_access_log(cast, published, nginx, tmp_path):
+    link = _link(cast, published, nginx)
+    token = urlsplit(link).path.split("/")[2]
+    curl("-f", "-o", "/dev/null", "-r", "0-9", "-H", f"Referer: {link}", link)
+    curl("-o", "/dev/null", link.replace("/d/", "//d/x", 1))
+    curl("-o", "/dev/null", "--request-target", link, nginx + "/")  # absolute-form, as a proxy client sends it
+    curl("-o", "/dev/null", f"{nginx}/m/{token}/manifest.json")
+
+    log = (tmp_path / "nginx" / "access.log").read_text()
+    assert log.count("\n") == 4
+    assert token not in log and token.rsplit(":", 1)[1] not in log
+    assert f'"GET /d/[redacted]/{BIG} HTTP/1.1" 206' in log and f'"{nginx}/d/[redacted]/{BIG}"' in log
+    assert "/m/[redacted]/manifest.json" in log
