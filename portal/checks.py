@@ -28,6 +28,14 @@ def production_infrastructure(app_configs, **kwargs):
         problems.append(Warning(
             f"PORTAL_BASE_URL={settings.PORTAL_BASE_URL} is not HTTPS; links in e-mails would be sent in clear.",
             hint="Set PORTAL_BASE_URL=https://your.host.", id="portal.W005"))
+    behind_proxy = getattr(settings, "SECURE_PROXY_SSL_HEADER", None) or settings.DOWNLOAD_ACCEL_REDIRECT
+    if behind_proxy and not settings.TRUSTED_PROXIES:
+        problems.append(Warning(
+            "The portal is set up behind a proxy (SECURE_PROXY_SSL_HEADER or DOWNLOAD_ACCEL_REDIRECT) but trusts none: "
+            "every client then has the proxy's address, so ten failed logins anywhere lock everyone out, and audit "
+            "events and download records all name the proxy.",
+            hint="Set TRUSTED_PROXIES to the proxy's address as the portal sees it, e.g. TRUSTED_PROXIES=127.0.0.1 "
+                 "for nginx on the same host.", id="portal.W006"))
     return problems
 
 

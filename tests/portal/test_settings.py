@@ -63,3 +63,12 @@ def test_it_refuses_to_start_with_a_bad_setting(env, message):
     assert result.returncode != 0
     assert message in result.stderr
     assert "hunter2" not in result.stderr, "a password leaked into an error message"
+
+
+def test_it_warns_behind_a_proxy_that_is_not_trusted():
+    behind_nginx = {**PRODUCTION, "SECURE_PROXY_SSL_HEADER": "1", "DOWNLOAD_ACCEL_REDIRECT": "/_protected/"}
+    result = manage("check", "--deploy", "--fail-level", "WARNING", env=behind_nginx)
+    assert result.returncode != 0 and "portal.W006" in result.stderr and "TRUSTED_PROXIES=127.0.0.1" in result.stderr
+
+    result = manage("check", "--deploy", "--fail-level", "WARNING", env={**behind_nginx, "TRUSTED_PROXIES": "127.0.0.1"})
+    assert result.returncode == 0, result.stdout + result.stderr
