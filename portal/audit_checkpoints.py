@@ -30,7 +30,9 @@ from portal.audit import AuditBreak
 from portal.models import AuditEvent
 
 PREFIX = "audit-checkpoints"
-_NAME = re.compile(r"^(?P<stamp>\d{8}T\d{6}\.\d{6}Z)-(?P<seq>\d+)(?:-[0-9a-f]+)?\.json$")
+# The optional tail: our suffix for a name taken by other content, or the one a storage adds
+# when two workers save the same head at once (Django's get_available_name).
+_NAME = re.compile(r"^(?P<stamp>\d{8}T\d{6}\.\d{6}Z)-(?P<seq>\d+)(?:[-_][0-9A-Za-z]+)?\.json$")
 _STAMP = "%Y%m%dT%H%M%S.%fZ"
 
 

@@ -167,6 +167,20 @@ def test_it_never_overwrites_an_existing_checkpoint_object(store):
 
 
 @pytest.mark.django_db
+def test_it_finds_a_checkpoint_that_the_storage_renamed(store):
+    _seed(4)
+    head = AuditEvent.objects.get(seq=4)
+    # Two workers saving one head at once: the storage gives the second a suffix of its own.
+    key = checkpoint_key(seq=4, created_at=head.created_at).removesuffix(".json") + "_Xy3kQ9a.json"
+    body = {"seq": 4, "hash": head.hash, "created_at": head.created_at.isoformat()}
+    store.plant(key, json.dumps(body).encode())
+    _cut(4)
+
+    with pytest.raises(CommandError, match=r"truncated: 1 row\(s\) missing after #3 \(checkpoint \S+_Xy3kQ9a\.json"):
+        call_command("verify_audit")
+
+
+@pytest.mark.django_db
 def test_it_refuses_to_pass_a_trail_whose_latest_checkpoint_is_not_one(store):
     _seed(2)
     call_command("checkpoint_audit")
