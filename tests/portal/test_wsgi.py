@@ -103,6 +103,7 @@ ODD_HEADERS = [
     "Range: bytes=0-1,2-3,4-5", "Range: items=0-1", "If-Range: \xff", "If-Modified-Since: yesterday",
     "X-Forwarded-For: not-an-ip, ::1, [::1]:80, 999.1.1.1", "X-Forwarded-Proto: gopher",
     "Accept-Language: xx-YY;q=abc, *;q=", "Authorization: Bearer", "Authorization: Basic !!!", "User-Agent: " + "u" * 9000,
+    "Host: evil.example", "Host: 127.0.0.1:abc", "Host: [::1", "Referer: \xff://", "Origin: null",
 ]
 
 
@@ -119,4 +120,11 @@ def test_it_never_answers_500_to_an_odd_header(cast, published, live_server):
             status = result.stdout.decode()
             if not status.isdigit() or int(status) >= 500 or int(status) == 0:
                 failures.append((path, header[:60], status))
+    # Bodies a browser would never send, to the forms anyone may post to.
+    for path in ("/takedown/", "/accounts/login/", "/accounts/signup/"):
+        for content_type in ("multipart/form-data; boundary=", "multipart/form-data", "application/x-www-form-urlencoded; charset=nope"):
+            result = curl("-o", "/dev/null", "-w", "%{http_code}", "-H", f"Content-Type: {content_type}", "--data-binary", "--x\r\n\xff=1&a",
+                          base + path, check=False)
+            if not result.stdout.decode().isdigit() or int(result.stdout) >= 500:
+                failures.append((path, content_type, result.stdout.decode()))
     assert failures == []
