@@ -173,17 +173,45 @@ def downloadable_resources(user, queryset: QuerySet[Resource] | None = None) -> 
     )
 
 
+@dataclass(frozen=True)
+class CommandLineOperator:
+    """Someone running a management command on the server (grant_access, revoke_access).
+
+    They hold the database and the settings, so no page could stop them: they may decide on
+    every resource, unless they name a portal account with --actor, whose authority (and name
+    in the trail) is then theirs. Only commands build one; pages, the admin and the API pass
+    request.user, so a caller cannot reach a decision without an actor by passing None.
+    """
+
+    name: str  # the --actor username, or else the system user running the command
+    user: object | None = None  # the portal account named with --actor
+
+    def trail(self) -> dict[str, str]:
+        """What the audit event records of who acted, and from where."""
+        return {"via": "command line", "operator": self.name}
+
+
+def acting_user(actor):
+    """The portal account to record as having decided (granted_by, decided_by): None for an
+    operator who named no account."""
+    return actor.user if isinstance(actor, CommandLineOperator) else actor
+
+
 def reviewable_resources(user) -> QuerySet[Resource]:
     """Reviewers are assigned per resource; being staff is not enough."""
-    if not user.is_authenticated or not user.is_active:
+    if user is None or not user.is_authenticated or not user.is_active:
         return Resource.objects.none()
     if user.is_superuser:
         return Resource.objects.all()
     return Resource.objects.filter(reviewers=user)
 
 
-def can_review(user, resource: Resource) -> bool:
-    return reviewable_resources(user).filter(pk=resource.pk).exists()
+def can_review(actor, resource: Resource) -> bool:
+    """May `actor` decide on `resource`: its requests, grants and takedowns? A reviewer assigned to
+    it, a superuser, or an operator at the command line (with --actor, only as that account may)."""
+    if isinstance(actor, CommandLineOperator):
+        return actor.user is None or can_review(actor.user, resource)
+    return reviewable_resources(actor).filter(pk=resource.pk).exists()
 
 
 def can_request_access(user, resource: Resource) -> Decision:

@@ -14,7 +14,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from datasets_app import notifications
-from datasets_app.authz import can_request_access
+from datasets_app.authz import CommandLineOperator, acting_user, can_request_access, can_review
 from datasets_app.models import EVERY_CONFIG, AccessRequest, File, Grant, License, LicenseVersion, Resource
 from portal.audit import audit_record
 from portal.client import client_ip
@@ -24,6 +24,22 @@ User = get_user_model()
 
 class GovernanceError(Exception):
     """A refused action; its message is shown to the person who tried it."""
+
+
+def _require_reviewer(actor, resource: Resource, *, to: str) -> None:
+    """Refuse an actor who may not decide on `resource` (datasets_app.authz.can_review), whoever
+    called: a page, the admin, a command, a task or the API."""
+    if can_review(actor, resource):
+        return
+    if isinstance(actor, CommandLineOperator):
+        raise GovernanceError(f"{actor.name} does not review {resource.repo_id}, so may not {to}: name a reviewer of it "
+                              "or an administrator with --actor, or leave --actor out to act as the operator.")
+    raise GovernanceError(f"Only a reviewer of {resource.repo_id} may {to}: ask an administrator to assign you to it.")
+
+
+def _trail(actor) -> dict[str, str]:
+    """Who acted from outside the web pages, for the audit event's data."""
+    return actor.trail() if isinstance(actor, CommandLineOperator) else {}
 
 
 def _normalise_name(name: str) -> str:
@@ -166,8 +182,8 @@ def access_request_submit(
             # A restricted config needs its own approval: never automatic.
             auto_reason = "" if set(configs) & set(restricted) else _auto_approval_reason(user, resource)
             if auto_reason:
-                access_request_approve(
-                    access_request=access_request, reviewer=None,
+                _approve(
+                    access_request=access_request, reviewer=None, automatic=True,
                     expires_at=timezone.now() + timedelta(days=resource.default_grant_days), note=auto_reason,
                 )
                 access_request.refresh_from_db()
@@ -193,11 +209,11 @@ def _auto_approval_reason(user, resource: Resource) -> str:
     return ""
 
 
-def _claim(access_request: AccessRequest, *, status: str, reviewer, reason: str) -> None:
+def _claim(access_request: AccessRequest, *, status: str, reviewer, reason: str, automatic: bool = False) -> None:
     """Decide a request exactly once: a second reviewer acting at the same time loses."""
     claimed = AccessRequest.objects.filter(pk=access_request.pk, status__in=AccessRequest.OPEN_STATUSES).update(
-        status=status, decided_by=reviewer, decided_at=timezone.now(), decision_reason=reason,
-        auto_approved=reviewer is None,
+        status=status, decided_by=acting_user(reviewer), decided_at=timezone.now(), decision_reason=reason,
+        auto_approved=automatic,
     )
     if claimed != 1:
         access_request.refresh_from_db()
@@ -206,6 +222,18 @@ def _claim(access_request: AccessRequest, *, status: str, reviewer, reason: str)
             f"by {access_request.decided_by or 'the system'}; reload the queue."
         )
     access_request.refresh_from_db()
+
+
+def _known_configs(resource: Resource, configs: list[str], *, all_configs: bool) -> list[str]:
+    configs = sorted(set(configs))
+    if not all_configs and not configs:
+        raise GovernanceError("Name the configs the grant covers, or grant every config.")
+    known = set(resource.restricted_configs.values_list("name", flat=True)) | set(resource_configs(resource))
+    unknown = [c for c in configs if c not in known]
+    if unknown:
+        choices = ", ".join(sorted(known)) or "none yet (no published version)"
+        raise GovernanceError(f"{resource.repo_id} has no config {unknown[0]!r}; its configs are: {choices}.")
+    return configs
 
 
 def requested_configs(access_request: AccessRequest) -> list[str]:
@@ -218,13 +246,7 @@ def requested_configs(access_request: AccessRequest) -> list[str]:
     return sorted(named)
 
 
-def _narrowed(access_request: AccessRequest, reviewer, configs: list[str]) -> list[str]:
-    from datasets_app.authz import can_review
-
-    resource = access_request.resource
-    if reviewer is None or not can_review(reviewer, resource):
-        raise GovernanceError(f"Only a reviewer of {resource.repo_id} may narrow what a request covers: "
-                              "ask an administrator to assign you, or approve it as asked.")
+def _narrowed(access_request: AccessRequest, configs: list[str]) -> list[str]:
     configs = sorted(set(configs))
     if not configs:
         raise GovernanceError("Choose at least one config to approve, or approve the request as asked.")
@@ -238,20 +260,27 @@ def _narrowed(access_request: AccessRequest, reviewer, configs: list[str]) -> li
 @transaction.atomic
 def access_request_approve(*, access_request: AccessRequest, reviewer, expires_at: datetime, note: str = "",
                            configs: list[str] | None = None) -> Grant:
-    """Approve as asked, or with `configs` only those configs of the ones asked for (narrowed by a
-    reviewer of the resource); the request keeps what was asked, the grant what was approved."""
+    """Approve as asked, or with `configs` only those configs of the ones asked for; the request
+    keeps what was asked, the grant what was approved. Only a reviewer of the resource approves:
+    the automatic approval of access_request_submit goes through _approve, never through here."""
+    _require_reviewer(reviewer, access_request.resource, to="approve its access requests")
+    return _approve(access_request=access_request, reviewer=reviewer, expires_at=expires_at, note=note, configs=configs)
+
+
+def _approve(*, access_request: AccessRequest, reviewer, expires_at: datetime, note: str,
+             configs: list[str] | None = None, automatic: bool = False) -> Grant:
     if expires_at <= timezone.now():
         raise GovernanceError("The expiry date must be in the future.")
-    narrowed = _narrowed(access_request, reviewer, configs) if configs is not None else None
-    _claim(access_request, status=AccessRequest.Status.APPROVED, reviewer=reviewer, reason=note)
+    narrowed = _narrowed(access_request, configs) if configs is not None else None
+    _claim(access_request, status=AccessRequest.Status.APPROVED, reviewer=reviewer, reason=note, automatic=automatic)
     grant = _grant_open(
-        user=access_request.user, resource=access_request.resource, granted_by=reviewer, expires_at=expires_at,
+        user=access_request.user, resource=access_request.resource, granted_by=acting_user(reviewer), expires_at=expires_at,
         license_version=access_request.license_version, access_request=access_request, reason=note, configs=narrowed,
     )
     scope = {"narrowed_from": {"all_configs": access_request.all_configs, "configs": access_request.configs}} if narrowed is not None else {}
     audit_record(
-        action="request_approved", actor=reviewer, target=access_request, resource=access_request.resource.repo_id,
-        data={**_grant_summary(grant), **scope, "note": note, "automatic": reviewer is None},
+        action="request_approved", actor=acting_user(reviewer), target=access_request, resource=access_request.resource.repo_id,
+        data={**_grant_summary(grant), **scope, "note": note, "automatic": automatic, **_trail(reviewer)},
     )
     notifications.request_decided(access_request=access_request, grant=grant)
     return grant
@@ -259,12 +288,13 @@ def access_request_approve(*, access_request: AccessRequest, reviewer, expires_a
 
 @transaction.atomic
 def access_request_reject(*, access_request: AccessRequest, reviewer, reason: str) -> AccessRequest:
+    _require_reviewer(reviewer, access_request.resource, to="reject its access requests")
     if not reason.strip():
         raise GovernanceError("Give a reason for the rejection: the applicant will read it.")
     _claim(access_request, status=AccessRequest.Status.REJECTED, reviewer=reviewer, reason=reason.strip())
     audit_record(
-        action="request_rejected", actor=reviewer, target=access_request, resource=access_request.resource.repo_id,
-        data={"user": access_request.user.get_username(), "reason": reason.strip()},
+        action="request_rejected", actor=acting_user(reviewer), target=access_request, resource=access_request.resource.repo_id,
+        data={"user": access_request.user.get_username(), "reason": reason.strip(), **_trail(reviewer)},
     )
     notifications.request_decided(access_request=access_request, grant=None)
     return access_request
@@ -272,20 +302,22 @@ def access_request_reject(*, access_request: AccessRequest, reviewer, reason: st
 
 @transaction.atomic
 def access_request_request_changes(*, access_request: AccessRequest, reviewer, message: str) -> AccessRequest:
+    _require_reviewer(reviewer, access_request.resource, to="ask for changes to its access requests")
     if not message.strip():
         raise GovernanceError("Say what the applicant should change.")
     if access_request.status != AccessRequest.Status.PENDING:
         raise GovernanceError("Changes can only be asked of a pending request.")
     updated = AccessRequest.objects.filter(pk=access_request.pk, status=AccessRequest.Status.PENDING).update(
-        status=AccessRequest.Status.CHANGES_REQUESTED, decided_by=reviewer, decided_at=timezone.now(),
+        status=AccessRequest.Status.CHANGES_REQUESTED, decided_by=acting_user(reviewer), decided_at=timezone.now(),
         decision_reason=message.strip(),
     )
     if updated != 1:
         raise GovernanceError("This request was decided meanwhile; reload the queue.")
     access_request.refresh_from_db()
     audit_record(
-        action="request_changes_requested", actor=reviewer, target=access_request,
-        resource=access_request.resource.repo_id, data={"user": access_request.user.get_username(), "message": message.strip()},
+        action="request_changes_requested", actor=acting_user(reviewer), target=access_request,
+        resource=access_request.resource.repo_id,
+        data={"user": access_request.user.get_username(), "message": message.strip(), **_trail(reviewer)},
     )
     notifications.request_decided(access_request=access_request, grant=None)
     return access_request
@@ -297,6 +329,7 @@ def access_request_request_changes(*, access_request: AccessRequest, reviewer, m
 def _grant_open(
     *, user, resource: Resource, granted_by, expires_at: datetime, license_version: LicenseVersion | None,
     access_request: AccessRequest | None = None, reason: str = "", configs: list[str] | None = None,
+    all_configs: bool = False,
 ) -> Grant:
     now = timezone.now()
     # A renewal replaces the current grant; the database allows one active grant.
@@ -307,32 +340,53 @@ def _grant_open(
         previous.ended_by = granted_by
         previous.end_reason = "Renewed"
         previous.save(update_fields=["status", "ended_at", "ended_by", "end_reason"])
+    # The scope asked for is the scope granted unless a reviewer narrowed it to `configs` (or an
+    # operator chose `configs`, with `all_configs`); without a request, all unrestricted configs.
+    if configs is not None:
+        scope = {"all_configs": all_configs, "configs": configs}
+    elif access_request is not None:
+        scope = {"all_configs": access_request.all_configs, "configs": access_request.configs}
+    else:
+        scope = {"all_configs": True, "configs": []}
     return Grant.objects.create(
         user=user, resource=resource, request=access_request, license_version=license_version,
         license_accepted_at=access_request.submitted_at if access_request else now,
-        granted_by=granted_by, reason=reason, created_at=now, expires_at=expires_at,
-        # The scope asked for is the scope granted unless a reviewer narrowed it to `configs`;
-        # without a request, all unrestricted configs.
-        all_configs=configs is None and (access_request.all_configs if access_request else True),
-        configs=configs if configs is not None else (access_request.configs if access_request else []),
+        granted_by=granted_by, reason=reason, created_at=now, expires_at=expires_at, **scope,
     )
 
 
 @transaction.atomic
-def grant_create(*, user, resource: Resource, granted_by, expires_at: datetime | None, reason: str) -> Grant:
-    """A grant without an application (scripted or class-wide grants by operators)."""
+def grant_create(*, user, resource: Resource, granted_by, expires_at: datetime | None, reason: str,
+                 configs: list[str] | None = None, all_configs: bool = False) -> Grant:
+    """A grant without an application (scripted or class-wide grants by operators).
+
+    With `configs`, it covers those configs (and, with `all_configs`, every unrestricted one too).
+    Without, it covers what the user's latest grant on the resource covered, so that renewing a
+    grant of some configs never widens it to all of them; a first grant covers every unrestricted config.
+    """
+    _require_reviewer(granted_by, resource, to="grant access to it")
     expires_at = expires_at or timezone.now() + timedelta(days=resource.default_grant_days)
     if expires_at <= timezone.now():
         raise GovernanceError("The expiry date must be in the future.")
     if not resource.is_gated:
         raise GovernanceError(f"{resource.repo_id} is not gated ({resource.get_access_policy_display().lower()}); it needs no grant.")
+    kept_from = None
+    if configs is not None:
+        configs = _known_configs(resource, configs, all_configs=all_configs)
+    elif all_configs:
+        configs = []
+    else:
+        kept_from = Grant.objects.filter(user=user, resource=resource).order_by("-created_at", "-pk").first()
+        if kept_from is not None:
+            configs, all_configs = kept_from.configs, kept_from.all_configs
     grant = _grant_open(
-        user=user, resource=resource, granted_by=granted_by, expires_at=expires_at,
-        license_version=resource.license_version, reason=reason,
+        user=user, resource=resource, granted_by=acting_user(granted_by), expires_at=expires_at,
+        license_version=resource.license_version, reason=reason, configs=configs, all_configs=all_configs,
     )
+    kept = {"configs_kept_from_grant": kept_from.pk} if kept_from is not None else {}
     audit_record(
-        action="grant_created", actor=granted_by, target=grant, resource=resource.repo_id,
-        data={**_grant_summary(grant), "reason": reason},
+        action="grant_created", actor=acting_user(granted_by), target=grant, resource=resource.repo_id,
+        data={**_grant_summary(grant), "reason": reason, **kept, **_trail(granted_by)},
     )
     notifications.grant_created(grant=grant)
     return grant
@@ -340,18 +394,19 @@ def grant_create(*, user, resource: Resource, granted_by, expires_at: datetime |
 
 @transaction.atomic
 def grant_revoke(*, grant: Grant, revoked_by, reason: str) -> Grant:
+    _require_reviewer(revoked_by, grant.resource, to="revoke its grants")
     if not reason.strip():
         raise GovernanceError("Give a reason for revoking: the holder will read it.")
     updated = Grant.objects.filter(pk=grant.pk, status=Grant.Status.ACTIVE).update(
-        status=Grant.Status.REVOKED, ended_at=timezone.now(), ended_by=revoked_by, end_reason=reason.strip()
+        status=Grant.Status.REVOKED, ended_at=timezone.now(), ended_by=acting_user(revoked_by), end_reason=reason.strip()
     )
     if updated != 1:
         grant.refresh_from_db()
         raise GovernanceError(f"This grant is no longer active ({grant.get_status_display().lower()}).")
     grant.refresh_from_db()
     audit_record(
-        action="grant_revoked", actor=revoked_by, target=grant, resource=grant.resource.repo_id,
-        data={"user": grant.user.get_username(), "reason": reason.strip()},
+        action="grant_revoked", actor=acting_user(revoked_by), target=grant, resource=grant.resource.repo_id,
+        data={"user": grant.user.get_username(), "reason": reason.strip(), **_trail(revoked_by)},
     )
     notifications.grant_revoked(grant=grant)
     return grant

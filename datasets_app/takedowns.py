@@ -21,7 +21,7 @@ from django.utils import timezone
 
 from datasets_app import notifications
 from datasets_app import storage as store
-from datasets_app.authz import can_review
+from datasets_app.authz import CommandLineOperator, acting_user, can_review
 from datasets_app.models import Exclusion, Grant, Resource, Takedown, Version
 from datasets_app.services import GovernanceError
 from portal.audit import audit_record
@@ -215,6 +215,10 @@ def _check_reviewer(takedown: Takedown, reviewer) -> None:
         raise GovernanceError(f"You do not review {takedown.resource.repo_id}: ask an administrator to assign you.")
 
 
+def _trail(reviewer) -> dict[str, str]:
+    return reviewer.trail() if isinstance(reviewer, CommandLineOperator) else {}
+
+
 def _already_decided(takedown: Takedown) -> GovernanceError:
     return GovernanceError(
         f"Takedown #{takedown.pk} was already {takedown.get_status_display().lower()} by "
@@ -226,7 +230,7 @@ def _already_decided(takedown: Takedown) -> GovernanceError:
 def _claim(takedown: Takedown, *, status: str, reviewer, note: str) -> None:
     """Decide a takedown exactly once: a second decision, or a second reviewer at the same time, is refused."""
     claimed = Takedown.objects.filter(pk=takedown.pk, status=Takedown.Status.RECEIVED).update(
-        status=status, decided_by=reviewer, decided_at=timezone.now(), decision_note=note,
+        status=status, decided_by=acting_user(reviewer), decided_at=timezone.now(), decision_note=note,
     )
     takedown.refresh_from_db()
     if claimed != 1:
@@ -278,8 +282,8 @@ def _accept(takedown: Takedown, *, reviewer, note: str, scanned: dict[int, list[
     takedown.affected_versions.set(matches)
     record_ids = sorted({e.record_id for e in exclusions if e.record_id})
     audit_record(
-        action="takedown_accepted", actor=reviewer, target=takedown, resource=takedown.resource.repo_id,
-        data={"takedown": takedown.pk, "note": takedown.decision_note, "record_ids": record_ids,
+        action="takedown_accepted", actor=acting_user(reviewer), target=takedown, resource=takedown.resource.repo_id,
+        data={"takedown": takedown.pk, "note": takedown.decision_note, "record_ids": record_ids, **_trail(reviewer),
               "text_sha256": sorted({e.text_sha256 for e in exclusions if e.text_sha256}),
               "urls": sorted({e.url for e in exclusions if e.url}),
               "affected_versions": {v.name: [m.record_id for m in found] for v, found in matches.items()}},
@@ -294,7 +298,7 @@ def _exclusions(takedown: Takedown, matches: dict[Version, list[Match]], reviewe
     def add(record_id: str, digest: str, url: str = "") -> None:
         rows.setdefault((record_id, digest, url), Exclusion(
             resource=takedown.resource, record_id=record_id, text_sha256=digest, url=url, note=note, takedown=takedown,
-            created_by=reviewer,
+            created_by=acting_user(reviewer),
         ))
 
     for found in matches.values():
@@ -331,8 +335,8 @@ def takedown_reject(*, takedown: Takedown, reviewer, reason: str) -> Takedown:
         raise GovernanceError("Give a reason for the rejection: the requester will read it.")
     _claim(takedown, status=Takedown.Status.REJECTED, reviewer=reviewer, note=reason.strip())
     audit_record(
-        action="takedown_rejected", actor=reviewer, target=takedown, resource=takedown.resource.repo_id,
-        data={"takedown": takedown.pk, "reason": takedown.decision_note},
+        action="takedown_rejected", actor=acting_user(reviewer), target=takedown, resource=takedown.resource.repo_id,
+        data={"takedown": takedown.pk, "reason": takedown.decision_note, **_trail(reviewer)},
     )
     form_url = notifications._absolute(reverse("takedown_form") + f"?resource={takedown.resource.repo_id}")
     notifications._send(to=[takedown.contact_email], template="takedown_rejected_requester",

@@ -1,11 +1,12 @@
 from datetime import timedelta
 
 import pytest
+from django.contrib.auth.models import AnonymousUser
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from datasets_app.authz import can_download, downloadable_resources
-from datasets_app.models import AccessRequest, Grant
+from datasets_app.authz import CommandLineOperator, can_download, downloadable_resources
+from datasets_app.models import AccessRequest, Grant, Resource
 from datasets_app.services import GovernanceError, access_request_approve, access_request_reject
 from portal.models import AuditEvent
 from tests.conftest import apply
@@ -35,6 +36,50 @@ def test_it_opens_an_active_grant_until_the_chosen_expiry(cast):
     assert event.data["grant_id"] == grant.pk and event.data["license_sha256"] == cast.license_version.sha256
     assert event.data["automatic"] is False
     assert_audit_chain_intact()
+
+
+@pytest.mark.parametrize("role", ["reviewer_b", "granted", "pending", "stranger", "anonymous", "nobody"])
+def test_it_refuses_an_approval_from_anyone_but_a_reviewer_of_the_resource(cast, role):
+    # Called directly, as a page, the admin, a task or the API might: the service itself refuses.
+    reviewer = {"anonymous": AnonymousUser(), "nobody": None}[role] if role in ("anonymous", "nobody") else cast.users[role]
+    seq = last_seq()
+
+    with pytest.raises(GovernanceError) as error:
+        access_request_approve(access_request=cast.requests["pending"], reviewer=reviewer,
+                               expires_at=timezone.now() + timedelta(days=30))
+
+    assert str(error.value) == ("Only a reviewer of test/corpus-a may approve its access requests: "
+                                "ask an administrator to assign you to it.")
+    assert AccessRequest.objects.get(pk=cast.requests["pending"].pk).status == AccessRequest.Status.PENDING
+    assert not Grant.objects.filter(user=cast.pending).exists() and actions_since(seq) == []
+
+
+def test_it_still_approves_automatically_where_the_resource_says_so(cast):
+    # The automatic approval of a submission is the one decision without a reviewer, and only
+    # access_request_submit reaches it.
+    Resource.objects.filter(pk=cast.resource_b.pk).update(access_policy=Resource.Policy.GATED_AUTO)
+    seq = last_seq()
+
+    access_request = apply(cast.stranger, Resource.objects.get(pk=cast.resource_b.pk))
+
+    assert access_request.status == AccessRequest.Status.APPROVED and access_request.auto_approved
+    assert access_request.decided_by is None and can_download(cast.stranger, cast.resource_b).allowed
+    assert actions_since(seq) == ["request_submitted", "license_accepted", "request_approved"]
+    assert AuditEvent.objects.get(seq=seq + 3).data["automatic"] is True
+
+
+def test_it_lets_an_operator_at_the_command_line_approve_and_names_them(cast):
+    seq = last_seq()
+
+    grant = access_request_approve(access_request=cast.requests["pending"], reviewer=CommandLineOperator(name="ops"),
+                                   expires_at=timezone.now() + timedelta(days=30))
+
+    decided = AccessRequest.objects.get(pk=cast.requests["pending"].pk)
+    assert decided.status == AccessRequest.Status.APPROVED and decided.decided_by is None and not decided.auto_approved
+    assert grant.granted_by is None
+    event = AuditEvent.objects.get(seq=seq + 1)
+    assert event.actor == "" and event.data["automatic"] is False
+    assert (event.data["via"], event.data["operator"]) == ("command line", "ops")
 
 
 def test_it_refuses_an_expiry_in_the_past(cast):
@@ -168,7 +213,7 @@ def test_it_lets_only_a_reviewer_of_the_resource_narrow_a_request(cast, asked_fo
     if allowed:
         assert approve().configs == ["ar"]
     else:
-        with pytest.raises(GovernanceError, match="Only a reviewer of test/corpus-a may narrow what a request covers"):
+        with pytest.raises(GovernanceError, match="Only a reviewer of test/corpus-a may approve its access requests"):
             approve()
         assert AccessRequest.objects.get(pk=asked_for_he.pk).status == AccessRequest.Status.PENDING
         assert last_seq() == seq

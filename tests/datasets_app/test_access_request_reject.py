@@ -1,4 +1,5 @@
 import pytest
+from django.contrib.auth.models import AnonymousUser
 from django.urls import reverse
 
 from datasets_app.authz import can_download
@@ -55,3 +56,17 @@ def test_it_lets_the_rejected_applicant_apply_again_and_be_reviewed_afresh(cast)
     assert can_download(cast.rejected, cast.resource_a).code == "pending"
     access_request_reject(access_request=again, reviewer=cast.reviewer_a, reason="Still commercial.")
     assert can_download(cast.rejected, cast.resource_a).message.startswith("Your request for test/corpus-a was not approved: Still commercial.")
+
+
+@pytest.mark.parametrize("role", ["reviewer_b", "granted", "pending", "stranger", "anonymous", "nobody"])
+def test_it_refuses_a_rejection_from_anyone_but_a_reviewer_of_the_resource(cast, role):
+    reviewer = {"anonymous": AnonymousUser(), "nobody": None}[role] if role in ("anonymous", "nobody") else cast.users[role]
+    seq = last_seq()
+
+    with pytest.raises(GovernanceError) as error:
+        access_request_reject(access_request=cast.requests["pending"], reviewer=reviewer, reason=REASON)
+
+    assert str(error.value) == ("Only a reviewer of test/corpus-a may reject its access requests: "
+                                "ask an administrator to assign you to it.")
+    assert AccessRequest.objects.get(pk=cast.requests["pending"].pk).status == AccessRequest.Status.PENDING
+    assert actions_since(seq) == []

@@ -1,4 +1,5 @@
 import pytest
+from django.contrib.auth.models import AnonymousUser
 from django.urls import reverse
 
 from datasets_app.authz import can_download
@@ -67,3 +68,17 @@ def test_it_lets_the_applicant_update_the_same_request(client, cast, send_mail_o
     assert actions_since(seq) == ["request_resubmitted", "license_accepted"]
     assert len(mail_to(mailoutbox, "reviewer_a@example.org")) == 1
     assert_audit_chain_intact()
+
+
+@pytest.mark.parametrize("role", ["reviewer_b", "granted", "pending", "stranger", "anonymous", "nobody"])
+def test_it_refuses_to_ask_for_changes_for_anyone_but_a_reviewer_of_the_resource(cast, role):
+    reviewer = {"anonymous": AnonymousUser(), "nobody": None}[role] if role in ("anonymous", "nobody") else cast.users[role]
+    seq = last_seq()
+
+    with pytest.raises(GovernanceError) as error:
+        access_request_request_changes(access_request=cast.requests["pending"], reviewer=reviewer, message=MESSAGE)
+
+    assert str(error.value) == ("Only a reviewer of test/corpus-a may ask for changes to its access requests: "
+                                "ask an administrator to assign you to it.")
+    assert AccessRequest.objects.get(pk=cast.requests["pending"].pk).status == AccessRequest.Status.PENDING
+    assert can_download(cast.pending, cast.resource_a).code == "pending" and actions_since(seq) == []

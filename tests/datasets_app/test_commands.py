@@ -1,3 +1,4 @@
+import getpass
 from datetime import datetime, time, timedelta
 from io import StringIO
 
@@ -6,9 +7,12 @@ from django.core.management import CommandError, call_command
 from django.utils import timezone
 
 from datasets_app.authz import can_download
-from datasets_app.models import Grant
+from datasets_app.models import Grant, RestrictedConfig
+from datasets_app.publishing import version_publish
 from portal.models import AuditEvent
+from tests.conftest import write_release
 from tests.datasets_app.conftest import actions_since, assert_audit_chain_intact, last_seq, mail_to
+from tests.datasets_app.test_config_grants import FILES, HEALTH
 
 
 def run(*args, **options) -> str:
@@ -40,6 +44,7 @@ def test_it_grants_several_users_until_the_given_day_with_the_reason(cast, send_
     assert actions_since(seq) == ["grant_created", "grant_created"]
     event = AuditEvent.objects.get(seq=seq + 1)
     assert event.actor == "" and event.data["reason"] == "Hackathon participants" and event.data["user"] == "stranger"
+    assert (event.data["via"], event.data["operator"]) == ("command line", getpass.getuser())
     assert_audit_chain_intact()
 
 
@@ -145,3 +150,113 @@ def test_it_requires_a_reason_to_revoke(cast, options, message):
 def test_it_refuses_an_unknown_resource_when_revoking(cast):
     with pytest.raises(CommandError, match="^No resource test/nope."):
         run("revoke_access", "test/nope", "granted", reason="Audit")
+
+
+# --- Who acted: the operator, named in the trail ------------------------------------------------------
+
+
+def test_it_records_the_system_user_running_the_commands_and_says_command_line(cast, monkeypatch):
+    monkeypatch.setenv("LOGNAME", "ops-on-call")  # what getpass.getuser() reads first, as a login shell sets it
+    seq = last_seq()
+
+    run("grant_access", "test/corpus-b", "stranger", reason="Partner lab")
+    run("revoke_access", "test/corpus-b", "stranger", reason="Partnership ended")
+
+    events = list(AuditEvent.objects.filter(seq__gt=seq).order_by("seq"))
+    assert [e.action for e in events] == ["grant_created", "grant_revoked"]
+    for event in events:
+        assert event.actor == "" and (event.data["via"], event.data["operator"]) == ("command line", "ops-on-call")
+    grant = Grant.objects.get(user=cast.stranger, resource=cast.resource_b)
+    assert grant.granted_by is None and grant.ended_by is None
+
+
+def test_it_records_the_account_named_with_actor(cast):
+    seq = last_seq()
+
+    run("grant_access", "test/corpus-a", "stranger", actor="reviewer_a")
+    run("revoke_access", "test/corpus-a", "stranger", reason="Left the lab", actor="admin")
+
+    grant = Grant.objects.get(user=cast.stranger, resource=cast.resource_a)
+    assert (grant.granted_by, grant.ended_by) == (cast.reviewer_a, cast.admin)
+    events = list(AuditEvent.objects.filter(seq__gt=seq).order_by("seq"))
+    assert [(e.action, e.actor, e.data["via"], e.data["operator"]) for e in events] == [
+        ("grant_created", "reviewer_a", "command line", "reviewer_a"),
+        ("grant_revoked", "admin", "command line", "admin"),
+    ]
+
+
+@pytest.mark.parametrize("command, options", [
+    ("grant_access", {"actor": "reviewer_b"}),
+    ("revoke_access", {"actor": "reviewer_b", "reason": "Audit"}),
+])
+def test_it_refuses_an_actor_who_does_not_review_the_resource(cast, command, options):
+    seq = last_seq()
+    verb = "grant access to it" if command == "grant_access" else "revoke its grants"
+
+    with pytest.raises(CommandError) as error:
+        run(command, "test/corpus-a", "granted", **options)
+
+    assert str(error.value) == (f"reviewer_b does not review test/corpus-a, so may not {verb}: name a reviewer of it or an "
+                                "administrator with --actor, or leave --actor out to act as the operator. Nothing was changed.")
+    assert Grant.objects.get(pk=cast.grants["granted"].pk).status == Grant.Status.ACTIVE and actions_since(seq) == []
+
+
+def test_it_refuses_an_unknown_or_disabled_actor(cast):
+    cast.reviewer_a.is_active = False
+    cast.reviewer_a.save(update_fields=["is_active"])
+
+    with pytest.raises(CommandError, match=r"^No such user\(s\): ghost. Nothing was changed.$"):
+        run("grant_access", "test/corpus-a", "stranger", actor="ghost")
+    with pytest.raises(CommandError, match="^--actor reviewer_a: that account is disabled. Nothing was changed.$"):
+        run("revoke_access", "test/corpus-a", "granted", reason="Audit", actor="reviewer_a")
+
+    assert not Grant.objects.filter(user=cast.stranger).exists()
+    assert Grant.objects.get(pk=cast.grants["granted"].pk).status == Grant.Status.ACTIVE
+
+
+# --- Configs: a renewal never widens what was approved -----------------------------------------------
+
+
+@pytest.fixture
+def configs_of_a(cast, release_storage, tmp_path):
+    """Resource A publishes configs fr, ar and he (he restricted)."""
+    RestrictedConfig.objects.create(resource=cast.resource_a, name="he", conditions=HEALTH)
+    version_publish(resource=cast.resource_a, name="v1", source=str(write_release(tmp_path / "v1", FILES)), actor=None)
+
+
+def covered(user, resource) -> list[str]:
+    return [c for c in ("ar", "fr", "he") if can_download(user, resource, config=c)]
+
+
+def test_it_grants_only_the_configs_given(cast, configs_of_a):
+    day = (timezone.localdate() + timedelta(days=30)).isoformat()
+
+    out = run("grant_access", "test/corpus-a", "stranger", configs="ar, he", expires=day)
+
+    assert out == f"granted stranger access to test/corpus-a, configs ar, he only, until {day}\n"
+    assert covered(cast.stranger, cast.resource_a) == ["ar", "he"]
+
+
+def test_it_keeps_the_configs_of_the_grant_it_renews_and_says_so(cast, configs_of_a):
+    run("grant_access", "test/corpus-a", "stranger", configs="ar")
+    day = (timezone.localdate() + timedelta(days=700)).isoformat()
+    seq = last_seq()
+
+    out = run("grant_access", "test/corpus-a", "stranger", expires=day, reason="Renewal")
+
+    assert out == (f"granted stranger access to test/corpus-a, configs ar only (as before: change with --configs or "
+                   f"--all-configs), until {day}\n")
+    assert covered(cast.stranger, cast.resource_a) == ["ar"]
+    assert (AuditEvent.objects.get(seq=seq + 1).data["all_configs"], AuditEvent.objects.get(seq=seq + 1).data["configs"]) == (False, ["ar"])
+
+    out = run("grant_access", "test/corpus-a", "stranger", all_configs=True, configs="he")
+    assert out.startswith("granted stranger access to test/corpus-a, every unrestricted config and he, until ")
+    assert covered(cast.stranger, cast.resource_a) == ["ar", "fr", "he"]
+
+
+def test_it_refuses_a_config_the_resource_does_not_have(cast, configs_of_a):
+    with pytest.raises(CommandError) as error:
+        run("grant_access", "test/corpus-a", "stranger", "pending", configs="ar,xx")
+
+    assert str(error.value) == "test/corpus-a has no config 'xx'; its configs are: ar, fr, he. Nothing was changed."
+    assert not Grant.objects.filter(user__in=[cast.stranger, cast.pending]).exists()

@@ -1,4 +1,5 @@
 import pytest
+from django.contrib.auth.models import AnonymousUser
 from django.urls import reverse
 
 from datasets_app.authz import can_download, downloadable_resources
@@ -66,3 +67,16 @@ def test_it_lets_a_revoked_holder_apply_again_and_says_the_request_is_waiting(ca
     decision = can_download(cast.revoked, cast.resource_a)
     assert decision.code == "pending"
     assert decision.message == "Your request for test/corpus-a is waiting for review. You will get an e-mail when it is decided."
+
+
+@pytest.mark.parametrize("role", ["reviewer_b", "granted", "pending", "stranger", "anonymous", "nobody"])
+def test_it_refuses_a_revocation_from_anyone_but_a_reviewer_of_the_resource(cast, role):
+    revoked_by = {"anonymous": AnonymousUser(), "nobody": None}[role] if role in ("anonymous", "nobody") else cast.users[role]
+    seq = last_seq()
+
+    with pytest.raises(GovernanceError) as error:
+        grant_revoke(grant=cast.grants["granted"], revoked_by=revoked_by, reason=REASON)
+
+    assert str(error.value) == "Only a reviewer of test/corpus-a may revoke its grants: ask an administrator to assign you to it."
+    assert Grant.objects.get(pk=cast.grants["granted"].pk).status == Grant.Status.ACTIVE
+    assert can_download(cast.granted, cast.resource_a).allowed and actions_since(seq) == []

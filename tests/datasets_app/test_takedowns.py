@@ -5,12 +5,14 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from django.contrib.auth.models import AnonymousUser
 from django.core.cache import cache
 from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
 from datasets_app import takedowns
+from datasets_app.authz import CommandLineOperator
 from datasets_app.models import Exclusion, Takedown, Version
 from datasets_app.services import GovernanceError, access_request_approve
 from datasets_app.shards import text_sha256
@@ -22,6 +24,7 @@ from datasets_app.takedowns import (
     versions_containing,
 )
 from portal.mail_limits import PER_RECIPIENT
+from portal.models import AuditEvent
 from tests.conftest import apply, client_for, make_user
 from tests.datasets_app.conftest import (
     actions_since,
@@ -373,6 +376,37 @@ def test_it_shows_a_takedown_only_to_the_reviewers_of_its_resource(client, cast)
     with pytest.raises(GovernanceError, match="You do not review test/corpus-a: ask an administrator"):
         takedown_accept(takedown=on_a, reviewer=cast.reviewer_b, note="Mine now.")
     assert client_for(Client(), cast, "stranger").get(QUEUE).status_code == 403
+
+
+@pytest.mark.parametrize("role", ["reviewer_b", "granted", "stranger", "anonymous", "nobody"])
+@pytest.mark.parametrize("decide", [
+    lambda takedown, reviewer: takedown_accept(takedown=takedown, reviewer=reviewer, note="Personal data."),
+    lambda takedown, reviewer: takedown_reject(takedown=takedown, reviewer=reviewer, reason="A public statute."),
+], ids=["accept", "reject"])
+def test_it_refuses_a_decision_from_anyone_but_a_reviewer_of_the_resource(cast, role, decide):
+    # Called directly, as a task or a script might: no actor at all is refused like a stranger.
+    takedown = submit(cast.resource_a, record_id="udhr_fra/1")
+    reviewer = {"anonymous": AnonymousUser(), "nobody": None}[role] if role in ("anonymous", "nobody") else cast.users[role]
+    seq = last_seq()
+
+    with pytest.raises(GovernanceError, match="^You do not review test/corpus-a: ask an administrator to assign you.$"):
+        decide(takedown, reviewer)
+
+    assert Takedown.objects.get(pk=takedown.pk).status == "received"
+    assert actions_since(seq) == [] and not Exclusion.objects.exists()
+
+
+def test_it_names_an_operator_who_decides_from_the_command_line(cast):
+    takedown = submit(cast.resource_a, record_id="udhr_fra/1")
+    seq = last_seq()
+
+    takedown_accept(takedown=takedown, reviewer=CommandLineOperator(name="ops"), note="Personal data.")
+
+    takedown.refresh_from_db()
+    assert (takedown.status, takedown.decided_by) == ("accepted", None)
+    assert Exclusion.objects.get(takedown=takedown).record_id == "udhr_fra/1"
+    [event] = AuditEvent.objects.filter(seq__gt=seq)
+    assert (event.action, event.actor, event.data["via"], event.data["operator"]) == ("takedown_accepted", "", "command line", "ops")
 
 
 # --- Takedowns by URL: sources that keep the page each record was taken from -----------------------------

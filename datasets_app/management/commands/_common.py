@@ -1,6 +1,10 @@
+import getpass
+import os
+
 from django.contrib.auth import get_user_model
 from django.core.management.base import CommandError
 
+from datasets_app.authz import CommandLineOperator
 from datasets_app.models import Resource
 
 
@@ -23,3 +27,26 @@ def users_by_name(usernames: list[str]):
     if missing:
         raise CommandError(f"No such user(s): {', '.join(missing)}. Nothing was changed.")
     return [users[name] for name in usernames]
+
+
+def add_actor_argument(parser) -> None:
+    parser.add_argument("--actor", metavar="USERNAME",
+                        help="your portal account, recorded as having decided (it needs to review the resource); "
+                             "without it, the system user running the command is recorded")
+
+
+def command_line_operator(actor: str | None) -> CommandLineOperator:
+    """Who runs the command, for the services' authority check and the audit trail."""
+    if actor:
+        [user] = users_by_name([actor])
+        if not user.is_active:
+            raise CommandError(f"--actor {actor}: that account is disabled. Nothing was changed.")
+        return CommandLineOperator(name=user.get_username(), user=user)
+    return CommandLineOperator(name=_system_user())
+
+
+def _system_user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # a container's uid with no name and no LOGNAME/USER set
+        return f"uid {os.getuid()}"

@@ -1,7 +1,7 @@
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
-from datasets_app.management.commands._common import resource_by_id, users_by_name
+from datasets_app.management.commands._common import add_actor_argument, command_line_operator, resource_by_id, users_by_name
 from datasets_app.models import Grant
 from datasets_app.services import GovernanceError, grant_revoke
 
@@ -13,12 +13,14 @@ class Command(BaseCommand):
         parser.add_argument("resource", help="NAMESPACE/SLUG")
         parser.add_argument("usernames", nargs="+")
         parser.add_argument("--reason", required=True, help="the holders read it")
+        add_actor_argument(parser)
 
-    def handle(self, *args, resource, usernames, reason, **options):
+    def handle(self, *args, resource, usernames, reason, actor, **options):
         if not reason.strip():
             raise CommandError("--reason must not be empty: the holders read it.")
         resource = resource_by_id(resource)
         users = users_by_name(usernames)
+        operator = command_line_operator(actor)
         grants = {g.user_id: g for g in Grant.objects.filter(resource=resource, user__in=users, status=Grant.Status.ACTIVE)}
         without = [u.get_username() for u in users if u.pk not in grants]
         if without:
@@ -26,7 +28,7 @@ class Command(BaseCommand):
         try:
             with transaction.atomic():
                 for user in users:
-                    grant_revoke(grant=grants[user.pk], revoked_by=None, reason=reason)
+                    grant_revoke(grant=grants[user.pk], revoked_by=operator, reason=reason)
         except GovernanceError as error:
             raise CommandError(f"{error} Nothing was changed.") from None
         for user in users:
