@@ -31,6 +31,8 @@ from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
 from django.utils import timezone
 
+from datasets_app import services, takedowns
+from datasets_app.authz import CommandLineOperator
 from datasets_app.links import link_token
 from datasets_app.models import AccessRequest, AccessToken, Build, DownloadEvent, Exclusion, Grant, RestrictedConfig, Takedown
 from portal.models import AuditEvent, Profile
@@ -690,5 +692,117 @@ POST_RULES: dict[str, PostRule | tuple[PostRule, ...]] = {
         why="Only the MFA-verified admin reaches the form, and this incomplete one comes back with errors; "
             "no one else gets past admin_view.",
         kwargs=lambda w: {"object_id": w.cast.resource_a.pk},
+    ),
+}
+
+
+# --- The write functions themselves ------------------------------------------------------------------
+# Pages are one caller of the services; the admin, commands, tasks and the API are others. So each
+# service that decides on a resource is also called directly, as every role of the cast and as an
+# operator at the command line. An allowed role's call takes effect; anyone else's is refused with a
+# GovernanceError and leaves requests, grants, takedowns, exclusions and the audit trail as they were.
+# Every public function of SERVICE_MODULES taking one of ACTOR_PARAMETERS needs a rule here.
+
+OPERATOR = "operator"  # someone running grant_access or revoke_access, with no --actor
+SERVICE_ROLES = (*ROLES, OPERATOR)
+SERVICE_MODULES = ("datasets_app.services", "datasets_app.takedowns")
+ACTOR_PARAMETERS = ("reviewer", "granted_by", "revoked_by")
+
+
+def actor(w, role: str):
+    if role == OPERATOR:
+        return CommandLineOperator(name="ops")
+    return AnonymousUser() if role == "anonymous" else w.cast.users[role]
+
+
+@dataclass(frozen=True)
+class ServiceRule:
+    call: Callable[..., object]  # (world, actor) -> the service's answer
+    allowed: frozenset[str]  # the roles whose call takes effect
+    effect: Callable[..., bool]  # world -> True once the change has happened
+    why: str
+    label: str = ""
+
+
+def _request(pk) -> AccessRequest:
+    # A fresh row for each call: a service refreshes the object it is given, and the previous call was rolled back.
+    return AccessRequest.objects.get(pk=pk)
+
+
+def _grant(pk) -> Grant:
+    return Grant.objects.get(pk=pk)
+
+
+def _takedown_row(w, resource) -> Takedown:
+    return Takedown.objects.get(pk=_takedown(w, resource))
+
+
+def _active_grant(w, user, resource) -> bool:
+    return Grant.objects.filter(user=user, resource=resource, status="active").exists()
+
+
+_DECIDERS_OF_A = frozenset({"reviewer_a", "admin", OPERATOR})
+_DECIDERS_OF_B = frozenset({"reviewer_b", "admin", OPERATOR})
+_IN_A_MONTH = lambda: timezone.now() + timedelta(days=30)  # noqa: E731
+_ON_A = "A's reviewer, the superuser and an operator at the command line; B's reviewer and everyone else are refused."
+_ON_B = "B's reviewer, the superuser and an operator at the command line; A's reviewer and everyone else are refused."
+
+
+SERVICE_RULES: dict[str, tuple[ServiceRule, ...]] = {
+    "access_request_approve": (
+        ServiceRule(lambda w, a: services.access_request_approve(
+                        access_request=_request(_pending_a(w)), reviewer=a, expires_at=_IN_A_MONTH()),
+                    _DECIDERS_OF_A, lambda w: _status_of(AccessRequest, _pending_a(w)) == "approved"
+                    and _active_grant(w, w.cast.users["pending"], w.cast.resource_a), _ON_A, "on A"),
+        ServiceRule(lambda w, a: services.access_request_approve(
+                        access_request=_request(w.request_b.pk), reviewer=a, expires_at=_IN_A_MONTH()),
+                    _DECIDERS_OF_B, lambda w: _status_of(AccessRequest, w.request_b.pk) == "approved", _ON_B, "on B"),
+    ),
+    "access_request_reject": (
+        ServiceRule(lambda w, a: services.access_request_reject(
+                        access_request=_request(_pending_a(w)), reviewer=a, reason="Outside the license."),
+                    _DECIDERS_OF_A, lambda w: _status_of(AccessRequest, _pending_a(w)) == "rejected", _ON_A, "on A"),
+        ServiceRule(lambda w, a: services.access_request_reject(
+                        access_request=_request(w.request_b.pk), reviewer=a, reason="Outside the license."),
+                    _DECIDERS_OF_B, lambda w: _status_of(AccessRequest, w.request_b.pk) == "rejected", _ON_B, "on B"),
+    ),
+    "access_request_request_changes": (
+        ServiceRule(lambda w, a: services.access_request_request_changes(
+                        access_request=_request(_pending_a(w)), reviewer=a, message="Name the project."),
+                    _DECIDERS_OF_A, lambda w: _status_of(AccessRequest, _pending_a(w)) == "changes_requested", _ON_A, "on A"),
+        ServiceRule(lambda w, a: services.access_request_request_changes(
+                        access_request=_request(w.request_b.pk), reviewer=a, message="Name the project."),
+                    _DECIDERS_OF_B, lambda w: _status_of(AccessRequest, w.request_b.pk) == "changes_requested", _ON_B, "on B"),
+    ),
+    "grant_create": (
+        ServiceRule(lambda w, a: services.grant_create(
+                        user=w.cast.users["stranger"], resource=w.cast.resource_a, granted_by=a, expires_at=None, reason="Workshop"),
+                    _DECIDERS_OF_A, lambda w: _active_grant(w, w.cast.users["stranger"], w.cast.resource_a), _ON_A, "on A"),
+        ServiceRule(lambda w, a: services.grant_create(
+                        user=w.cast.users["stranger"], resource=w.cast.resource_b, granted_by=a, expires_at=None, reason="Workshop"),
+                    _DECIDERS_OF_B, lambda w: _active_grant(w, w.cast.users["stranger"], w.cast.resource_b), _ON_B, "on B"),
+    ),
+    "grant_revoke": (
+        ServiceRule(lambda w, a: services.grant_revoke(grant=_grant(_granted_a(w)), revoked_by=a, reason="Redistributed."),
+                    _DECIDERS_OF_A, lambda w: _status_of(Grant, _granted_a(w)) == "revoked", _ON_A, "on A"),
+        ServiceRule(lambda w, a: services.grant_revoke(grant=_grant(w.grant_b.pk), revoked_by=a, reason="Redistributed."),
+                    _DECIDERS_OF_B, lambda w: _status_of(Grant, w.grant_b.pk) == "revoked", _ON_B, "on B"),
+    ),
+    "takedown_accept": (
+        ServiceRule(lambda w, a: takedowns.takedown_accept(
+                        takedown=_takedown_row(w, w.cast.resource_a), reviewer=a, note="Quotes a private letter."),
+                    _DECIDERS_OF_A, lambda w: _status_of(Takedown, _takedown(w, w.cast.resource_a)) == "accepted"
+                    and Exclusion.objects.filter(takedown_id=_takedown(w, w.cast.resource_a)).exists(), _ON_A, "on A"),
+        ServiceRule(lambda w, a: takedowns.takedown_accept(
+                        takedown=_takedown_row(w, w.cast.resource_b), reviewer=a, note="Quotes a private letter."),
+                    _DECIDERS_OF_B, lambda w: _status_of(Takedown, _takedown(w, w.cast.resource_b)) == "accepted", _ON_B, "on B"),
+    ),
+    "takedown_reject": (
+        ServiceRule(lambda w, a: takedowns.takedown_reject(
+                        takedown=_takedown_row(w, w.cast.resource_a), reviewer=a, reason="A public statute."),
+                    _DECIDERS_OF_A, lambda w: _status_of(Takedown, _takedown(w, w.cast.resource_a)) == "rejected", _ON_A, "on A"),
+        ServiceRule(lambda w, a: takedowns.takedown_reject(
+                        takedown=_takedown_row(w, w.cast.resource_b), reviewer=a, reason="A public statute."),
+                    _DECIDERS_OF_B, lambda w: _status_of(Takedown, _takedown(w, w.cast.resource_b)) == "rejected", _ON_B, "on B"),
     ),
 }

@@ -3,10 +3,15 @@
 The rules live in tests/matrix_rules.py. A new URL pattern without a rule fails
 here, with the name to add; so does a rule whose pattern is gone. Mismatches are
 collected and reported together, one line per (pattern, role) cell.
+
+The services that decide on a resource are driven directly too (SERVICE_RULES), as
+every role would call them from the admin, a command, a task or the API.
 """
 
 from __future__ import annotations
 
+import importlib
+import inspect
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -23,8 +28,9 @@ from django.urls import URLResolver, get_resolver, path, reverse
 from django.utils import timezone
 
 from datasets_app import services
-from datasets_app.models import AccessRequest, AccessToken, Grant, LicenseVersion, Resource, Version
+from datasets_app.models import AccessRequest, AccessToken, Exclusion, Grant, LicenseVersion, Resource, Takedown, Version
 from datasets_app.publishing import version_publish
+from datasets_app.services import GovernanceError
 from datasets_app.tokens import access_token_create
 from portal import urls as portal_urls
 from portal import views as portal_views
@@ -350,3 +356,68 @@ def test_it_keeps_an_applicants_history_on_other_resources_from_the_reviewer(wor
     page_admin = by_role["admin"].get(reverse("review_detail", kwargs={"pk": on_a.pk})).content.decode()
     assert "Unknown lab, no ORCID." not in page_a and world.cast.resource_b.repo_id not in page_a
     assert "Unknown lab, no ORCID." in page_admin
+
+
+# --- The services, called directly ------------------------------------------------------------------
+
+def deciding_services() -> set[str]:
+    """The public functions of SERVICE_MODULES that take an actor who decides on a resource."""
+    found = set()
+    for module_name in m.SERVICE_MODULES:
+        module = importlib.import_module(module_name)
+        for name, function in inspect.getmembers(module, inspect.isfunction):
+            if function.__module__ == module_name and not name.startswith("_") \
+                    and set(inspect.signature(function).parameters) & set(m.ACTOR_PARAMETERS):
+                found.add(name)
+    return found
+
+
+def service_state() -> tuple:
+    """What a refused call must leave alone: the POST snapshot, plus takedowns and exclusions."""
+    return snapshot(), list(Takedown.objects.order_by("pk").values_list("pk", "status", "decided_by")), Exclusion.objects.count()
+
+
+def service_mismatches(world: World) -> tuple[list[str], int]:
+    found, checked = [], 0
+    for name, rules in m.SERVICE_RULES.items():
+        for rule in rules:
+            for role in m.SERVICE_ROLES:
+                checked += 1
+                before, allowed = service_state(), role in rule.allowed
+                problems = []
+                with transaction.atomic():
+                    try:
+                        rule.call(world, m.actor(world, role))
+                        refusal = None
+                    except GovernanceError as error:
+                        refusal = str(error)
+                    except Exception as error:  # a crash is no refusal: it tells the caller nothing
+                        problems.append(f"{type(error).__name__} instead of a GovernanceError: {error}")
+                    else:
+                        if not allowed:
+                            problems.append("allowed, where it should be refused")
+                    if allowed and refusal is not None:
+                        problems.append(f"refused: {refusal}")
+                    if not problems and not (rule.effect(world) if allowed else service_state() == before):
+                        problems.append("the change did not happen" if allowed else "it changed state although refused")
+                    transaction.set_rollback(True)
+                if problems:
+                    found.append(f"{name}[{rule.label}] {role:12}: {'; '.join(problems)}  ({rule.why})")
+    return found, checked
+
+
+def test_it_has_a_service_rule_for_every_service_that_decides_on_a_resource():
+    services = deciding_services()
+    assert services == set(m.SERVICE_RULES), (
+        f"without a rule in SERVICE_RULES of tests/matrix_rules.py: {sorted(services - set(m.SERVICE_RULES))}; "
+        f"rules for no such service: {sorted(set(m.SERVICE_RULES) - services)}")
+
+
+def test_it_lets_only_the_right_roles_through_the_services_themselves(world):
+    # Received takedowns on A and B, there before every call (each call is rolled back).
+    m._takedown(world, world.cast.resource_a), m._takedown(world, world.cast.resource_b)
+
+    found, checked = service_mismatches(world)
+
+    assert checked == len(m.SERVICE_ROLES) * sum(len(rules) for rules in m.SERVICE_RULES.values())
+    assert not found, f"{len(found)} of {checked} (service, role) cells differ from tests/matrix_rules.py:\n" + "\n".join(found)
