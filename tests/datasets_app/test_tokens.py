@@ -77,6 +77,25 @@ def test_it_shows_a_new_token_once_and_stores_only_its_hash(cast, client):
     assert_no_raw_token_in_audit(raw)
 
 
+def test_it_records_who_created_and_revoked_a_token_and_from_where(cast, client, settings):
+    settings.TRUSTED_PROXIES = ["10.0.0.0/8"]
+    behind_nginx = {"REMOTE_ADDR": "10.0.0.2", "HTTP_X_FORWARDED_FOR": "198.51.100.7", "HTTP_USER_AGENT": "Firefox/140"}
+    client_for(client, cast, "granted")
+    seq = last_seq()
+
+    raw = created_token(client.post("/access/tokens/", {"name": "node", "scopes": ["read"], "days": "30"}, **behind_nginx))
+    token = AccessToken.objects.get(user=cast.granted)
+    client.post(f"/access/tokens/{token.pk}/revoke/", **behind_nginx)
+
+    created, revoked = AuditEvent.objects.filter(seq__gt=seq).order_by("seq")
+    for event, action in ((created, "token_created"), (revoked, "token_revoked")):
+        assert (event.action, event.actor, event.ip, event.user_agent) == (action, "granted", "198.51.100.7", "Firefox/140")
+        assert (event.target_type, event.target_id, event.data["prefix"]) == ("datasets_app.accesstoken", str(token.pk), token.prefix)
+    assert revoked.data["owner"] == "granted"
+    assert_no_raw_token_in_audit(raw)
+    assert_audit_chain_intact()
+
+
 @pytest.mark.parametrize("days", ["30", "365"])
 def test_it_offers_the_lifetimes_it_promises(cast, client, days):
     client_for(client, cast, "stranger")
