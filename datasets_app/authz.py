@@ -197,6 +197,11 @@ def acting_user(actor):
     return actor.user if isinstance(actor, CommandLineOperator) else actor
 
 
+def actor_trail(actor) -> dict[str, str]:
+    """What an audit event's data adds about who decided from outside the web pages."""
+    return actor.trail() if isinstance(actor, CommandLineOperator) else {}
+
+
 def reviewable_resources(user) -> QuerySet[Resource]:
     """Reviewers are assigned per resource; being staff is not enough."""
     if user is None or not user.is_authenticated or not user.is_active:

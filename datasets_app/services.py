@@ -14,7 +14,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from datasets_app import notifications
-from datasets_app.authz import CommandLineOperator, acting_user, can_request_access, can_review
+from datasets_app.authz import CommandLineOperator, acting_user, actor_trail, can_request_access, can_review
 from datasets_app.models import EVERY_CONFIG, AccessRequest, File, Grant, License, LicenseVersion, Resource
 from portal.audit import audit_record
 from portal.client import client_ip
@@ -35,11 +35,6 @@ def _require_reviewer(actor, resource: Resource, *, to: str) -> None:
         raise GovernanceError(f"{actor.name} does not review {resource.repo_id}, so may not {to}: name a reviewer of it "
                               "or an administrator with --actor, or leave --actor out to act as the operator.")
     raise GovernanceError(f"Only a reviewer of {resource.repo_id} may {to}: ask an administrator to assign you to it.")
-
-
-def _trail(actor) -> dict[str, str]:
-    """Who acted from outside the web pages, for the audit event's data."""
-    return actor.trail() if isinstance(actor, CommandLineOperator) else {}
 
 
 def _normalise_name(name: str) -> str:
@@ -280,7 +275,7 @@ def _approve(*, access_request: AccessRequest, reviewer, expires_at: datetime, n
     scope = {"narrowed_from": {"all_configs": access_request.all_configs, "configs": access_request.configs}} if narrowed is not None else {}
     audit_record(
         action="request_approved", actor=acting_user(reviewer), target=access_request, resource=access_request.resource.repo_id,
-        data={**_grant_summary(grant), **scope, "note": note, "automatic": automatic, **_trail(reviewer)},
+        data={**_grant_summary(grant), **scope, "note": note, "automatic": automatic, **actor_trail(reviewer)},
     )
     notifications.request_decided(access_request=access_request, grant=grant)
     return grant
@@ -294,7 +289,7 @@ def access_request_reject(*, access_request: AccessRequest, reviewer, reason: st
     _claim(access_request, status=AccessRequest.Status.REJECTED, reviewer=reviewer, reason=reason.strip())
     audit_record(
         action="request_rejected", actor=acting_user(reviewer), target=access_request, resource=access_request.resource.repo_id,
-        data={"user": access_request.user.get_username(), "reason": reason.strip(), **_trail(reviewer)},
+        data={"user": access_request.user.get_username(), "reason": reason.strip(), **actor_trail(reviewer)},
     )
     notifications.request_decided(access_request=access_request, grant=None)
     return access_request
@@ -317,7 +312,7 @@ def access_request_request_changes(*, access_request: AccessRequest, reviewer, m
     audit_record(
         action="request_changes_requested", actor=acting_user(reviewer), target=access_request,
         resource=access_request.resource.repo_id,
-        data={"user": access_request.user.get_username(), "message": message.strip(), **_trail(reviewer)},
+        data={"user": access_request.user.get_username(), "message": message.strip(), **actor_trail(reviewer)},
     )
     notifications.request_decided(access_request=access_request, grant=None)
     return access_request
@@ -386,7 +381,7 @@ def grant_create(*, user, resource: Resource, granted_by, expires_at: datetime |
     kept = {"configs_kept_from_grant": kept_from.pk} if kept_from is not None else {}
     audit_record(
         action="grant_created", actor=acting_user(granted_by), target=grant, resource=resource.repo_id,
-        data={**_grant_summary(grant), "reason": reason, **kept, **_trail(granted_by)},
+        data={**_grant_summary(grant), "reason": reason, **kept, **actor_trail(granted_by)},
     )
     notifications.grant_created(grant=grant)
     return grant
@@ -406,7 +401,7 @@ def grant_revoke(*, grant: Grant, revoked_by, reason: str) -> Grant:
     grant.refresh_from_db()
     audit_record(
         action="grant_revoked", actor=acting_user(revoked_by), target=grant, resource=grant.resource.repo_id,
-        data={"user": grant.user.get_username(), "reason": reason.strip(), **_trail(revoked_by)},
+        data={"user": grant.user.get_username(), "reason": reason.strip(), **actor_trail(revoked_by)},
     )
     notifications.grant_revoked(grant=grant)
     return grant

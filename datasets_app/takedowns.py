@@ -21,7 +21,7 @@ from django.utils import timezone
 
 from datasets_app import notifications
 from datasets_app import storage as store
-from datasets_app.authz import CommandLineOperator, acting_user, can_review
+from datasets_app.authz import acting_user, actor_trail, can_review
 from datasets_app.models import Exclusion, Grant, Resource, Takedown, Version
 from datasets_app.services import GovernanceError
 from portal.audit import audit_record
@@ -215,10 +215,6 @@ def _check_reviewer(takedown: Takedown, reviewer) -> None:
         raise GovernanceError(f"You do not review {takedown.resource.repo_id}: ask an administrator to assign you.")
 
 
-def _trail(reviewer) -> dict[str, str]:
-    return reviewer.trail() if isinstance(reviewer, CommandLineOperator) else {}
-
-
 def _already_decided(takedown: Takedown) -> GovernanceError:
     return GovernanceError(
         f"Takedown #{takedown.pk} was already {takedown.get_status_display().lower()} by "
@@ -283,7 +279,7 @@ def _accept(takedown: Takedown, *, reviewer, note: str, scanned: dict[int, list[
     record_ids = sorted({e.record_id for e in exclusions if e.record_id})
     audit_record(
         action="takedown_accepted", actor=acting_user(reviewer), target=takedown, resource=takedown.resource.repo_id,
-        data={"takedown": takedown.pk, "note": takedown.decision_note, "record_ids": record_ids, **_trail(reviewer),
+        data={"takedown": takedown.pk, "note": takedown.decision_note, "record_ids": record_ids, **actor_trail(reviewer),
               "text_sha256": sorted({e.text_sha256 for e in exclusions if e.text_sha256}),
               "urls": sorted({e.url for e in exclusions if e.url}),
               "affected_versions": {v.name: [m.record_id for m in found] for v, found in matches.items()}},
@@ -336,7 +332,7 @@ def takedown_reject(*, takedown: Takedown, reviewer, reason: str) -> Takedown:
     _claim(takedown, status=Takedown.Status.REJECTED, reviewer=reviewer, note=reason.strip())
     audit_record(
         action="takedown_rejected", actor=acting_user(reviewer), target=takedown, resource=takedown.resource.repo_id,
-        data={"takedown": takedown.pk, "reason": takedown.decision_note, **_trail(reviewer)},
+        data={"takedown": takedown.pk, "reason": takedown.decision_note, **actor_trail(reviewer)},
     )
     form_url = notifications._absolute(reverse("takedown_form") + f"?resource={takedown.resource.repo_id}")
     notifications._send(to=[takedown.contact_email], template="takedown_rejected_requester",
