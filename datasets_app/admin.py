@@ -1,9 +1,11 @@
+from django import forms
 from django.contrib import admin, messages
 
 from datasets_app.models import (
     AccessQuestion, AccessRequest, AccessToken, DownloadEvent, File, Grant, License, LicenseVersion, Resource, Version,
 )
 from datasets_app.services import GovernanceError, license_version_publish
+from datasets_app.source_roots import source_check
 from datasets_app.tasks import publish_version
 from portal.admin_site import ReadOnlyAdmin
 
@@ -77,10 +79,21 @@ class FileInline(admin.TabularInline):
         return False
 
 
+class VersionAddForm(forms.ModelForm):
+    def clean_source(self):
+        source = self.cleaned_data["source"].strip()
+        try:  # the worker checks again as it publishes; here the custodian sees the refusal at once
+            source_check(source)
+        except GovernanceError as error:
+            raise forms.ValidationError(str(error)) from None
+        return source
+
+
 @admin.register(Version)
 class VersionAdmin(admin.ModelAdmin):
     """Adding a version here queues its publication from a folder or s3:// prefix on a worker."""
 
+    form = VersionAddForm
     list_display = ["resource", "name", "status", "revision", "published_at"]
     list_filter = ["status"]
     inlines = [FileInline]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from django import forms
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.http import HttpResponseNotAllowed, HttpResponseRedirect, JsonResponse
 from django.shortcuts import get_object_or_404
 from django.urls import path, reverse
@@ -106,14 +107,20 @@ class BuildAdmin(admin.ModelAdmin):
             path("<path:object_id>/cancel/", wrap(self.cancel_view), name="datasets_app_build_cancel"),
         ] + super().get_urls()
 
+    # admin_view lets in any staff member; these views answer to the build permissions as the
+    # admin's own pages do (the log and rejected records quote the sources).
     def progress_view(self, request, object_id):
         build = get_object_or_404(Build, pk=object_id)
+        if not self.has_view_or_change_permission(request, build):
+            raise PermissionDenied("Following a build needs the permission to view builds.")
         return JsonResponse(build_state(build))
 
     def cancel_view(self, request, object_id):
         build = get_object_or_404(Build, pk=object_id)
         if request.method != "POST":
             return HttpResponseNotAllowed(["POST"])
+        if not self.has_change_permission(request, build):
+            raise PermissionDenied("Cancelling a build needs the permission to change builds.")
         try:
             builds.build_cancel(build=build, actor=request.user)
             self.message_user(request, "Cancelled: the worker stops at its next progress report and keeps nothing.")
@@ -123,7 +130,8 @@ class BuildAdmin(admin.ModelAdmin):
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
         build = get_object_or_404(Build, pk=object_id)
-        extra = {"build": build, "state": build_state(build), **(extra_context or {})}
+        extra = {"build": build, "state": build_state(build), "may_cancel": self.has_change_permission(request, build),
+                 **(extra_context or {})}
         return super().change_view(request, object_id, form_url, extra)
 
 

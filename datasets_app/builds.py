@@ -28,8 +28,10 @@ from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from datasets_app.authz import acting_user
 from datasets_app.models import Build, Exclusion, Resource, Version, slug_validator
 from datasets_app.services import GovernanceError
+from datasets_app.source_roots import source_check
 from portal.audit import audit_record
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B|B)?\s*$", re.IGNORECASE)
@@ -72,6 +74,7 @@ def _check_sources(sources: list[dict]) -> list[dict]:
     cleaned = []
     for data in sources:
         spec = source_spec(data)
+        source_check(spec.uri)
         if not spec.uri.startswith("s3://") and not Path(spec.uri).exists():
             raise GovernanceError(f"Source {spec.uri} does not exist on this machine: give a path the workers can read, or s3://bucket/prefix.")
         cleaned.append({k: v for k, v in asdict(spec).items() if v not in (None, "", {})})
@@ -107,6 +110,7 @@ def build_validate(*, sources: list[dict], params: dict) -> tuple[list[dict], di
 def build_create(*, resource: Resource, name: str, sources: list[dict], params: dict, actor, changelog: str = "",
                  enqueue: bool = True) -> Build:
     """Register a build of `resource@name`; the version stays invisible until it is published."""
+    _require_perm(actor, "add_build", "Queuing a build needs the permission to add builds")
     if resource.kind != Resource.Kind.DATASET:
         raise GovernanceError(f"{resource.repo_id} is a checkpoint: shard builds make dataset versions.")
     try:
@@ -209,6 +213,10 @@ def build_run(*, build_id: int, attempt: int, on_progress: Callable | None = Non
                    f"{len(params.excluded_ids) + len(params.excluded_text_sha256)} takedown exclusion(s)"
                    + (f", {len(params.excluded_urls)} page(s) by URL (in sources that keep a url column)" if params.excluded_urls else ""))
     try:
+        # Checked again as the worker reads them: the roots may differ on the worker's machine, and
+        # a symlink may have been swapped in since the build was queued.
+        for source in build.sources:
+            source_check(source["uri"])
         result = build_shards(sources=[source_spec(s) for s in build.sources], params=params, out_dir=out_dir,
                               progress=progress, should_stop=lambda: state["stopped"], s3_client=_s3_client(build.sources))
         summary = _summary(result)
@@ -222,7 +230,7 @@ def build_run(*, build_id: int, attempt: int, on_progress: Callable | None = Non
 
         expected = {f.path: f.sha256 for f in result.files}
         version_publish(resource=resource, name=version.name, source=str(out_dir), actor=build.created_by,
-                        changelog=version.changelog, expected=expected,
+                        changelog=version.changelog, expected=expected, build_output=True,
                         on_progress=stored)
         shutil.rmtree(build_dir, ignore_errors=True)  # before saying so: a finished build leaves nothing behind
         mine.update(status=Build.Status.SUCCEEDED, phase="done", finished_at=timezone.now(), records_written=result.records_written)
@@ -284,6 +292,7 @@ def _fail(build_id: int, attempt: int, message: str) -> None:
 
 
 def build_cancel(*, build: Build, actor) -> Build:
+    _require_perm(actor, "change_build", "Cancelling a build needs the permission to change builds")
     with transaction.atomic():
         if Build.objects.filter(pk=build.pk, status=Build.Status.QUEUED).update(
                 status=Build.Status.CANCELLED, cancel_requested=True, finished_at=timezone.now()) == 1:
@@ -293,6 +302,13 @@ def build_cancel(*, build: Build, actor) -> Build:
         audit_record(action="build_cancelled", actor=actor, target=build, resource=build.version.resource.repo_id,
                      data={"version": build.version.name})
     return Build.objects.get(pk=build.pk)
+
+
+def _require_perm(actor, codename: str, what: str) -> None:
+    # No account: the operator at the shell (build_dataset, load_demo), who holds the machine anyway.
+    user = acting_user(actor)
+    if user is not None and not user.has_perm(f"datasets_app.{codename}"):
+        raise GovernanceError(f"{what}: ask an administrator to give your account the datasets_app.{codename} permission.")
 
 
 def builds_recover() -> list[int]:

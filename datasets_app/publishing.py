@@ -6,14 +6,17 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from pathlib import Path
 from typing import Callable
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from datasets_app import storage as store
 from datasets_app.models import EVERY_CONFIG, File, Resource, Version, slug_validator
 from datasets_app.services import GovernanceError
+from datasets_app.source_roots import source_check
 from portal.audit import audit_record
 
 _BAD_PATH = re.compile(r"(^/)|(^|/)\.\.?(/|$)|[\x00-\x1f\x7f\\]")
@@ -42,6 +45,7 @@ def _check_path(path: str) -> None:
 def version_publish(
     *, resource: Resource, name: str, source: str, actor, changelog: str = "",
     on_progress: Callable[[str, int], None] | None = None, expected: dict[str, str] | None = None,
+    build_output: bool = False,
 ) -> Version:
     """Publish the files under `source` (a folder or s3://bucket/prefix) as `resource@name`.
 
@@ -49,6 +53,10 @@ def version_publish(
     leaves the version unpublished (status failed, with the error) and removes the
     objects this attempt stored that nothing else uses. With `expected` ({path: sha256},
     what a shard build computed while writing), the stored files must be exactly those.
+
+    `source` must lie under SOURCE_ROOTS (datasets_app.source_roots); with `build_output`
+    (a shard build publishing what it wrote, builds.build_run) it must lie in BUILD_WORK_DIR
+    instead, which is never a source otherwise.
     """
     try:
         slug_validator(name)
@@ -61,8 +69,11 @@ def version_publish(
 
     created_keys: list[str] = []
     try:
+        # Inside the attempt, so that a refused source leaves the version failed with the reason
+        # (what the admin shows for a queued version), never half-published.
+        readable = _build_output_check(source) if build_output else source_check(source)
         rows = []
-        for item in store.iter_source(source):
+        for item in store.iter_source(readable):
             _check_path(item.path)
             with item.open() as stream:
                 stored = store.store_stream(stream)
@@ -102,6 +113,14 @@ def version_publish(
         if isinstance(error, (GovernanceError, IntegrityError)):
             raise
         raise GovernanceError(f"Publishing {resource.repo_id}@{name} failed: {message}") from error
+
+
+def _build_output_check(source: str) -> str:
+    resolved = Path(source).resolve()
+    work = Path(settings.BUILD_WORK_DIR).resolve()
+    if work not in resolved.parents:
+        raise GovernanceError(f"{source} is not a shard build's output folder (in BUILD_WORK_DIR, {work}): nothing was published.")
+    return str(resolved)
 
 
 def _config_of(path: str) -> str:

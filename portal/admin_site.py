@@ -1,7 +1,7 @@
 from django.contrib import admin
 from django.shortcuts import redirect
 from django.urls import reverse
-from django.utils.http import urlencode
+from django.utils.http import url_has_allowed_host_and_scheme, urlencode
 
 from portal.mfa import has_totp, session_used_mfa
 
@@ -19,7 +19,11 @@ class PortalAdminSite(admin.AdminSite):
         return super().has_permission(request) and session_used_mfa(request)
 
     def login(self, request, extra_context=None):
-        target = request.GET.get("next") or reverse("admin:index")
+        target = request.GET.get("next", "")
+        # Only a page of this site: a link to /admin/login/?next=https://evil.example must not
+        # send someone who just signed in (or already had) to another site.
+        if not url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()}, require_https=request.is_secure()):
+            target = reverse("admin:index")
         if self.has_permission(request):
             return redirect(target)
         if request.user.is_authenticated and request.user.is_active and request.user.is_staff:

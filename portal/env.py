@@ -90,6 +90,18 @@ def env_networks(name: str, default: list[str] | None = None) -> list[str]:
     return items
 
 
+def env_locations(name: str, default: list[str]) -> list[str]:
+    """A comma-separated list of absolute folders and s3://bucket/prefix entries."""
+    items = env_list(name, default)
+    for item in items:
+        if item.startswith("s3://"):
+            if not item[len("s3://"):].partition("/")[0]:
+                raise ImproperlyConfigured(f"{name}: {item!r} names no bucket: use s3://BUCKET or s3://BUCKET/PREFIX.")
+        elif not item.startswith("/"):
+            raise ImproperlyConfigured(f"{name}: {item!r} is neither an absolute folder (/srv/corpora) nor s3://BUCKET/PREFIX.")
+    return items
+
+
 def env_url(name: str, default: str | None = None, *, schemes: tuple[str, ...]) -> str | None:
     value = _raw(name) or default
     if not value:

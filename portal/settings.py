@@ -14,7 +14,10 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from portal.env import env_bool, env_duration, env_int, env_line, env_list, env_networks, env_str, env_url, local_secret_key
+from portal.env import (
+    env_bool, env_duration, env_int, env_line, env_list, env_locations, env_networks, env_str, env_url, local_secret_key,
+)
+from portal.shared import shared_root
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("PORTAL_VAR_DIR", str(BASE_DIR / "var")))
@@ -282,6 +285,15 @@ CELERY_BEAT_SCHEDULE = {
 
 # --- Governance -------------------------------------------------------------------------
 GRANT_REMINDER_DAYS = env_int("GRANT_REMINDER_DAYS", 14, minimum=1)
+
+# --- Sources -----------------------------------------------------------------------------
+# Where versions and shard builds may take files from (datasets_app.source_roots): absolute
+# folders and s3://bucket/prefix entries. The var folder, the release storage, the code and
+# system folders are refused even when listed. Production lists its own (nothing is allowed
+# until it does); the embedded default allows the drop folder var/sources, the one place in
+# var the portal never writes itself, and the collaboration's shared corpora (load_demo).
+SOURCES_DIR = VAR_DIR / "sources"
+SOURCE_ROOTS = env_locations("SOURCE_ROOTS", [str(SOURCES_DIR), str(shared_root() / "corpora")] if DEBUG else [])
 
 # --- Shard builds -----------------------------------------------------------------------
 # Where builds write shards before publishing them (local disk of the worker: needs room

@@ -108,6 +108,11 @@ def list_files(spec: SourceSpec, *, s3_client=None) -> list[SourceFile]:
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         found.extend(Path(dirpath) / f for f in filenames if not f.startswith("."))
+    inside = root.resolve()
+    for path in found:
+        # A link to a file elsewhere (/etc/passwd, the portal's database) would be read as if it were in the source.
+        if path.is_symlink() and not path.resolve().is_relative_to(inside):
+            raise BuildError(f"{path} links outside {root}: copy the file in instead of linking it.")
     files = [_local(spec, path, path.relative_to(root).as_posix()) for path in found if path.is_file()]
     if not files:
         raise BuildError(f"Source {spec.uri} holds no files.")

@@ -86,7 +86,8 @@ def test_it_publishes_a_folder_as_objects_named_by_their_sha256(cast, s3, publis
         assert stored == release_files[file.path]
 
 
-def test_it_publishes_from_an_s3_prefix_and_stores_shared_bytes_once(cast, s3, published, release_files):
+def test_it_publishes_from_an_s3_prefix_and_stores_shared_bytes_once(cast, s3, published, release_files, settings):
+    settings.SOURCE_ROOTS = ["s3://incoming/releases/"]
     # The custodian's next release sits in another bucket: README unchanged, one shard changed, one added.
     s3.client.create_bucket(Bucket="incoming")
     v2_files = {

@@ -5,6 +5,7 @@ from django.core.management.base import BaseCommand, CommandError
 from datasets_app.management.commands._common import resource_by_id
 from datasets_app.publishing import version_publish
 from datasets_app.services import GovernanceError
+from datasets_app.source_roots import source_check
 
 
 class Command(BaseCommand):
@@ -18,6 +19,10 @@ class Command(BaseCommand):
 
     def handle(self, *args, resource, version, path, changelog, **options):
         resource = resource_by_id(resource)
+        try:
+            source_check(path)  # before anything is recorded: a refused path leaves no failed version behind
+        except GovernanceError as error:
+            raise CommandError(f"{error} Nothing was published.") from None
         progress = {"files": 0, "bytes": 0}
 
         def on_progress(path, size):

@@ -137,7 +137,9 @@ class Command(BaseCommand):
     def _publish(resource, name, files, changelog):
         if resource.versions.filter(name=name, published_at__isnull=False).exists():
             return
-        with tempfile.TemporaryDirectory() as folder:
+        # In the drop folder: sources come only from SOURCE_ROOTS, which the embedded default gives it.
+        Path(settings.SOURCES_DIR).mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=settings.SOURCES_DIR) as folder:
             for path, text in files.items():
                 target = Path(folder) / path
                 target.parent.mkdir(parents=True, exist_ok=True)
