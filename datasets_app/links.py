@@ -130,8 +130,8 @@ def link_revocation(*, user, token_id: int | None, generation: int) -> LinkError
         if token is None or not token.is_active:
             ended = ("was revoked" if token is None or token.revoked_at is not None
                      else f"expired on {date_format(timezone.localtime(token.expires_at), 'j F Y')}")
-            label = f"{token.prefix}… " if token is not None else ""
-            return LinkError(403, f"This link was revoked: the access token {label}it was fetched with {ended}. "
+            label = f" {token.prefix}…" if token is not None else ""
+            return LinkError(403, f"This link was revoked: it was fetched with the access token{label}, which {ended}. "
                                   "Fetch fresh links with an active token (curl -H \"Authorization: Bearer $TOKEN\" "
                                   "<the version's urls.txt>) or from the version's download page.", reason="token_revoked")
     return None
@@ -146,7 +146,8 @@ def links_revoke_all(*, user, actor, reason: str, request=None) -> int:
     """Invalidate every link issued to `user` so far (file links and manifest links); links issued
     afterwards work. Returns the new generation. Only the account itself or a superuser may."""
     if actor is not None and actor.pk != user.pk and not getattr(actor, "is_superuser", False):
-        raise GovernanceError("Only the account itself or an administrator can invalidate its links.")
+        raise GovernanceError("Only the account itself (My access → Invalidate all my download links) or an "
+                              "administrator can invalidate an account's links.")
     with transaction.atomic():
         profile, _ = Profile.objects.get_or_create(user=user)
         Profile.objects.filter(pk=profile.pk).update(link_generation=F("link_generation") + 1)

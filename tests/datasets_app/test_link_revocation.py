@@ -80,7 +80,7 @@ def test_it_stops_the_links_a_token_fetched_when_the_token_is_revoked(cast, publ
     assert "the download links fetched with it no longer work" in shown_messages(response)[0]
     assert status == 403
     message = out.read_text()
-    assert f"the access token {token.prefix}… it was fetched with was revoked" in message
+    assert f"it was fetched with the access token {token.prefix}…, which was revoked" in message
     assert "Fetch fresh links with an active token" in message
     # Links of the same account from the download page were not fetched with the token: they still work.
     assert curl("-f", "-o", "/dev/null", "-w", "%{http_code}", from_the_page).stdout == b"200"
@@ -109,7 +109,7 @@ def test_it_stops_the_links_a_token_fetched_when_the_token_expires(cast, publish
     for url in fetched:
         response = Client().get(url)
         assert response.status_code == 403
-        assert f"the access token {token.prefix}… it was fetched with expired on" in response.content.decode()
+        assert f"it was fetched with the access token {token.prefix}…, which expired on" in response.content.decode()
 
 
 # --- Invalidating every link of an account ------------------------------------------------------
@@ -148,7 +148,7 @@ def test_it_invalidates_every_link_of_the_account_from_my_access(cast, published
 def test_it_lets_no_one_else_invalidate_an_accounts_links(cast, published):
     from datasets_app.services import GovernanceError
 
-    with pytest.raises(GovernanceError, match="Only the account itself or an administrator"):
+    with pytest.raises(GovernanceError, match="Only the account itself .My access → Invalidate all my download links. or an administrator"):
         links.links_revoke_all(user=cast.granted, actor=cast.reviewer_a, reason="requested")
     assert Client().get(link_of(cast, cast.granted, file_of(published, README))).status_code == 200
     # The portal's administrators may (a compromised account).

@@ -200,7 +200,7 @@ def test_it_stops_a_manifest_link_with_its_token_or_with_all_the_accounts_links(
         {"v": built[0].pk, "u": cast.granted.pk, "g": cast.grants["granted"].pk, "e": 2_000_000_000})
     stale = Client().get(f"/m/{old}/manifest.json")
 
-    assert by_token.status_code == 403 and f"the access token {token.prefix}… it was fetched with was revoked" in by_token.content.decode()
+    assert by_token.status_code == 403 and f"it was fetched with the access token {token.prefix}…, which was revoked" in by_token.content.decode()
     assert by_account.status_code == 403 and "all links of this account were invalidated" in by_account.content.decode()
     assert stale.status_code == 410 and "issued before links could be revoked" in stale.content.decode()
     refused = list(AuditEvent.objects.filter(action="download_refused").order_by("seq").values_list("data", flat=True))
