@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import logging
 import time
 
 from django.conf import settings
@@ -28,6 +29,7 @@ from portal.audit import audit_record
 from portal.client import client_ip
 
 ACTION = "download_refused"
+logger = logging.getLogger(__name__)
 
 
 def link_digest(token: str) -> str:
@@ -62,11 +64,14 @@ def download_refusal_record(*, request, reason: str, status: int, link: dict, re
     window = settings.DOWNLOAD_REFUSALS_WINDOW
     slot = int(time.time() // window)
     address = client_ip(request)
-    per_address = _count(f"download-refused:{slot}:{_address_key(address)}", window)
-    if per_address > settings.DOWNLOAD_REFUSALS_AUDITED:
+    try:
+        per_address = _count(f"download-refused:{slot}:{_address_key(address)}", window)
+        total = _count(f"download-refused:{slot}:*", window) if per_address <= settings.DOWNLOAD_REFUSALS_AUDITED else 0
+    except Exception:  # noqa: BLE001 (any cache backend's error)
+        # Without the counters the bound cannot hold: the refusal is still answered, and logged.
+        logger.warning("refused link (%s) from %s not audited: the cache is unavailable", reason, address, exc_info=True)
         return None
-    total = _count(f"download-refused:{slot}:*", window)
-    if total > settings.DOWNLOAD_REFUSALS_AUDITED_TOTAL:
+    if per_address > settings.DOWNLOAD_REFUSALS_AUDITED or total > settings.DOWNLOAD_REFUSALS_AUDITED_TOTAL:
         return None
     data = {"reason": reason, "status": status, "link": link}
     if per_address == settings.DOWNLOAD_REFUSALS_AUDITED:

@@ -12,14 +12,14 @@ import pytest
 from allauth.usersessions.models import UserSession
 from django.contrib.auth.models import AnonymousUser
 from django.core.cache import cache
-from django.test import Client
+from django.test import Client, override_settings
 from django.urls import reverse
 from django.utils import timezone
 
 from datasets_app import links
 from datasets_app.models import AccessToken
 from datasets_app.publishing import version_publish
-from datasets_app.tokens import access_token_create, access_token_revoke
+from datasets_app.tokens import access_token_create
 from portal.models import AuditEvent
 from tests.conftest import PASSWORD, ROLES, client_for, write_release
 from tests.datasets_app.conftest import actions_since, assert_audit_chain_intact, last_seq, shown_messages
@@ -339,3 +339,14 @@ def test_it_bounds_the_refusals_recorded_per_address_and_in_all(cast, published,
     assert recorded[2]["limit_reached"].startswith("address: no more refusals from 192.0.2.1")
     assert recorded[4]["limit_reached"].startswith("all addresses")
     assert_audit_chain_intact()
+
+
+def test_it_still_answers_a_refusal_when_the_cache_that_bounds_the_records_is_down(cast, published):
+    seq = last_seq()
+    # A Redis that cannot be reached (nothing listens on port 1): the counters cannot be kept.
+    with override_settings(CACHES={"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache",
+                                               "LOCATION": "redis://127.0.0.1:1/0"}}):
+        response = Client().get(f"/d/not-a-link/{file_of(published, README).path}")
+
+    assert response.status_code == 403 and "cut short or altered" in response.content.decode()
+    assert refusals_since(seq) == []

@@ -182,7 +182,7 @@ def test_it_passes_the_readme_cluster_recipe_with_a_grant_of_some_configs(cast, 
 
 
 def test_it_stops_a_manifest_link_with_its_token_or_with_all_the_accounts_links(cast, built):
-    from datasets_app.links import links_revoke_all, link_signer
+    from datasets_app.links import link_signer, links_revoke_all
     from datasets_app.tokens import access_token_revoke
 
     scope(cast.grants["granted"], all_configs=False, configs=["ar"])
