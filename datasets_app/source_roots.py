@@ -76,6 +76,27 @@ def _check_local(uri: str) -> str:
     raise _refuse(uri, f"is outside the folders this portal publishes from{leads}")
 
 
+def roots_check(app_configs, **kwargs) -> list:
+    """A system check: a listed local root inside a place that is never published allows nothing,
+    which is a mistake to say at start-up rather than at the first refused publication."""
+    from django.core.checks import Error
+
+    problems = []
+    for root in allowed_roots():
+        if root.startswith("s3://"):
+            continue
+        resolved = Path(root).resolve()
+        if _within(resolved, Path(settings.SOURCES_DIR).resolve()):
+            continue
+        for place, what in _never_local():
+            if _within(resolved, place):
+                problems.append(Error(f"SOURCE_ROOTS lists {root}, which lies in {what}: nothing there is ever published.",
+                                      hint="List the custodians' own folders, e.g. SOURCE_ROOTS=/srv/corpora,s3://incoming/releases.",
+                                      id="datasets_app.E001"))
+                break
+    return problems
+
+
 def _never_local() -> list[tuple[Path, str]]:
     """(place, what it is): never a source, nor any folder that holds one of them."""
     places = [(settings.VAR_DIR, "the portal's var folder (its database, secret key and stored files)"),

@@ -251,3 +251,17 @@ def test_it_fails_a_queued_build_from_a_bad_source_and_publishes_nothing(cast, p
     build = builds.build_create(resource=cast.resource_a, name="v4.0", actor=cast.admin, enqueue=False,
                                 sources=[{"uri": str(folder), "format": "text"}], params={"default_language": "fr"})
     assert tasks.build_dataset.delay(build.pk).get() == Build.Status.SUCCEEDED
+
+
+def test_it_says_at_start_up_that_a_root_in_the_var_folder_or_the_code_allows_nothing(settings, tmp_path):
+    from django.core.management import call_command
+    from django.core.management.base import SystemCheckError
+
+    settings.SOURCE_ROOTS = [str(tmp_path), str(settings.SOURCES_DIR), "s3://incoming/releases"]
+    call_command("check", stdout=StringIO(), stderr=StringIO())
+    settings.SOURCE_ROOTS = [str(tmp_path), str(Path(settings.VAR_DIR) / "media"), f"{settings.BASE_DIR}/datasets_app", "/etc"]
+    with pytest.raises(SystemCheckError) as failed:
+        call_command("check", stdout=StringIO(), stderr=StringIO())
+    shown = str(failed.value)
+    assert shown.count("datasets_app.E001") == 3 and "the portal's var folder" in shown and "the portal's code" in shown
+    assert "a system folder" in shown and str(tmp_path) not in shown
