@@ -63,8 +63,10 @@ def _check_local(uri: str) -> str:
     # is published from; nothing else the portal keeps there ever is.
     dropped = _within(resolved, Path(settings.SOURCES_DIR).resolve())
     for place, what in _never_local():
-        if (_within(resolved, place) and not dropped) or _within(place, resolved):
+        if _within(resolved, place) and not dropped:
             raise _refuse(uri, f"lies in {what}, which is never published, whatever SOURCE_ROOTS says{leads}")
+        if _within(place, resolved):
+            raise _refuse(uri, f"holds {what} ({place}), which is never published, whatever SOURCE_ROOTS says{leads}")
     for root in allowed_roots():
         if root.startswith("s3://"):
             continue

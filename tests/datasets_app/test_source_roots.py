@@ -254,7 +254,6 @@ def test_it_fails_a_queued_build_from_a_bad_source_and_publishes_nothing(cast, p
 
 
 def test_it_says_at_start_up_that_a_root_in_the_var_folder_or_the_code_allows_nothing(settings, tmp_path):
-    from django.core.management import call_command
     from django.core.management.base import SystemCheckError
 
     settings.SOURCE_ROOTS = [str(tmp_path), str(settings.SOURCES_DIR), "s3://incoming/releases"]
