@@ -28,12 +28,20 @@ migrate: install
 demo: migrate
 	$(BIN)/python manage.py load_demo
 
-# Web server, Celery worker and the periodic scheduler; Ctrl-C stops all three.
+# Every work queue of portal/settings.py (CELERY_TASK_ROUTES): one worker here runs them all.
+QUEUES := celery,builds,publishing,mail,periodic
+
+# Web server, Celery worker and the periodic scheduler. Ctrl-C, or a SIGTERM to the process
+# group as a supervisor sends, stops all three within seconds. The worker runs in a session of
+# its own and is told to stop by this shell alone: pool processes signalled directly, beside
+# their parent, leave its shutdown hanging. It stops cold (REMAP_SIGTERM) rather than waiting
+# for a day-long build: tasks are acknowledged late, and builds and publishes are taken over
+# once their heartbeat goes quiet.
 run: demo
 	@echo "Portal on http://$(HOST):$(PORT)/  (Ctrl-C stops the site, the worker and the scheduler)"
-	@trap 'kill $$(jobs -p) 2>/dev/null; wait' INT TERM EXIT; \
-	$(BIN)/celery -A portal worker --loglevel=INFO --concurrency=2 & \
-	$(BIN)/celery -A portal beat --loglevel=INFO & \
+	@REMAP_SIGTERM=SIGQUIT setsid $(BIN)/celery -A portal worker -Q $(QUEUES) --loglevel=INFO --concurrency=2 & worker=$$!; \
+	$(BIN)/celery -A portal beat --loglevel=INFO & beat=$$!; \
+	trap 'kill $$worker $$beat 2>/dev/null; wait' INT TERM EXIT; \
 	$(BIN)/python manage.py runserver --noreload $(HOST):$(PORT)
 
 test: install-dev

@@ -116,6 +116,11 @@ class Version(models.Model):
     error = models.TextField(blank=True)
     published_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    # The publish claim: which attempt holds the version, and when it last showed life. A live
+    # attempt is never joined by a second one (a redelivered or repeated message); one whose
+    # heartbeat is older than PUBLISH_STALE_SECONDS died, and the next attempt takes over.
+    publish_attempt = models.PositiveIntegerField(default=0)
+    publish_heartbeat_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = [

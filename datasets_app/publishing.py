@@ -6,11 +6,15 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import threading
+import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Callable
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models import F, Q
 from django.utils import timezone
 
 from datasets_app import storage as store
@@ -65,7 +69,9 @@ def version_publish(
     version, _ = Version.objects.get_or_create(resource=resource, name=name, defaults={"source": source, "changelog": changelog})
     if version.published_at is not None:
         raise GovernanceError(f"{resource.repo_id}@{name} is already published, and published versions never change. Choose a new version name.")
-    Version.objects.filter(pk=version.pk).update(status=Version.Status.PUBLISHING, source=source, changelog=changelog or version.changelog, error="")
+    attempt = version_publish_claim(version=version)
+    Version.objects.filter(pk=version.pk, publish_attempt=attempt).update(source=source, changelog=changelog or version.changelog, error="")
+    heartbeat = _Heartbeat(version, attempt)
 
     created_keys: list[str] = []
     try:
@@ -76,7 +82,8 @@ def version_publish(
         for item in store.iter_source(readable):
             _check_path(item.path)
             with item.open() as stream:
-                stored = store.store_stream(stream)
+                stored = store.store_stream(_Beating(stream, heartbeat))
+            heartbeat()
             if stored.created:
                 created_keys.append(stored.key)
             rows.append({"path": item.path, "size": stored.size, "sha256": stored.sha256, "storage_key": stored.key,
@@ -93,12 +100,15 @@ def version_publish(
                                       "missing or added): nothing was published. Check the disk and build again.")
         revision = revision_for(rows)
         with transaction.atomic():
+            now = timezone.now()
+            # Only while this attempt still holds the claim (the update locks the row until commit):
+            # one taken over after going quiet must not replace the files of the attempt that took over.
+            mine = Version.objects.filter(pk=version.pk, published_at__isnull=True, publish_attempt=attempt)
+            if not mine.update(publish_heartbeat_at=now):
+                raise _TakenOver(f"{resource.repo_id}@{name}: another attempt took over this publish while this one was quiet; it carries on.")
             File.objects.filter(version=version).delete()  # leftovers of an earlier failed attempt
             File.objects.bulk_create([File(version=version, **row) for row in rows])
-            now = timezone.now()
-            Version.objects.filter(pk=version.pk, published_at__isnull=True).update(
-                revision=revision, published_at=now, status=Version.Status.PUBLISHED, error="",
-            )
+            mine.update(revision=revision, published_at=now, status=Version.Status.PUBLISHED, error="")
             version.refresh_from_db()
             total = sum(row["size"] for row in rows)
             audit_record(
@@ -106,13 +116,84 @@ def version_publish(
                 data={"version": name, "revision": revision, "files": len(rows), "bytes": total, "source": source},
             )
         return version
+    except _TakenOver:
+        raise  # the version is the other attempt's now: its status and objects are left alone
     except Exception as error:
         _discard(created_keys)
         message = str(error) if isinstance(error, (GovernanceError, FileNotFoundError, ValueError)) else f"{type(error).__name__}: {error}"
-        Version.objects.filter(pk=version.pk, published_at__isnull=True).update(status=Version.Status.FAILED, error=message)
+        Version.objects.filter(pk=version.pk, published_at__isnull=True, publish_attempt=attempt).update(status=Version.Status.FAILED, error=message)
         if isinstance(error, (GovernanceError, IntegrityError)):
             raise
         raise GovernanceError(f"Publishing {resource.repo_id}@{name} failed: {message}") from error
+
+
+class _TakenOver(GovernanceError):
+    """This attempt lost its claim (it went quiet and another took over)."""
+
+
+class PublishClaimHeld(GovernanceError):
+    """Another attempt, alive, is publishing this version."""
+
+
+def version_publish_claim(*, version: Version) -> int:
+    """Claim `version` for one publish attempt; the attempt's number.
+
+    Refused while another attempt holds it and beat within PUBLISH_STALE_SECONDS: a second
+    message for the same version (a repeated click, a broker redelivering a long task) must
+    not publish it twice. A claim that went stale belonged to an attempt that died, and is
+    taken over; that attempt, should it wake up, finds the claim gone and stops.
+    """
+    now = timezone.now()
+    stale = now - timedelta(seconds=settings.PUBLISH_STALE_SECONDS)
+    free = ~Q(status=Version.Status.PUBLISHING) | Q(publish_heartbeat_at__isnull=True) | Q(publish_heartbeat_at__lt=stale)
+    with transaction.atomic():
+        claimed = Version.objects.filter(free, pk=version.pk, published_at__isnull=True).update(
+            status=Version.Status.PUBLISHING, publish_attempt=F("publish_attempt") + 1, publish_heartbeat_at=now,
+        )
+        if claimed == 1:
+            return Version.objects.values_list("publish_attempt", flat=True).get(pk=version.pk)
+    held = Version.objects.filter(pk=version.pk).values("published_at", "publish_heartbeat_at").first() or {}
+    if held.get("published_at"):
+        raise GovernanceError(f"{version} was published meanwhile, and published versions never change. Choose a new version name.")
+    beat = held.get("publish_heartbeat_at")
+    since = f" (its last sign of life {int((now - beat).total_seconds())} s ago)" if beat else ""
+    raise PublishClaimHeld(
+        f"{version} is being published by another attempt{since}: nothing was started. Wait for it to finish; "
+        f"if that attempt died, publish again after {settings.PUBLISH_STALE_SECONDS} s without a sign of life."
+    )
+
+
+class _Heartbeat:
+    """Tells the version's claim this attempt is alive, at most every few seconds; stops the
+    attempt at once if another attempt took the claim over."""
+
+    def __init__(self, version: Version, attempt: int):
+        self.version, self.attempt = version, attempt
+        self.every = max(1.0, settings.PUBLISH_STALE_SECONDS / 5)
+        self.last = time.monotonic()
+        self.thread = threading.get_ident()
+
+    def __call__(self) -> None:
+        # boto3 may read a stream from its upload threads, which have no database connection of this attempt's.
+        if time.monotonic() - self.last < self.every or threading.get_ident() != self.thread:
+            return
+        self.last = time.monotonic()
+        if not Version.objects.filter(pk=self.version.pk, publish_attempt=self.attempt, published_at__isnull=True).update(
+            publish_heartbeat_at=timezone.now()
+        ):
+            raise _TakenOver(f"{self.version}: another attempt took over this publish while this one was quiet; it carries on.")
+
+
+class _Beating:
+    """A source stream that beats the heartbeat as it is read: one file of a checkpoint can take
+    longer to copy than a claim stays live."""
+
+    def __init__(self, stream, heartbeat: _Heartbeat):
+        self.stream, self.heartbeat = stream, heartbeat
+
+    def read(self, size: int = -1) -> bytes:
+        self.heartbeat()
+        return self.stream.read(size)
 
 
 def _build_output_check(source: str) -> str:

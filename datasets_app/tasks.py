@@ -32,24 +32,29 @@ def download_events_seal() -> int:
     return len(seal())
 
 
-@shared_task(acks_late=True, soft_time_limit=23 * 3600, time_limit=24 * 3600)
-def publish_version(version_id: int, actor_id: int | None = None) -> str:
-    """Publish a queued version. Safe to redeliver: objects are content-addressed and
-    the file rows of an unfinished attempt are replaced."""
+@shared_task(bind=True, acks_late=True, reject_on_worker_lost=True, soft_time_limit=23 * 3600, time_limit=24 * 3600)
+def publish_version(self, version_id: int, actor_id: int | None = None) -> str:
+    """Publish a queued version. Safe to redeliver: version_publish claims the version, so a
+    second message while an attempt is alive does nothing, and one after it died takes over."""
     from django.contrib.auth import get_user_model
 
     from datasets_app.models import Version
-    from datasets_app.publishing import version_publish
+    from datasets_app.publishing import PublishClaimHeld, version_publish
 
-    claimed = Version.objects.filter(
+    version = Version.objects.select_related("resource").filter(
         pk=version_id, published_at__isnull=True, status__in=[Version.Status.QUEUED, Version.Status.PUBLISHING]
-    ).update(status=Version.Status.PUBLISHING)
-    if claimed != 1:
+    ).first()
+    if version is None:
         return "not queued"
-    version = Version.objects.select_related("resource").get(pk=version_id)
     actor = get_user_model().objects.filter(pk=actor_id).first() if actor_id else None
     try:
         version_publish(resource=version.resource, name=version.name, source=version.source, actor=actor, changelog=version.changelog)
+    except PublishClaimHeld as held:
+        if self.request.is_eager:  # run inline, there is no later to look again at
+            return f"failed: {held}"
+        # A live attempt has it: look again once its claim could have gone stale. By then it has
+        # finished (nothing left to do) or died (this message takes over).
+        raise self.retry(exc=held, countdown=settings.PUBLISH_STALE_SECONDS + 1, max_retries=None)
     except services.GovernanceError as error:
         return f"failed: {error}"
     return "published"

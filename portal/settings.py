@@ -265,6 +265,12 @@ if CELERY_BROKER_URL.startswith("filesystem"):
         "control_folder": str(_broker_dir / "control"),
         "store_processed": False,
     }
+# The hard time limit of the longest task (build_dataset). Redis hands a message nobody has
+# acknowledged to another worker after its visibility timeout (one hour by default): with late
+# acks, a publish or build still running then would run a second time beside the first.
+TASK_LONGEST_SECONDS = 48 * 3600
+if CELERY_BROKER_URL.startswith("redis"):
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": TASK_LONGEST_SECONDS + 3600}
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_TASK_ACKS_LATE = True
@@ -273,6 +279,19 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_SOFT_TIME_LIMIT = 300
 CELERY_TASK_TIME_LIMIT = 360
 CELERY_TASK_IGNORE_RESULT = True
+# A queue per kind of work, so that a day-long publish or shard build never holds up mail or the
+# periodic tasks. `make run` consumes them all; in production a worker per group (README,
+# Deployment). A task routed nowhere goes to "celery", which the periodic worker also reads.
+CELERY_TASK_ROUTES = {
+    "datasets_app.tasks.build_dataset": {"queue": "builds"},
+    "datasets_app.tasks.publish_version": {"queue": "publishing"},
+    "datasets_app.tasks.send_email": {"queue": "mail"},
+    "datasets_app.tasks.grants_expire": {"queue": "periodic"},
+    "datasets_app.tasks.grants_remind": {"queue": "periodic"},
+    "datasets_app.tasks.builds_recover": {"queue": "periodic"},
+    "datasets_app.tasks.download_events_seal": {"queue": "periodic"},
+    "portal.tasks.audit_checkpoint_write": {"queue": "periodic"},
+}
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 CELERY_BEAT_SCHEDULE = {
     "grants-expire": {"task": "datasets_app.tasks.grants_expire", "schedule": timedelta(minutes=15)},
@@ -285,6 +304,11 @@ CELERY_BEAT_SCHEDULE = {
 
 # --- Governance -------------------------------------------------------------------------
 GRANT_REMINDER_DAYS = env_int("GRANT_REMINDER_DAYS", 14, minimum=1)
+
+# --- Publishing -------------------------------------------------------------------------
+# A publish attempt that showed no sign of life for this long died; the next attempt takes
+# its version over. A live one beats every fifth of it, also while copying one large file.
+PUBLISH_STALE_SECONDS = env_int("PUBLISH_STALE_SECONDS", 300, minimum=5)
 
 # --- Sources -----------------------------------------------------------------------------
 # Where versions and shard builds may take files from (datasets_app.source_roots): absolute

@@ -16,7 +16,7 @@ from django.utils import timezone
 from datasets_app import services, tasks
 from datasets_app.models import Grant
 from portal.celery import app as celery_app
-from tests.conftest import stop_process_group, subprocess_database_url
+from tests.conftest import stop_process_group, subprocess_database_url, write_release
 from portal.shared import udhr_corpus
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,17 +31,26 @@ def start_worker(queue: str, env: dict, log_path: Path) -> subprocess.Popen:
         )
 
 
+def use_routes(routes) -> None:
+    # Celery builds its router once, from the routes of that moment (the settings' queue per
+    # kind of work): drop it so the next message is routed by these.
+    celery_app.conf.task_routes = routes
+    celery_app.amqp.flush_routes()
+    del celery_app.amqp.router
+
+
 @pytest.fixture
 def worker_queue():
-    """A queue of this test's own (so no other worker takes its messages), tasks routed to it."""
+    """A queue of this test's own (so no other worker takes its messages), every task routed to it."""
     queue = f"test-worker-{os.getpid()}"
     routes, eager = celery_app.conf.task_routes, celery_app.conf.task_always_eager
-    celery_app.conf.task_routes = {"*": {"queue": queue}}
+    use_routes({"*": {"queue": queue}})
     celery_app.conf.task_always_eager = False
     try:
         yield queue
     finally:
-        celery_app.conf.task_routes, celery_app.conf.task_always_eager = routes, eager
+        use_routes(routes)
+        celery_app.conf.task_always_eager = eager
         # Messages left behind by a failed run would wait forever on a queue nobody reads.
         folder = getattr(settings, "CELERY_BROKER_TRANSPORT_OPTIONS", {}).get("data_folder_in")
         if folder:
@@ -175,3 +184,52 @@ def test_it_rebuilds_cleanly_after_a_worker_is_killed_mid_build(transactional_db
     stored = {p.relative_to(release_storage).as_posix() for p in release_storage.rglob("*") if p.is_file()}
     assert stored == set(File.objects.filter(version__resource=cast.resource_a).values_list("storage_key", flat=True))  # no orphans
     assert not any((tmp_path / "work").glob("build-*")), "an attempt's output was left behind"
+
+
+def test_it_runs_one_long_publish_once_when_a_second_message_comes(transactional_db, cast, release_storage, tmp_path, worker_queue):
+    """A long publish holds its version: a second message for it (a repeated click, a broker
+    redelivering the long task) waits instead of publishing the version a second time."""
+    import signal
+
+    from datasets_app.models import File, Version
+    from portal.models import AuditEvent
+
+    # Enough files (each one written and fsynced) that the publish is still going when it is paused.
+    files = {f"data/en/part-{i:04d}.jsonl": (f'{{"id": {i}}}\n' * 2000).encode() for i in range(400)}
+    source = write_release(tmp_path / "release", files)
+    env = {**os.environ, "DATABASE_URL": subprocess_database_url(), "MEDIA_ROOT": str(release_storage),
+           "PUBLISH_STALE_SECONDS": "60", "PYTHONUNBUFFERED": "1"}
+    version = Version.objects.create(resource=cast.resource_a, name="v4.0", source=str(source), status=Version.Status.QUEUED)
+    first = start_worker(worker_queue, env, tmp_path / "worker-1.log")
+    second = None
+    try:
+        tasks.publish_version.delay(version.pk, cast.admin.pk)
+        claimed = _wait_for(lambda: Version.objects.filter(pk=version.pk, publish_attempt=1).exists(), timeout=60)
+        assert claimed, "the first worker never started publishing; its log:\n" + (tmp_path / "worker-1.log").read_text()
+        # The first attempt is busy (here: paused, as a long copy of a checkpoint would be).
+        os.killpg(first.pid, signal.SIGSTOP)
+        assert Version.objects.get(pk=version.pk).published_at is None, "the publish finished before it was paused"
+
+        tasks.publish_version.delay(version.pk, cast.admin.pk)
+        second = start_worker(worker_queue, env, tmp_path / "worker-2.log")
+        log_2 = tmp_path / "worker-2.log"
+        decided = _wait_for(lambda: "publish_version" in log_2.read_text() and ("retry" in log_2.read_text() or "succeeded" in log_2.read_text()),
+                            timeout=60)
+        assert decided, "the second worker did not take the second message; its log:\n" + log_2.read_text()
+        assert "being published by another attempt" in log_2.read_text(), log_2.read_text()
+        assert Version.objects.get(pk=version.pk).published_at is None  # the second message published nothing
+
+        os.killpg(first.pid, signal.SIGCONT)
+        done = _wait_for(lambda: Version.objects.filter(pk=version.pk, published_at__isnull=False).exists(), timeout=120)
+        assert done, "the first worker did not finish; its log:\n" + (tmp_path / "worker-1.log").read_text()
+    finally:
+        if first.poll() is None:
+            os.killpg(first.pid, signal.SIGCONT)
+        stop_process_group(first)
+        if second is not None:
+            stop_process_group(second)
+
+    version = Version.objects.get(pk=version.pk)
+    assert version.status == Version.Status.PUBLISHED and version.publish_attempt == 1
+    assert File.objects.filter(version=version).count() == len(files)
+    assert AuditEvent.objects.filter(action="version_published", resource=cast.resource_a.repo_id).count() == 1

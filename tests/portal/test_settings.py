@@ -72,3 +72,15 @@ def test_it_warns_behind_a_proxy_that_is_not_trusted():
 
     result = manage("check", "--deploy", "--fail-level", "WARNING", env={**behind_nginx, "TRUSTED_PROXIES": "127.0.0.1"})
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_it_keeps_redis_from_handing_a_running_task_to_a_second_worker():
+    # With late acks, Redis gives an unacknowledged message to another worker after its visibility
+    # timeout: that must outlast the longest task's hard limit, or a long publish runs twice.
+    show = ("from django.conf import settings; from portal.celery import app; app.loader.import_default_modules(); "
+            "limits = [t.time_limit or app.conf.task_time_limit for n, t in app.tasks.items() if not n.startswith('celery.')]; "
+            "print(settings.CELERY_BROKER_TRANSPORT_OPTIONS.get('visibility_timeout', 3600), max(limits))")
+    result = manage("shell", "-c", show, env={"CELERY_BROKER_URL": "redis://127.0.0.1:6379/0"})
+    assert result.returncode == 0, result.stderr
+    visibility, longest = map(int, result.stdout.split()[-2:])
+    assert longest >= 24 * 3600 and visibility > longest

@@ -1,0 +1,101 @@
+"""`make run` as a supervisor runs it: started in a session of its own, stopped by one SIGTERM
+to its process group, with nothing left behind."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+from django.conf import settings
+
+ROOT = Path(__file__).resolve().parents[1]
+# What moves the portal off the embedded default; `make run` here must not touch the suite's database or broker.
+ELSEWHERE = ("DATABASE_URL", "CELERY_BROKER_URL", "CACHE_URL", "EMAIL_HOST", "EMAIL_BACKEND", "S3_BUCKET", "MEDIA_ROOT", "SECRET_KEY")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def descendants(pid: int) -> set[int]:
+    """Every live process below `pid`, including those that started a session of their own."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            parent = int(stat.rsplit(")", 1)[1].split()[1])
+            children.setdefault(parent, []).append(int(entry.name))
+    found, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state not in ("Z", "X")
+
+
+def answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def test_it_stops_everything_make_run_started_on_one_sigterm_to_its_group(tmp_path):
+    port = free_port()
+    shared = tmp_path / "shared"  # no corpus: the demo skips its long build
+    shared.mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in ELSEWHERE and not k.startswith(("S3_", "EMAIL_"))}
+    env.update(PORTAL_VAR_DIR=str(tmp_path / "var"), SHARED_DIR=str(shared), PYTHONUNBUFFERED="1")
+    log_path = tmp_path / "make-run.log"
+    with open(log_path, "w") as log:
+        make = subprocess.Popen(["make", "run", f"PORT={port}"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not (answers(f"http://127.0.0.1:{port}/") and " ready." in log_path.read_text()
+                                                    and "beat: Starting" in log_path.read_text()):
+            assert make.poll() is None, "make run stopped by itself:\n" + log_path.read_text()
+            time.sleep(0.5)
+        assert answers(f"http://127.0.0.1:{port}/"), "the portal never answered:\n" + log_path.read_text()
+        started = descendants(make.pid) | {make.pid}
+        assert len(started) >= 6, started  # make, its shell, the server, beat, the worker and its pool
+
+        began = time.monotonic()
+        os.killpg(make.pid, signal.SIGTERM)
+        while time.monotonic() - began < 15 and (make.poll() is None or any(alive(pid) for pid in started)):
+            time.sleep(0.1)
+        took = time.monotonic() - began
+        left = [pid for pid in started if alive(pid)]
+        assert not left and make.poll() is not None, f"still running after {took:.1f} s: {left}\n" + log_path.read_text()[-3000:]
+        assert took < 10, f"stopping took {took:.1f} s"
+    finally:
+        for pid in descendants(make.pid) | {make.pid}:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        make.wait(timeout=10)
+
+    # The worker `make run` starts consumes every queue a task is routed to.
+    routed = {route["queue"] for route in settings.CELERY_TASK_ROUTES.values()} | {"celery"}
+    consumed = {line.split()[1] for line in log_path.read_text().splitlines() if line.lstrip().startswith(".> ")}
+    assert routed <= consumed, routed - consumed
