@@ -8,7 +8,8 @@ from portal.audit import audit_verify
 from portal.management.commands.load_demo import PASSWORDS
 
 
-def test_it_loads_a_usable_demo_twice_without_duplicates(db, release_storage, capsys):
+def test_it_loads_a_usable_demo_twice_without_duplicates(db, release_storage, capsys, settings):
+    settings.DEBUG = True  # as `make run` runs it (the test runner turns DEBUG off)
     call_command("load_demo")
     call_command("load_demo")
     out = capsys.readouterr().out
