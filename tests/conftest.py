@@ -192,12 +192,21 @@ def subprocess_database_url() -> str:
 
 
 def stop_process_group(process) -> None:
-    """Stop a server or worker a test started with start_new_session=True, children included."""
-    os.killpg(process.pid, signal.SIGTERM)
+    """Stop a server or worker a test started with start_new_session=True, children included.
+
+    SIGTERM goes to the leader alone, which stops its own children: a Celery worker whose pool
+    processes are signalled beside it hangs in its shutdown. Whatever is left is killed."""
     try:
+        process.terminate()
         process.wait(timeout=20)
     except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
+        pass
+    finally:
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        process.wait(timeout=10)
 
 
 def mfa_login(client, user, *, mfa: bool = True) -> None:
