@@ -1,6 +1,10 @@
+from contextlib import contextmanager
+
 from django import forms
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 
+from datasets_app import resource_settings
 from datasets_app.models import (
     AccessQuestion, AccessRequest, AccessToken, DownloadEvent, File, Grant, License, LicenseVersion, Resource, Version,
 )
@@ -10,18 +14,105 @@ from datasets_app.tasks import publish_version
 from portal.admin_site import ReadOnlyAdmin
 
 
+@contextmanager
+def refused_as_forbidden():
+    """A service's refusal inside an admin save or delete: the admin's transaction rolls back and the
+    page says why. Its own permission checks and the forms' validation come first, so this is met
+    only where a service knows more than the admin."""
+    try:
+        yield
+    except GovernanceError as error:
+        raise PermissionDenied(str(error)) from None
+
+
 class AccessQuestionInline(admin.TabularInline):
+    """Saved through resource_settings.access_question_* (ResourceAdmin.save_formset)."""
+
     model = AccessQuestion
     extra = 0
 
 
+class ResourceForm(forms.ModelForm):
+    def clean(self):
+        data = super().clean()
+        if self.instance.pk and "license_version" in self.changed_data:
+            try:  # resource_license_set checks again as it saves; here the field says why
+                resource_settings.resource_license_check(resource=self.instance, license_version=data.get("license_version"))
+            except GovernanceError as error:
+                self.add_error("license_version", str(error))
+        return data
+
+
 @admin.register(Resource)
 class ResourceAdmin(admin.ModelAdmin):
+    """Every change goes through datasets_app.resource_settings, which checks the editor's authority
+    and records it in the audit trail: settings, license (holders re-accept), reviewers, questions."""
+
+    form = ResourceForm
     list_display = ["repo_id", "kind", "access_policy", "license_version", "default_grant_days"]
     list_filter = ["kind", "access_policy"]
     search_fields = ["namespace", "slug", "title"]
     filter_horizontal = ["reviewers"]
     inlines = [AccessQuestionInline]
+
+    def save_model(self, request, obj, form, change):
+        data = form.cleaned_data
+        with refused_as_forbidden():
+            if not change:
+                values = {name: data[name] for name in resource_settings.RESOURCE_FIELDS if name in data}
+                created = resource_settings.resource_create(actor=request.user, values=values,
+                                                            license_version=data.get("license_version"))
+                obj.pk, obj.created_at, obj._state.adding = created.pk, created.created_at, False
+                return
+            changed = {name: data[name] for name in resource_settings.RESOURCE_FIELDS if name in form.changed_data}
+            resource_settings.resource_update(resource=obj, actor=request.user, values=changed)
+            if "license_version" in form.changed_data:
+                moved = resource_settings.resource_license_set(resource=obj, actor=request.user, license_version=data["license_version"])
+                if moved.license_version is not None:
+                    self.message_user(request, f"{moved.repo_id} is now under {moved.license_version}; its holders are "
+                                               "asked by e-mail to accept it before their next download.")
+
+    def save_related(self, request, form, formsets, change):
+        # Not form.save_m2m(): reviewers are the only many-to-many field, and they go through the service.
+        with refused_as_forbidden():
+            resource_settings.resource_reviewers_set(resource=form.instance, actor=request.user,
+                                                     reviewers=form.cleaned_data.get("reviewers", []))
+        for formset in formsets:
+            self.save_formset(request, form, formset, change=change)
+
+    def save_formset(self, request, form, formset, change):
+        # What formset.save() would leave for the admin's history message.
+        formset.new_objects, formset.changed_objects, formset.deleted_objects = [], [], []
+        with refused_as_forbidden():
+            for question_form in formset.forms:
+                question = question_form.instance
+                if question_form in formset.deleted_forms:
+                    if question.pk is not None:
+                        resource_settings.access_question_remove(question=question, actor=request.user)
+                        formset.deleted_objects.append(question)
+                    continue
+                if not question_form.has_changed():
+                    continue
+                data = question_form.cleaned_data
+                if question.pk is None:
+                    values = {name: data[name] for name in resource_settings.QUESTION_FIELDS if name in data}
+                    added = resource_settings.access_question_add(resource=form.instance, actor=request.user, values=values)
+                    question.pk = added.pk
+                    formset.new_objects.append(added)
+                else:
+                    changed = [name for name in resource_settings.QUESTION_FIELDS if name in question_form.changed_data]
+                    updated = resource_settings.access_question_update(
+                        question=question, actor=request.user, values={name: data[name] for name in changed})
+                    formset.changed_objects.append((updated, changed))
+
+    def delete_model(self, request, obj):
+        with refused_as_forbidden():
+            resource_settings.resource_delete(resource=obj, actor=request.user)
+
+    def delete_queryset(self, request, queryset):
+        with refused_as_forbidden():
+            for resource in queryset:
+                resource_settings.resource_delete(resource=resource, actor=request.user)
 
 
 class LicenseVersionInline(admin.StackedInline):

@@ -10,7 +10,8 @@ from django.http import HttpResponseNotAllowed, HttpResponseRedirect, JsonRespon
 from django.shortcuts import get_object_or_404
 from django.urls import path, reverse
 
-from datasets_app import builds
+from datasets_app import builds, resource_settings
+from datasets_app.admin import refused_as_forbidden  # datasets_app.admin imports this module last, after defining it
 from datasets_app.models import Build, Exclusion, Resource, RestrictedConfig
 from datasets_app.services import GovernanceError
 
@@ -159,10 +160,25 @@ class ExclusionAdmin(admin.ModelAdmin):
     search_fields = ["record_id", "text_sha256", "url", "note"]
     fields = ["resource", "record_id", "text_sha256", "url", "note"]
 
+    def get_readonly_fields(self, request, obj=None):
+        # An exclusion is added or removed, never rewritten: each is one audited decision.
+        return self.fields if obj is not None else []
+
     def save_model(self, request, obj, form, change):
-        if not change:
-            obj.created_by = request.user
-        super().save_model(request, obj, form, change)
+        if change:
+            return
+        with refused_as_forbidden():
+            added = resource_settings.exclusion_add(actor=request.user, **{name: form.cleaned_data[name] for name in self.fields})
+        obj.pk, obj.created_by, obj.created_at, obj._state.adding = added.pk, added.created_by, added.created_at, False
+
+    def delete_model(self, request, obj):
+        with refused_as_forbidden():
+            resource_settings.exclusion_remove(exclusion=obj, actor=request.user)
+
+    def delete_queryset(self, request, queryset):
+        with refused_as_forbidden():
+            for exclusion in queryset.select_related("resource"):
+                resource_settings.exclusion_remove(exclusion=exclusion, actor=request.user)
 
 
 @admin.register(RestrictedConfig)
@@ -171,3 +187,26 @@ class RestrictedConfigAdmin(admin.ModelAdmin):
 
     list_display = ["resource", "name", "conditions"]
     list_filter = ["resource"]
+
+    def get_readonly_fields(self, request, obj=None):
+        return ["resource"] if obj is not None else []
+
+    def save_model(self, request, obj, form, change):
+        data = form.cleaned_data
+        with refused_as_forbidden():
+            if change:
+                resource_settings.restricted_config_update(restricted_config=obj, actor=request.user, name=data["name"],
+                                                           conditions=data["conditions"])
+                return
+            added = resource_settings.restricted_config_add(resource=data["resource"], actor=request.user, name=data["name"],
+                                                            conditions=data["conditions"])
+        obj.pk, obj._state.adding = added.pk, False
+
+    def delete_model(self, request, obj):
+        with refused_as_forbidden():
+            resource_settings.restricted_config_remove(restricted_config=obj, actor=request.user)
+
+    def delete_queryset(self, request, queryset):
+        with refused_as_forbidden():
+            for restricted_config in queryset.select_related("resource"):
+                resource_settings.restricted_config_remove(restricted_config=restricted_config, actor=request.user)

@@ -231,3 +231,13 @@ def can_request_access(user, resource: Resource) -> Decision:
             resource.get_absolute_url(),
         )
     return Decision(True, "ok")
+
+
+def can_change_governance(actor, permission: str) -> bool:
+    """May `actor` change a resource's rules (policy, license, reviewers, questions, restricted configs,
+    exclusions)? An active staff account holding the Django model permission for that change, e.g.
+    "datasets_app.change_resource" (superusers hold them all). Reviewers decide on a resource's requests
+    but do not rewrite its rules: that would let a committee member widen their own resource."""
+    if actor is None or not getattr(actor, "is_authenticated", False) or not actor.is_active or not actor.is_staff:
+        return False
+    return actor.has_perm(permission)

@@ -95,12 +95,27 @@ def license_version_publish(
             action="license_published", actor=actor, target=new, resource=resource.repo_id,
             data={"version": version, "sha256": new.sha256},
         )
-        holders = Grant.objects.filter(resource=resource, status=Grant.Status.ACTIVE).exclude(license_version=new).select_related("user")
-        for grant in holders:
-            notifications.license_changed(grant=grant)
+        license_holders_notify(resource=resource, license_version=new)
     if not targets:
         audit_record(action="license_published", actor=actor, target=new, data={"version": version, "sha256": new.sha256})
     return new
+
+
+def license_holders_notify(*, resource: Resource, license_version: LicenseVersion) -> int:
+    """E-mail every active holder of `resource` who accepted another license version than
+    `license_version` (now the resource's current one) a link to re-accept it. Their downloads
+    pause until they do (authz.can_download compares the grant's version with the resource's).
+    Both ways of changing a resource's license call it: publishing a new version of its license
+    (license_version_publish) and moving the resource to another version
+    (resource_settings.resource_license_set). Returns how many holders were told."""
+    holders = (Grant.objects.filter(resource=resource, status=Grant.Status.ACTIVE)
+               .exclude(license_version=license_version).select_related("user"))
+    told = 0
+    for grant in holders:
+        grant.resource = resource  # the caller's copy, already on the new version
+        notifications.license_changed(grant=grant)
+        told += 1
+    return told
 
 
 # --- Access requests ---------------------------------------------------------------------
