@@ -149,7 +149,9 @@ def build_claim(*, build_id: int, worker: str) -> int | None:
                         heartbeat_at=now, started_at=now, phase="", error="") != 1:
         return None
     build = Build.objects.select_related("version").get(pk=build_id)
-    Version.objects.filter(pk=build.version_id, published_at__isnull=True).update(status=Version.Status.PUBLISHING)
+    # The build's claim covers its version: an earlier attempt that went quiet while publishing
+    # left the version's publish claim live for up to PUBLISH_STALE_SECONDS; this attempt takes it.
+    Version.objects.filter(pk=build.version_id, published_at__isnull=True).update(status=Version.Status.PUBLISHING, publish_heartbeat_at=None)
     _log(build_id, f"attempt {build.attempt} claimed by {worker}")
     return build.attempt
 

@@ -71,3 +71,23 @@ def test_it_stops_an_attempt_whose_claim_was_taken_over(cast, source, settings):
     # The attempt that took over still holds the version: not failed, not published by the stale one.
     assert (version.status, version.publish_attempt, version.published_at, version.error) == (Version.Status.PUBLISHING, 2, None, "")
     assert not File.objects.filter(version=version).exists() and published_events() == 0
+
+
+def test_it_lets_a_build_attempt_take_over_the_version_its_quiet_predecessor_was_publishing(cast, settings, tmp_path):
+    from datasets_app import builds
+
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(f'{{"id": "{i}", "lang": "fr", "text": "Bonjour {i}"}}\n' for i in range(50)))
+    settings.BUILD_STALE_SECONDS = 5
+    build = builds.build_create(resource=cast.resource_a, name="v5.0", actor=cast.admin, enqueue=False, params={},
+                                sources=[{"uri": str(corpus), "id_column": "id", "language_column": "lang"}])
+    # The first attempt claimed the build, reached publishing, then went quiet (its machine died).
+    first = builds.build_claim(build_id=build.pk, worker="worker-1")
+    version_publish_claim(version=build.version)
+    build.__class__.objects.filter(pk=build.pk).update(heartbeat_at=timezone.now() - timedelta(seconds=60))
+
+    second = builds.build_claim(build_id=build.pk, worker="worker-2")
+    assert second == first + 1
+    finished = builds.build_run(build_id=build.pk, attempt=second)
+    assert finished.status == "succeeded", finished.error
+    assert Version.objects.get(pk=build.version_id).published_at is not None and published_events() == 1
