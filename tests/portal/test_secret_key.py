@@ -66,3 +66,11 @@ def test_it_refuses_a_link_signed_with_the_old_embedded_key(cast, published, cli
     refused = client.get(forged)
     assert refused.status_code == 403
     assert b"not valid" in refused.content
+
+
+def test_it_refuses_to_start_on_an_emptied_key_file(tmp_path):
+    (tmp_path / "secret_key").write_text("\n")  # e.g. truncated by a full disk
+    process = start(tmp_path)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode != 0
+    assert "holds no usable secret key: delete it and start again" in err
