@@ -34,6 +34,7 @@ from datasets_app.services import (
     grant_revoke,
     requested_configs,
 )
+from datasets_app.templatetags.catalogue import config_scope
 from portal.audit import audit_record
 from portal.mfa import has_totp, session_used_mfa
 
@@ -127,6 +128,7 @@ def review_detail(request, pk):
     return render(request, "datasets_app/review/detail.html", {
         "access_request": access_request, "resource": resource, "profile": access_request.user.profile,
         "history": history, "grants": grants, "approve_form": approve_form, "reason_form": reason_form,
+        "grant": Grant.objects.filter(request=access_request).first(),  # what was approved, which may be less than asked
         "verified_emails": access_request.user.emailaddress_set.filter(verified=True),
     })
 
@@ -161,7 +163,7 @@ def review_bulk(request):
 
 @reviewer_required
 def review_grants(request):
-    grants = Grant.objects.filter(resource__in=reviewable_resources(request.user)).select_related("user__profile", "resource", "license_version")
+    grants = Grant.objects.filter(resource__in=reviewable_resources(request.user)).select_related("user__profile", "resource", "license_version", "request")
     grants, status, resource_id = _filtered(request, grants, Grant.Status, Grant.Status.ACTIVE)
     page = Paginator(grants.order_by("expires_at", "pk"), 50).get_page(request.GET.get("page"))
     return render(request, "datasets_app/review/grants.html", {
@@ -189,7 +191,7 @@ def review_revoke(request, pk):
 REPORT_COLUMNS = [
     "username", "full_name", "email", "affiliation", "country", "orcid", "request_status", "submitted_at",
     "decided_at", "decided_by", "decision_reason", "grant_status", "grant_expires_at", "license_version",
-    "license_sha256", "intended_use", "answers",
+    "license_sha256", "intended_use", "answers", "configs_asked", "configs_approved",
 ]
 
 
@@ -212,7 +214,7 @@ def review_report(request, namespace, slug):
             item.decided_by.get_username() if item.decided_by else ("system" if item.auto_approved else ""),
             item.decision_reason, grant.status if grant else "", grant.expires_at.isoformat() if grant else "",
             str(item.license_version) if item.license_version else "", item.license_sha256, item.intended_use,
-            json.dumps(item.answers, ensure_ascii=False),
+            json.dumps(item.answers, ensure_ascii=False), config_scope(item), config_scope(grant) if grant else "",
         ]))
         rows += 1
     for grant in Grant.objects.filter(resource=resource, request__isnull=True).select_related("user__profile", "granted_by", "license_version__license"):
@@ -222,7 +224,7 @@ def review_report(request, namespace, slug):
             profile.orcid, "granted_directly", grant.created_at.isoformat(), grant.created_at.isoformat(),
             grant.granted_by.get_username() if grant.granted_by else "", grant.reason, grant.status,
             grant.expires_at.isoformat(), str(grant.license_version) if grant.license_version else "",
-            grant.license_version.sha256 if grant.license_version else "", "", "[]",
+            grant.license_version.sha256 if grant.license_version else "", "", "[]", "", config_scope(grant),
         ]))
         rows += 1
     audit_record(action="report_exported", actor=request.user, target=resource, resource=resource.repo_id, request=request, data={"rows": rows})

@@ -90,7 +90,7 @@ def access_request(request, namespace, slug):
 def my_access(request):
     return render(request, "datasets_app/my_access.html", {
         "requests": AccessRequest.objects.filter(user=request.user).select_related("resource", "license_version__license").order_by("-submitted_at"),
-        "grants": Grant.objects.filter(user=request.user).select_related("resource__license_version", "license_version__license").order_by("-created_at"),
+        "grants": Grant.objects.filter(user=request.user).select_related("resource__license_version", "license_version__license", "request").order_by("-created_at"),
     })
 
 

@@ -229,7 +229,7 @@ def test_it_exports_an_access_report_with_every_request_and_direct_grant(client,
     assert REPORT_COLUMNS == [
         "username", "full_name", "email", "affiliation", "country", "orcid", "request_status", "submitted_at",
         "decided_at", "decided_by", "decision_reason", "grant_status", "grant_expires_at", "license_version",
-        "license_sha256", "intended_use", "answers",
+        "license_sha256", "intended_use", "answers", "configs_asked", "configs_approved",
     ]
     rows = {row["username"]: row for row in report_rows(response)}
     assert sorted(rows) == ["expired", "granted", "pending", "rejected", "revoked", "stranger"]
