@@ -144,7 +144,7 @@ def resource_license_set(*, resource: Resource, actor, license_version: LicenseV
     through the re-acceptance flow, as when a new version of its license is published: their
     downloads pause until they accept the new text, and each gets an e-mail with a one-step link."""
     _require(actor, "datasets_app.change_resource", to=f"change the license of {resource.repo_id}")
-    current = Resource.objects.select_for_update().select_related("license_version__license").get(pk=resource.pk)
+    current = Resource.objects.select_for_update(of=("self",)).select_related("license_version__license").get(pk=resource.pk)
     if current.license_version_id == (license_version.pk if license_version else None):
         return current
     resource_license_check(resource=current, license_version=license_version)
