@@ -304,3 +304,16 @@ def test_it_lets_staff_with_only_the_matching_permission_make_that_change(cast):
         resource_settings.resource_update(resource=cast.resource_a, actor=custodian, values={"access_policy": "open"})
 
     assert Exclusion.objects.get().created_by == custodian
+
+
+def test_it_refuses_in_the_admin_what_the_service_refuses_saying_why_and_changing_nothing(client, cast):
+    admin = client_for(client, cast, "admin")
+    config = RestrictedConfig.objects.create(resource=cast.resource_a, name="he", conditions="Ethics approval required.")
+    seq = last_seq()
+
+    response = admin.post(change_url("restrictedconfig", config.pk), {"name": "all", "conditions": "Everything."})
+
+    assert response.status_code == 403
+    assert "names every config at once" in response.content.decode()
+    config.refresh_from_db()
+    assert (config.name, config.conditions) == ("he", "Ethics approval required.") and actions_since(seq) == []
