@@ -86,6 +86,46 @@ def _wait_for(predicate, timeout=45.0):
     return None
 
 
+def _pause_between_writes(process: subprocess.Popen, version_pk: int) -> None:
+    """SIGSTOP the worker at a moment it holds no lock on the version (on SQLite: on the database).
+    Paused inside one of its short writes (a heartbeat) it would hold up every other writer, which
+    a long copy never does: resume it and try again a moment later."""
+    import signal
+
+    for _ in range(100):
+        os.killpg(process.pid, signal.SIGSTOP)
+        if _version_writable(version_pk):
+            return
+        os.killpg(process.pid, signal.SIGCONT)
+        time.sleep(0.05)
+    raise AssertionError("the first worker never paused outside a write")
+
+
+def _version_writable(version_pk: int) -> bool:
+    from django.db import DatabaseError, connection, transaction
+
+    from datasets_app.models import Version
+
+    if connection.vendor == "sqlite":
+        import sqlite3
+
+        probe = sqlite3.connect(connection.settings_dict["NAME"], timeout=0.2)
+        try:
+            probe.execute("BEGIN IMMEDIATE")
+            probe.rollback()
+            return True
+        except sqlite3.OperationalError:
+            return False
+        finally:
+            probe.close()
+    try:
+        with transaction.atomic():
+            list(Version.objects.select_for_update(nowait=True).filter(pk=version_pk))
+        return True
+    except DatabaseError:
+        return False
+
+
 def test_it_sends_decision_mail_and_expires_grants_in_a_worker_process(cast, worker):
     services.access_request_reject(
         access_request=services.access_request_submit(
@@ -215,7 +255,7 @@ def test_it_runs_one_long_publish_once_when_a_second_message_comes(transactional
         claimed = _wait_for(lambda: Version.objects.filter(pk=version.pk, publish_attempt=1).exists(), timeout=60)
         assert claimed, "the first worker never started publishing; its log:\n" + (tmp_path / "worker-1.log").read_text()
         # The first attempt is busy (here: paused, as a long copy of a checkpoint would be).
-        os.killpg(first.pid, signal.SIGSTOP)
+        _pause_between_writes(first, version.pk)
         assert Version.objects.get(pk=version.pk).published_at is None, "the publish finished before it was paused"
 
         tasks.publish_version.delay(version.pk, cast.admin.pk)
