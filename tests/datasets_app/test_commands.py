@@ -7,12 +7,10 @@ from django.core.management import CommandError, call_command
 from django.utils import timezone
 
 from datasets_app.authz import can_download
-from datasets_app.models import Grant, RestrictedConfig
-from datasets_app.publishing import version_publish
+from datasets_app.models import Grant
 from portal.models import AuditEvent
-from tests.conftest import write_release
 from tests.datasets_app.conftest import actions_since, assert_audit_chain_intact, last_seq, mail_to
-from tests.datasets_app.test_config_grants import FILES, HEALTH
+from tests.datasets_app.test_config_grants import covered, version  # noqa: F401 (version: a fixture)
 
 
 def run(*args, **options) -> str:
@@ -217,18 +215,7 @@ def test_it_refuses_an_unknown_or_disabled_actor(cast):
 # --- Configs: a renewal never widens what was approved -----------------------------------------------
 
 
-@pytest.fixture
-def configs_of_a(cast, release_storage, tmp_path):
-    """Resource A publishes configs fr, ar and he (he restricted)."""
-    RestrictedConfig.objects.create(resource=cast.resource_a, name="he", conditions=HEALTH)
-    version_publish(resource=cast.resource_a, name="v1", source=str(write_release(tmp_path / "v1", FILES)), actor=None)
-
-
-def covered(user, resource) -> list[str]:
-    return [c for c in ("ar", "fr", "he") if can_download(user, resource, config=c)]
-
-
-def test_it_grants_only_the_configs_given(cast, configs_of_a):
+def test_it_grants_only_the_configs_given(cast, version):
     day = (timezone.localdate() + timedelta(days=30)).isoformat()
 
     out = run("grant_access", "test/corpus-a", "stranger", configs="ar, he", expires=day)
@@ -237,7 +224,7 @@ def test_it_grants_only_the_configs_given(cast, configs_of_a):
     assert covered(cast.stranger, cast.resource_a) == ["ar", "he"]
 
 
-def test_it_keeps_the_configs_of_the_grant_it_renews_and_says_so(cast, configs_of_a):
+def test_it_keeps_the_configs_of_the_grant_it_renews_and_says_so(cast, version):
     run("grant_access", "test/corpus-a", "stranger", configs="ar")
     day = (timezone.localdate() + timedelta(days=700)).isoformat()
     seq = last_seq()
@@ -254,7 +241,7 @@ def test_it_keeps_the_configs_of_the_grant_it_renews_and_says_so(cast, configs_o
     assert covered(cast.stranger, cast.resource_a) == ["ar", "fr", "he"]
 
 
-def test_it_refuses_a_config_the_resource_does_not_have(cast, configs_of_a):
+def test_it_refuses_a_config_the_resource_does_not_have(cast, version):
     with pytest.raises(CommandError) as error:
         run("grant_access", "test/corpus-a", "stranger", "pending", configs="ar,xx")
 

@@ -24,8 +24,14 @@ HEALTH = "Health forum posts: ethics approval required."
 
 @pytest.fixture
 def version(cast, release_storage, tmp_path):
+    """Resource A publishes configs fr, ar and he (he restricted)."""
     RestrictedConfig.objects.create(resource=cast.resource_a, name="he", conditions=HEALTH)
     return version_publish(resource=cast.resource_a, name="v1", source=str(write_release(tmp_path / "v1", FILES)), actor=None)
+
+
+def covered(user, resource) -> list[str]:
+    """The configs of `version` the user can download."""
+    return [c for c in ("ar", "fr", "he") if can_download(user, resource, config=c)]
 
 
 def scope(grant: Grant, *, all_configs: bool, configs: list[str]) -> Grant:

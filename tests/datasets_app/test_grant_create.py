@@ -10,24 +10,11 @@ from django.contrib.auth.models import AnonymousUser
 from django.utils import timezone
 
 from datasets_app.authz import CommandLineOperator, can_download
-from datasets_app.models import Grant, RestrictedConfig
-from datasets_app.publishing import version_publish
+from datasets_app.models import Grant
 from datasets_app.services import GovernanceError, grant_create
 from portal.models import AuditEvent
-from tests.conftest import write_release
 from tests.datasets_app.conftest import actions_since, last_seq
-from tests.datasets_app.test_config_grants import FILES, HEALTH
-
-
-@pytest.fixture
-def configs_of_a(cast, release_storage, tmp_path):
-    """Resource A publishes configs fr, ar and he (he restricted)."""
-    RestrictedConfig.objects.create(resource=cast.resource_a, name="he", conditions=HEALTH)
-    version_publish(resource=cast.resource_a, name="v1", source=str(write_release(tmp_path / "v1", FILES)), actor=None)
-
-
-def covered(user, resource) -> list[str]:
-    return [c for c in ("ar", "fr", "he") if can_download(user, resource, config=c)]
+from tests.datasets_app.test_config_grants import covered, version  # noqa: F401 (version: a fixture)
 
 
 def active(user, resource) -> Grant:
@@ -56,7 +43,7 @@ def test_it_refuses_an_operator_who_names_an_account_that_reviews_something_else
     assert not Grant.objects.filter(user=cast.stranger).exists()
 
 
-def test_it_grants_only_the_configs_named(cast, configs_of_a):
+def test_it_grants_only_the_configs_named(cast, version):
     grant = grant_create(user=cast.stranger, resource=cast.resource_a, granted_by=cast.reviewer_a, expires_at=None,
                          reason="Hebrew NLP workshop", configs=["he", "ar", "he"])
 
@@ -64,7 +51,7 @@ def test_it_grants_only_the_configs_named(cast, configs_of_a):
     assert covered(cast.stranger, cast.resource_a) == ["ar", "he"]
 
 
-def test_it_keeps_the_configs_of_the_grant_it_renews_unless_told(cast, configs_of_a):
+def test_it_keeps_the_configs_of_the_grant_it_renews_unless_told(cast, version):
     grant_create(user=cast.stranger, resource=cast.resource_a, granted_by=cast.reviewer_a, expires_at=None, reason="", configs=["ar"])
     first = active(cast.stranger, cast.resource_a)
     seq = last_seq()
@@ -82,7 +69,7 @@ def test_it_keeps_the_configs_of_the_grant_it_renews_unless_told(cast, configs_o
     assert covered(cast.stranger, cast.resource_a) == ["ar", "fr"]
 
 
-def test_it_keeps_the_scope_of_a_grant_approved_narrowly(cast, configs_of_a):
+def test_it_keeps_the_scope_of_a_grant_approved_narrowly(cast, version):
     # The granted researcher's request was approved for every unrestricted config; narrow it as a reviewer might have.
     Grant.objects.filter(pk=cast.grants["granted"].pk).update(all_configs=False, configs=["fr"])
 
@@ -95,7 +82,7 @@ def test_it_keeps_the_scope_of_a_grant_approved_narrowly(cast, configs_of_a):
     (["xx"], False, "test/corpus-a has no config 'xx'; its configs are: ar, fr, he."),
     ([], False, "Name the configs the grant covers, or grant every config."),
 ])
-def test_it_refuses_configs_the_resource_does_not_have(cast, configs_of_a, configs, all_configs, message):
+def test_it_refuses_configs_the_resource_does_not_have(cast, version, configs, all_configs, message):
     with pytest.raises(GovernanceError) as error:
         grant_create(user=cast.stranger, resource=cast.resource_a, granted_by=cast.reviewer_a, expires_at=None, reason="",
                      configs=configs, all_configs=all_configs)
