@@ -129,8 +129,30 @@ class LicenseVersionInline(admin.StackedInline):
 
 @admin.register(License)
 class LicenseAdmin(admin.ModelAdmin):
+    """Title and slug through resource_settings.license_*, audited; the texts through LicenseVersionAdmin."""
+
     list_display = ["title", "slug"]
     inlines = [LicenseVersionInline]
+
+    def save_model(self, request, obj, form, change):
+        data = form.cleaned_data
+        with refused_as_forbidden():
+            if not change:
+                created = resource_settings.license_create(
+                    actor=request.user, values={name: data[name] for name in resource_settings.LICENSE_FIELDS})
+                obj.pk, obj._state.adding = created.pk, False
+                return
+            changed = {name: data[name] for name in resource_settings.LICENSE_FIELDS if name in form.changed_data}
+            resource_settings.license_update(license=obj, actor=request.user, values=changed)
+
+    def delete_model(self, request, obj):
+        with refused_as_forbidden():
+            resource_settings.license_delete(license=obj, actor=request.user)
+
+    def delete_queryset(self, request, queryset):
+        with refused_as_forbidden():
+            for license in queryset:
+                resource_settings.license_delete(license=license, actor=request.user)
 
 
 @admin.register(LicenseVersion)
@@ -200,15 +222,30 @@ class VersionAdmin(admin.ModelAdmin):
         return ["resource", "name", "status", "source", "revision", "published_at", "error"]
 
     def save_model(self, request, obj, form, change):
-        if not change:
-            obj.status = Version.Status.QUEUED
+        if change:  # the changelog is all an existing version lets one change (get_readonly_fields)
+            with refused_as_forbidden():
+                if "changelog" in form.changed_data:
+                    resource_settings.version_changelog_update(version=obj, actor=request.user,
+                                                               changelog=form.cleaned_data["changelog"])
+            return
+        obj.status = Version.Status.QUEUED
         super().save_model(request, obj, form, change)
-        if not change:
-            publish_version.delay_on_commit(obj.pk, request.user.pk)
-            self.message_user(request, f"Publishing {obj} from {obj.source} on a worker; refresh this page to follow it.")
+        publish_version.delay_on_commit(obj.pk, request.user.pk)
+        self.message_user(request, f"Publishing {obj} from {obj.source} on a worker; refresh this page to follow it.")
 
     def has_delete_permission(self, request, obj=None):
-        return obj is not None and obj.published_at is None
+        # Published versions never go (the service refuses them too); the list's bulk delete offers
+        # the rest, and its confirmation page names any published one it cannot delete.
+        return super().has_delete_permission(request, obj) and (obj is None or obj.published_at is None)
+
+    def delete_model(self, request, obj):
+        with refused_as_forbidden():
+            resource_settings.version_delete_unpublished(version=obj, actor=request.user)
+
+    def delete_queryset(self, request, queryset):
+        with refused_as_forbidden():
+            for version in queryset:
+                resource_settings.version_delete_unpublished(version=version, actor=request.user)
 
 
 @admin.register(AccessRequest)

@@ -1,5 +1,7 @@
 """Writes of a resource's rules: its settings and policy, reviewers, license, access questions,
-restricted configs and exclusions (the takedown list).
+restricted configs and exclusions (the takedown list); the licenses themselves (their title and
+slug); and what the admin may still change of a version (its changelog, or the version itself
+while it is unpublished).
 
 Every function here is keyword-only, runs in one transaction, refuses an actor without the
 authority to make the change (datasets_app.authz.can_change_governance: active staff holding the
@@ -11,15 +13,20 @@ them from its save and delete hooks, so an edit there leaves the same trail as a
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import timedelta
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.db.models import ProtectedError
+from django.utils import timezone
 
-from datasets_app.authz import can_change_governance
-from datasets_app.models import EVERY_CONFIG, AccessQuestion, Exclusion, Grant, LicenseVersion, Resource, RestrictedConfig
+from datasets_app.models import (
+    EVERY_CONFIG, AccessQuestion, Build, Exclusion, Grant, License, LicenseVersion, Resource, RestrictedConfig, Version,
+)
 from datasets_app.services import GovernanceError, license_holders_notify
+from datasets_app.services import _require_governance as _require  # one wording of the refusal, with license_version_publish
 from portal.audit import audit_record
 
 # What resource_update may change. The license and the reviewers have their own functions: a new
@@ -27,12 +34,8 @@ from portal.audit import audit_record
 RESOURCE_FIELDS = ("namespace", "slug", "kind", "title", "summary", "description", "access_policy",
                    "auto_approve_domains", "default_grant_days")
 QUESTION_FIELDS = ("label", "help_text", "kind", "choices", "required", "position")
-
-
-def _require(actor, permission: str, *, to: str) -> None:
-    if can_change_governance(actor, permission):
-        return
-    raise GovernanceError(f"Only staff with the permission {permission} may {to}: ask an administrator to give it to you.")
+# A license's text lives in its versions, which are published (services.license_version_publish), never edited.
+LICENSE_FIELDS = ("slug", "title")
 
 
 def _apply(obj, values: dict[str, Any], fields: tuple[str, ...]) -> dict[str, dict[str, Any]]:
@@ -287,3 +290,95 @@ def exclusion_remove(*, exclusion: Exclusion, actor) -> None:
         "note": exclusion.note, "takedown_id": exclusion.takedown_id,
     })
     exclusion.delete()
+
+
+# --- Licenses --------------------------------------------------------------------------------------
+
+
+def _license_resources(license: License) -> list[str]:
+    """The resources under a version of `license`: where its title shows."""
+    return [r.repo_id for r in Resource.objects.filter(license_version__license=license).order_by("namespace", "slug")]
+
+
+@transaction.atomic
+def license_create(*, actor, values: dict[str, Any]) -> License:
+    """A new license (LICENSE_FIELDS), with no text yet: its first version is published from the
+    license version page, and only then can a resource be put under it."""
+    _require(actor, "datasets_app.add_license", to="add a license")
+    license = License()
+    _apply(license, values, LICENSE_FIELDS)
+    _valid(license)
+    license.save()
+    audit_record(action="license_created", actor=actor, target=license,
+                 data={name: getattr(license, name) for name in LICENSE_FIELDS})
+    return license
+
+
+@transaction.atomic
+def license_update(*, license: License, actor, values: dict[str, Any]) -> License:
+    """Rename a license (LICENSE_FIELDS). Holders need not re-accept: the text they accepted, and its
+    sha256, are unchanged. The event names the resources whose pages show the new title."""
+    _require(actor, "datasets_app.change_license", to=f"change the license {license.title}")
+    current = License.objects.select_for_update().get(pk=license.pk)
+    changes = _apply(current, values, LICENSE_FIELDS)
+    if changes:
+        _valid(current)
+        current.save(update_fields=list(changes))
+        audit_record(action="license_updated", actor=actor, target=current,
+                     data={"changes": changes, "resources": _license_resources(current)})
+    return current
+
+
+@transaction.atomic
+def license_delete(*, license: License, actor) -> None:
+    """Only a license with no published version can go: requests and grants keep the texts people signed."""
+    _require(actor, "datasets_app.delete_license", to=f"delete the license {license.title}")
+    audit_record(action="license_deleted", actor=actor, target=license,
+                 data={name: getattr(license, name) for name in LICENSE_FIELDS})
+    try:
+        with transaction.atomic():
+            license.delete()
+    except ProtectedError:
+        raise GovernanceError(f"{license.title} has published versions, which requests and grants refer to: it cannot "
+                              "be deleted. Publish a new version of it, or move its resources to another license.") from None
+
+
+# --- Versions --------------------------------------------------------------------------------------
+# Publishing is datasets_app.publishing's (a worker stores the files); here are the admin's edits.
+
+
+@transaction.atomic
+def version_changelog_update(*, version: Version, actor, changelog: str) -> Version:
+    """Rewrite a version's changelog, published or not: it is the note researchers read beside its
+    files, not part of its identity (its files and revision never change)."""
+    _require(actor, "datasets_app.change_version", to=f"change the changelog of {version}")
+    current = Version.objects.select_for_update(of=("self",)).select_related("resource").get(pk=version.pk)
+    changes = _apply(current, {"changelog": changelog.strip()}, ("changelog",))
+    if changes:
+        current.save(update_fields=["changelog"])
+        audit_record(action="version_changelog_updated", actor=actor, target=current, resource=current.resource.repo_id,
+                     data={"version": current.name, "changes": changes})
+    return current
+
+
+@transaction.atomic
+def version_delete_unpublished(*, version: Version, actor) -> None:
+    """Delete a version nobody could download yet (a draft, or one whose publication failed or is still
+    queued: its task then finds nothing to do). Published versions never go: the trail, the links and
+    the takedown decisions name them."""
+    _require(actor, "datasets_app.delete_version", to=f"delete the version {version}")
+    current = Version.objects.select_for_update(of=("self",)).select_related("resource").filter(pk=version.pk).first()
+    if current is None:
+        raise GovernanceError(f"{version} was deleted meanwhile: reload the list of versions.")
+    if current.published_at is not None:
+        raise GovernanceError(f"{current} is published, and published versions are never deleted: publish a new "
+                              "version instead, or accept a takedown to drop records from the next one.")
+    stale = timezone.now() - timedelta(seconds=settings.PUBLISH_STALE_SECONDS)
+    if current.status == Version.Status.PUBLISHING and current.publish_heartbeat_at and current.publish_heartbeat_at >= stale:
+        raise GovernanceError(f"A worker is publishing {current} right now: wait until it is published or has failed.")
+    if Build.objects.filter(version=current).exists():
+        raise GovernanceError(f"{current} is the output of a shard build, whose record (sources, log, rejects) stays with "
+                              "it: cancel the build if it still runs, and build under a new version name.")
+    audit_record(action="version_deleted", actor=actor, target=current, resource=current.resource.repo_id,
+                 data={"version": current.name, "status": current.status, "source": current.source, "error": current.error})
+    current.delete()

@@ -14,7 +14,9 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from datasets_app import notifications
-from datasets_app.authz import CommandLineOperator, acting_user, actor_trail, can_request_access, can_review
+from datasets_app.authz import (
+    CommandLineOperator, acting_user, actor_trail, can_change_governance, can_request_access, can_review,
+)
 from datasets_app.models import EVERY_CONFIG, AccessRequest, File, Grant, License, LicenseVersion, Resource
 from portal.audit import audit_record
 from portal.client import client_ip
@@ -35,6 +37,14 @@ def _require_reviewer(actor, resource: Resource, *, to: str) -> None:
         raise GovernanceError(f"{actor.name} does not review {resource.repo_id}, so may not {to}: name a reviewer of it "
                               "or an administrator with --actor, or leave --actor out to act as the operator.")
     raise GovernanceError(f"Only a reviewer of {resource.repo_id} may {to}: ask an administrator to assign you to it.")
+
+
+def _require_governance(actor, permission: str, *, to: str) -> None:
+    """Refuse an actor who may not change the rules (datasets_app.authz.can_change_governance: active
+    staff holding `permission`), whoever called. resource_settings shares it for every rule it writes."""
+    if can_change_governance(actor, permission):
+        return
+    raise GovernanceError(f"Only staff with the permission {permission} may {to}: ask an administrator to give it to you.")
 
 
 def _normalise_name(name: str) -> str:
@@ -79,8 +89,10 @@ def license_version_publish(
 
     Without `resources`, every resource currently on an earlier version of this
     license moves to the new one. Holders of grants on those resources must
-    re-accept before their next download, and are told so by e-mail.
+    re-accept before their next download, and are told so by e-mail. No command publishes
+    licenses, so an operator at the command line is refused like any account without the right.
     """
+    _require_governance(actor, "datasets_app.add_licenseversion", to=f"publish a new version of {license.title}")
     text = text.strip()
     if not text:
         raise GovernanceError("The license text is empty: paste the full text of the new version.")

@@ -28,15 +28,19 @@ from allauth.account.models import EmailAddress
 from allauth.mfa.models import Authenticator
 from allauth.usersessions.models import UserSession
 from django.conf import settings
-from django.contrib.auth.models import AnonymousUser
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import AnonymousUser, Permission
 from django.utils import timezone
 
-from datasets_app import services, takedowns
+from datasets_app import resource_settings, services, takedowns
 from datasets_app.authz import CommandLineOperator
 from datasets_app.links import link_token
-from datasets_app.models import AccessRequest, AccessToken, Build, DownloadEvent, Exclusion, Grant, RestrictedConfig, Takedown
+from datasets_app.models import (
+    AccessQuestion, AccessRequest, AccessToken, Build, DownloadEvent, Exclusion, Grant, License, LicenseVersion, Resource,
+    RestrictedConfig, Takedown, Version,
+)
 from portal.models import AuditEvent, Profile
-from tests.conftest import ROLES
+from tests.conftest import ROLES, make_user
 
 # The cast's roles, plus a reviewer and an admin who signed in with a password
 # but have not entered a code from their authenticator app in this session.
@@ -700,19 +704,19 @@ POST_RULES: dict[str, PostRule | tuple[PostRule, ...]] = {
 # Pages are one caller of the services; the admin, commands, tasks and the API are others. So each
 # service that decides on a resource is also called directly, as every role of the cast and as an
 # operator at the command line. An allowed role's call takes effect; anyone else's is refused with a
-# GovernanceError and leaves requests, grants, takedowns, exclusions and the audit trail as they were.
-# Every public function of SERVICE_MODULES taking one of ACTOR_PARAMETERS needs a rule here.
+# GovernanceError and leaves requests, grants, takedowns, exclusions, the rules of resources, licenses,
+# versions and the audit trail as they were. Every public function of SERVICE_MODULES taking one of
+# ACTOR_PARAMETERS needs a rule here: those that decide on a resource (a reviewer's) and those that
+# change its rules, a license or a version (an actor's, checked against a Django permission).
 
 OPERATOR = "operator"  # someone running grant_access or revoke_access, with no --actor
-SERVICE_ROLES = (*ROLES, OPERATOR)
-SERVICE_MODULES = ("datasets_app.services", "datasets_app.takedowns")
-ACTOR_PARAMETERS = ("reviewer", "granted_by", "revoked_by")
-
-
-def actor(w, role: str):
-    if role == OPERATOR:
-        return CommandLineOperator(name="ops")
-    return AnonymousUser() if role == "anonymous" else w.cast.users[role]
+# Active staff, reviewing nothing and not superusers: the custodian holds the permission a rule names
+# (every datasets_app permission where it names none: a permission does not make one a reviewer);
+# the other staff member holds every datasets_app permission but that one.
+CUSTODIAN, STAFF = "custodian", "staff"
+SERVICE_ROLES = (*ROLES, OPERATOR, CUSTODIAN, STAFF)
+SERVICE_MODULES = ("datasets_app.services", "datasets_app.takedowns", "datasets_app.resource_settings")
+ACTOR_PARAMETERS = ("reviewer", "granted_by", "revoked_by", "actor")
 
 
 @dataclass(frozen=True)
@@ -722,6 +726,40 @@ class ServiceRule:
     effect: Callable[..., bool]  # world -> True once the change has happened
     why: str
     label: str = ""
+    permission: str = ""  # the Django permission the service asks of staff, e.g. "change_resource"
+
+
+def actor(w, role: str, rule: ServiceRule):
+    """Who calls `rule`'s service as `role`; called inside the transaction each call is rolled back in."""
+    if role == OPERATOR:
+        return CommandLineOperator(name="ops")
+    if role in (CUSTODIAN, STAFF):
+        every = Permission.objects.filter(content_type__app_label="datasets_app")
+        if role == CUSTODIAN:
+            held = every.filter(codename=rule.permission) if rule.permission else every
+        else:
+            held = every.exclude(codename=rule.permission) if rule.permission else every.none()
+        user = get_user_model().objects.get(username=role)
+        user.user_permissions.set(held)
+        return get_user_model().objects.get(pk=user.pk)  # a fresh instance: permissions are cached on one
+    return AnonymousUser() if role == "anonymous" else w.cast.users[role]
+
+
+def service_world(w) -> None:
+    """What the services are called on, there before every call (each call is rolled back): received
+    takedowns on A and B, A's restricted config he and an exclusion, a resource and a license nothing
+    refers to (to delete), a license version no resource is on (to move A to), and the two staff members."""
+    _takedown(w, w.cast.resource_a), _takedown(w, w.cast.resource_b)
+    _restricted_he(w)
+    Exclusion.objects.create(resource=w.cast.resource_a, record_id="udhr/1", note="By mail.")
+    Resource.objects.create(namespace="test", slug="spare", kind=Resource.Kind.DATASET, title="Spare")
+    License.objects.create(slug="spare-license", title="Spare License")
+    LicenseVersion.objects.create(license=w.cast.license_version.license, version="1.1", text="Terms 1.1",
+                                  sha256=LicenseVersion.digest("Terms 1.1"))
+    for username in (CUSTODIAN, STAFF):
+        user, _ = make_user(username)
+        user.is_staff = True
+        user.save(update_fields=["is_staff"])
 
 
 def _request(pk) -> AccessRequest:
@@ -806,3 +844,120 @@ SERVICE_RULES: dict[str, tuple[ServiceRule, ...]] = {
                     _DECIDERS_OF_B, lambda w: _status_of(Takedown, _takedown(w, w.cast.resource_b)) == "rejected", _ON_B, "on B"),
     ),
 }
+
+
+# --- The rules of a resource, its license and its versions ----------------------------------------------
+# Changed from the admin through datasets_app.resource_settings (and services.license_version_publish):
+# only the superuser and active staff holding the Django permission of that change. A reviewer decides on
+# a resource's requests but does not rewrite its rules, an operator at the command line has no command
+# for them, and staff holding every other permission are refused too: each service asks for its own.
+_GOVERNORS = frozenset({"admin", CUSTODIAN})
+
+
+def _governed(permission: str, call, effect, what: str) -> tuple[ServiceRule, ...]:
+    why = (f"{what}: the superuser and staff holding datasets_app.{permission}; reviewers, researchers, "
+           "the operator and staff holding every other permission are refused.")
+    return (ServiceRule(call, _GOVERNORS, effect, why, permission=permission),)
+
+
+def _a(w) -> Resource:
+    return Resource.objects.get(pk=w.cast.resource_a.pk)
+
+
+def _he(w) -> RestrictedConfig:
+    return RestrictedConfig.objects.get(resource=w.cast.resource_a, name="he")
+
+
+def _license(w) -> License:
+    return License.objects.get(pk=w.cast.license_version.license_id)
+
+
+_V1_1 = lambda: LicenseVersion.objects.get(version="1.1")  # noqa: E731
+
+
+SERVICE_RULES.update({
+    "resource_create": _governed(
+        "add_resource",
+        lambda w, a: resource_settings.resource_create(actor=a, values={
+            "namespace": "test", "slug": "corpus-c", "kind": "dataset", "title": "Corpus C", "access_policy": "gated_manual"}),
+        lambda w: Resource.objects.filter(slug="corpus-c").exists(), "Adding a resource"),
+    "resource_update": _governed(
+        "change_resource",
+        lambda w, a: resource_settings.resource_update(resource=_a(w), actor=a, values={"access_policy": "gated_auto"}),
+        lambda w: _a(w).access_policy == "gated_auto", "Changing A's settings (here: approving every request)"),
+    "resource_delete": _governed(
+        "delete_resource",
+        lambda w, a: resource_settings.resource_delete(resource=Resource.objects.get(slug="spare"), actor=a),
+        lambda w: not Resource.objects.filter(slug="spare").exists(), "Deleting a resource nothing refers to"),
+    "resource_reviewers_set": _governed(
+        "change_resource",
+        lambda w, a: resource_settings.resource_reviewers_set(
+            resource=_a(w), actor=a, reviewers=[w.cast.users["reviewer_a"], w.cast.users["reviewer_b"]]),
+        lambda w: _a(w).reviewers.filter(username="reviewer_b").exists(), "Choosing A's reviewers"),
+    "resource_license_set": _governed(
+        "change_resource",
+        lambda w, a: resource_settings.resource_license_set(resource=_a(w), actor=a, license_version=_V1_1()),
+        lambda w: _a(w).license_version == _V1_1(), "Moving A to another license version"),
+    "access_question_add": _governed(
+        "add_accessquestion",
+        lambda w, a: resource_settings.access_question_add(resource=_a(w), actor=a, values={"label": "Ethics approval number"}),
+        lambda w: AccessQuestion.objects.filter(resource=w.cast.resource_a, label="Ethics approval number").exists(),
+        "Adding a question to A's access form"),
+    "access_question_update": _governed(
+        "change_accessquestion",
+        lambda w, a: resource_settings.access_question_update(
+            question=AccessQuestion.objects.get(resource=w.cast.resource_a), actor=a, values={"help_text": "Your employer."}),
+        lambda w: AccessQuestion.objects.get(resource=w.cast.resource_a).help_text == "Your employer.",
+        "Changing a question of A's access form"),
+    "access_question_remove": _governed(
+        "delete_accessquestion",
+        lambda w, a: resource_settings.access_question_remove(
+            question=AccessQuestion.objects.get(resource=w.cast.resource_a), actor=a),
+        lambda w: not AccessQuestion.objects.filter(resource=w.cast.resource_a).exists(), "Removing a question of A's access form"),
+    "restricted_config_add": _governed(
+        "add_restrictedconfig",
+        lambda w, a: resource_settings.restricted_config_add(resource=_a(w), actor=a, name="ar", conditions="Partner data."),
+        lambda w: RestrictedConfig.objects.filter(resource=w.cast.resource_a, name="ar").exists(), "Restricting a config of A"),
+    "restricted_config_update": _governed(
+        "change_restrictedconfig",
+        lambda w, a: resource_settings.restricted_config_update(
+            restricted_config=_he(w), actor=a, name="he", conditions="Health data."),
+        lambda w: _he(w).conditions == "Health data.", "Changing the conditions of A's restricted config"),
+    "restricted_config_remove": _governed(
+        "delete_restrictedconfig",
+        lambda w, a: resource_settings.restricted_config_remove(restricted_config=_he(w), actor=a),
+        lambda w: not RestrictedConfig.objects.filter(resource=w.cast.resource_a).exists(), "Lifting A's restricted config"),
+    "exclusion_add": _governed(
+        "add_exclusion",
+        lambda w, a: resource_settings.exclusion_add(resource=_a(w), actor=a, record_id="udhr/9"),
+        lambda w: Exclusion.objects.filter(resource=w.cast.resource_a, record_id="udhr/9").exists(), "Excluding a record from A"),
+    "exclusion_remove": _governed(
+        "delete_exclusion",
+        lambda w, a: resource_settings.exclusion_remove(exclusion=Exclusion.objects.get(record_id="udhr/1"), actor=a),
+        lambda w: not Exclusion.objects.filter(record_id="udhr/1").exists(), "Removing an exclusion of A"),
+    "license_create": _governed(
+        "add_license",
+        lambda w, a: resource_settings.license_create(actor=a, values={"slug": "model-license", "title": "Model License"}),
+        lambda w: License.objects.filter(slug="model-license").exists(), "Adding a license"),
+    "license_update": _governed(
+        "change_license",
+        lambda w, a: resource_settings.license_update(license=_license(w), actor=a, values={"title": "Renamed License"}),
+        lambda w: _license(w).title == "Renamed License", "Renaming the license A and B are under"),
+    "license_delete": _governed(
+        "delete_license",
+        lambda w, a: resource_settings.license_delete(license=License.objects.get(slug="spare-license"), actor=a),
+        lambda w: not License.objects.filter(slug="spare-license").exists(), "Deleting a license with no version"),
+    "license_version_publish": _governed(
+        "add_licenseversion",
+        lambda w, a: services.license_version_publish(license=_license(w), version="2.0", text="Terms 2.0", actor=a),
+        lambda w: _a(w).license_version.version == "2.0", "Publishing a new license text (holders must re-accept)"),
+    "version_changelog_update": _governed(
+        "change_version",
+        lambda w, a: resource_settings.version_changelog_update(version=Version.objects.get(pk=w.version.pk), actor=a,
+                                                                changelog="Rewritten."),
+        lambda w: Version.objects.get(pk=w.version.pk).changelog == "Rewritten.", "Rewriting a version's changelog"),
+    "version_delete_unpublished": _governed(
+        "delete_version",
+        lambda w, a: resource_settings.version_delete_unpublished(version=Version.objects.get(pk=w.version.pk), actor=a),
+        lambda w: not Version.objects.filter(pk=w.version.pk).exists(), "Deleting A's unpublished draft"),
+})

@@ -4,14 +4,16 @@ The rules live in tests/matrix_rules.py. A new URL pattern without a rule fails
 here, with the name to add; so does a rule whose pattern is gone. Mismatches are
 collected and reported together, one line per (pattern, role) cell.
 
-The services that decide on a resource are driven directly too (SERVICE_RULES), as
-every role would call them from the admin, a command, a task or the API.
+The services that decide on a resource, and those that change its rules, a license or
+a version, are driven directly too (SERVICE_RULES), as every role would call them from
+the admin, a command, a task or the API; a new such service without a rule fails here.
 """
 
 from __future__ import annotations
 
 import importlib
 import inspect
+import sys
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -27,8 +29,11 @@ from django.test import Client, override_settings
 from django.urls import URLResolver, get_resolver, path, reverse
 from django.utils import timezone
 
-from datasets_app import services
-from datasets_app.models import AccessRequest, AccessToken, Exclusion, Grant, LicenseVersion, Resource, Takedown, Version
+from datasets_app import resource_settings, services
+from datasets_app.models import (
+    AccessQuestion, AccessRequest, AccessToken, Exclusion, Grant, License, LicenseVersion, Resource, RestrictedConfig, Takedown,
+    Version,
+)
 from datasets_app.publishing import version_publish
 from datasets_app.services import GovernanceError
 from datasets_app.tokens import access_token_create
@@ -373,8 +378,17 @@ def deciding_services() -> set[str]:
 
 
 def service_state() -> tuple:
-    """What a refused call must leave alone: the POST snapshot, plus takedowns and exclusions."""
-    return snapshot(), list(Takedown.objects.order_by("pk").values_list("pk", "status", "decided_by")), Exclusion.objects.count()
+    """What a refused call must leave alone: the POST snapshot, plus takedowns and exclusions, the rules
+    of resources (settings, reviewers, questions, restricted configs), licenses and versions."""
+    return (
+        snapshot(), list(Takedown.objects.order_by("pk").values_list("pk", "status", "decided_by")), Exclusion.objects.count(),
+        list(Resource.objects.order_by("pk").values_list(*resource_settings.RESOURCE_FIELDS)),
+        list(Resource.reviewers.through.objects.order_by("pk").values_list("resource", "user")),
+        list(AccessQuestion.objects.order_by("pk").values_list("pk", *resource_settings.QUESTION_FIELDS)),
+        list(RestrictedConfig.objects.order_by("pk").values_list("pk", "name", "conditions")),
+        list(License.objects.order_by("pk").values_list("pk", "slug", "title")), LicenseVersion.objects.count(),
+        list(Version.objects.order_by("pk").values_list("pk", "changelog")),
+    )
 
 
 def service_mismatches(world: World) -> tuple[list[str], int]:
@@ -387,7 +401,7 @@ def service_mismatches(world: World) -> tuple[list[str], int]:
                 problems = []
                 with transaction.atomic():
                     try:
-                        rule.call(world, m.actor(world, role))
+                        rule.call(world, m.actor(world, role, rule))
                         refusal = None
                     except GovernanceError as error:
                         refusal = str(error)
@@ -413,9 +427,23 @@ def test_it_has_a_service_rule_for_every_service_that_decides_on_a_resource():
         f"rules for no such service: {sorted(set(m.SERVICE_RULES) - services)}")
 
 
+def test_it_names_a_new_service_taking_an_actor_that_has_no_rule(monkeypatch):
+    module = ModuleType("datasets_app.brand_new_settings")
+
+    def resource_rename(*, resource, actor, title):
+        """A new governance write, as another module of the app would add it."""
+
+    resource_rename.__module__ = module.__name__
+    module.resource_rename = resource_rename
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    monkeypatch.setattr(m, "SERVICE_MODULES", (*m.SERVICE_MODULES, module.__name__))
+
+    with pytest.raises(AssertionError, match=r"without a rule in SERVICE_RULES of tests/matrix_rules.py: \['resource_rename'\]"):
+        test_it_has_a_service_rule_for_every_service_that_decides_on_a_resource()
+
+
 def test_it_lets_only_the_right_roles_through_the_services_themselves(world):
-    # Received takedowns on A and B, there before every call (each call is rolled back).
-    m._takedown(world, world.cast.resource_a), m._takedown(world, world.cast.resource_b)
+    m.service_world(world)
 
     found, checked = service_mismatches(world)
 
