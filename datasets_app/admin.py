@@ -4,13 +4,12 @@ from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 
-from datasets_app import resource_settings
+from datasets_app import publishing, resource_settings
 from datasets_app.models import (
     AccessQuestion, AccessRequest, AccessToken, DownloadEvent, File, Grant, License, LicenseVersion, Resource, Version,
 )
 from datasets_app.services import GovernanceError, license_version_publish
 from datasets_app.source_roots import source_check
-from datasets_app.tasks import publish_version
 from portal.admin_site import ReadOnlyAdmin
 
 
@@ -228,9 +227,10 @@ class VersionAdmin(admin.ModelAdmin):
                     resource_settings.version_changelog_update(version=obj, actor=request.user,
                                                                changelog=form.cleaned_data["changelog"])
             return
-        obj.status = Version.Status.QUEUED
-        super().save_model(request, obj, form, change)
-        publish_version.delay_on_commit(obj.pk, request.user.pk)
+        with refused_as_forbidden():
+            queued = publishing.version_queue(resource=obj.resource, name=obj.name, source=obj.source,
+                                              changelog=obj.changelog, actor=request.user)
+        obj.pk, obj.status, obj.created_at, obj._state.adding = queued.pk, queued.status, queued.created_at, False
         self.message_user(request, f"Publishing {obj} from {obj.source} on a worker; refresh this page to follow it.")
 
     def has_delete_permission(self, request, obj=None):

@@ -28,9 +28,9 @@ from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from datasets_app.authz import acting_user
+from datasets_app.authz import CommandLineOperator, acting_user, actor_trail
 from datasets_app.models import Build, Exclusion, Resource, Version, slug_validator
-from datasets_app.services import GovernanceError
+from datasets_app.services import GovernanceError, _require_governance
 from datasets_app.source_roots import source_check
 from portal.audit import audit_record
 
@@ -109,8 +109,11 @@ def build_validate(*, sources: list[dict], params: dict) -> tuple[list[dict], di
 
 def build_create(*, resource: Resource, name: str, sources: list[dict], params: dict, actor, changelog: str = "",
                  enqueue: bool = True) -> Build:
-    """Register a build of `resource@name`; the version stays invisible until it is published."""
-    _require_perm(actor, "add_build", "Queuing a build needs the permission to add builds")
+    """Register a build of `resource@name`; the version stays invisible until it is published.
+
+    The actor needs datasets_app.add_build; an operator at the command line (build_dataset) may too.
+    The build publishes as its actor, who must still hold the permission then (build_run)."""
+    _require_governance(actor, "datasets_app.add_build", to=f"queue a build of {resource.repo_id}", operator=True)
     if resource.kind != Resource.Kind.DATASET:
         raise GovernanceError(f"{resource.repo_id} is a checkpoint: shard builds make dataset versions.")
     try:
@@ -129,9 +132,9 @@ def build_create(*, resource: Resource, name: str, sources: list[dict], params: 
             existing.delete()  # a failed or cancelled attempt under the same name: start over
         Version.objects.filter(pk=version.pk).update(status=Version.Status.QUEUED, source=f"build of {len(sources)} source(s)",
                                                      changelog=changelog or version.changelog, error="")
-        build = Build.objects.create(version=version, sources=sources, params=params, created_by=actor if getattr(actor, "pk", None) else None)
-        audit_record(action="build_queued", actor=actor, target=build, resource=resource.repo_id,
-                     data={"version": name, "sources": [s["uri"] for s in sources], "params": params})
+        build = Build.objects.create(version=version, sources=sources, params=params, created_by=acting_user(actor))
+        audit_record(action="build_queued", actor=acting_user(actor), target=build, resource=resource.repo_id,
+                     data={"version": name, "sources": [s["uri"] for s in sources], "params": params, **actor_trail(actor)})
         if enqueue:
             from datasets_app.tasks import build_dataset
 
@@ -231,7 +234,7 @@ def build_run(*, build_id: int, attempt: int, on_progress: Callable | None = Non
         from datasets_app.publishing import version_publish
 
         expected = {f.path: f.sha256 for f in result.files}
-        version_publish(resource=resource, name=version.name, source=str(out_dir), actor=build.created_by,
+        version_publish(resource=resource, name=version.name, source=str(out_dir), actor=_queued_by(build),
                         changelog=version.changelog, expected=expected, build_output=True,
                         on_progress=stored)
         shutil.rmtree(build_dir, ignore_errors=True)  # before saying so: a finished build leaves nothing behind
@@ -294,23 +297,29 @@ def _fail(build_id: int, attempt: int, message: str) -> None:
 
 
 def build_cancel(*, build: Build, actor) -> Build:
-    _require_perm(actor, "change_build", "Cancelling a build needs the permission to change builds")
+    # No command cancels a build, so no operator either: the admin's cancel button is the way.
+    _require_governance(actor, "datasets_app.change_build", to=f"cancel build #{build.pk}")
     with transaction.atomic():
         if Build.objects.filter(pk=build.pk, status=Build.Status.QUEUED).update(
                 status=Build.Status.CANCELLED, cancel_requested=True, finished_at=timezone.now()) == 1:
             Version.objects.filter(pk=build.version_id, published_at__isnull=True).update(status=Version.Status.FAILED, error="Build cancelled.")
         elif Build.objects.filter(pk=build.pk, status=Build.Status.RUNNING).update(cancel_requested=True) != 1:
             raise GovernanceError(f"Build #{build.pk} has already finished ({build.get_status_display().lower()}).")
-        audit_record(action="build_cancelled", actor=actor, target=build, resource=build.version.resource.repo_id,
+        audit_record(action="build_cancelled", actor=acting_user(actor), target=build, resource=build.version.resource.repo_id,
                      data={"version": build.version.name})
     return Build.objects.get(pk=build.pk)
 
 
-def _require_perm(actor, codename: str, what: str) -> None:
-    # No account: the operator at the shell (build_dataset, load_demo), who holds the machine anyway.
-    user = acting_user(actor)
-    if user is not None and not user.has_perm(f"datasets_app.{codename}"):
-        raise GovernanceError(f"{what}: ask an administrator to give your account the datasets_app.{codename} permission.")
+def _queued_by(build: Build):
+    """Who the build publishes as: the account that queued it, or else the operator who queued it at
+    the command line (build_create records no account for one without --actor), named as the trail
+    of its queuing names them."""
+    if build.created_by is not None:
+        return build.created_by
+    from portal.models import AuditEvent
+
+    queued = AuditEvent.objects.filter(action="build_queued", target_type=Build._meta.label_lower, target_id=str(build.pk)).first()
+    return CommandLineOperator(name=(queued.data.get("operator") if queued else None) or f"the operator of build #{build.pk}")
 
 
 def builds_recover() -> list[int]:

@@ -18,8 +18,9 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from datasets_app import storage as store
+from datasets_app.authz import CommandLineOperator, acting_user, actor_trail
 from datasets_app.models import EVERY_CONFIG, File, Resource, Version, slug_validator
-from datasets_app.services import GovernanceError
+from datasets_app.services import GovernanceError, _require_governance
 from datasets_app.source_roots import source_check
 from portal.audit import audit_record
 
@@ -46,6 +47,46 @@ def _check_path(path: str) -> None:
         raise GovernanceError(f"{path!r} cannot be a file path in a release: rename it (no '..', no leading '/', no control characters).")
 
 
+def _valid_name(name: str) -> None:
+    try:
+        slug_validator(name)
+    except Exception:
+        raise GovernanceError(f"{name!r} is not a valid version name: use letters, digits, '.', '_' and '-' (e.g. v1.0).") from None
+
+
+def version_queue(*, resource: Resource, name: str, source: str, changelog: str = "", actor) -> Version:
+    """Queue the publication of `source` as `resource@name` on a worker (the admin's "add version").
+
+    The actor needs datasets_app.add_version (an operator at the command line may too); the worker
+    checks again, as that account, when it publishes (tasks.publish_version). A draft or a version
+    whose publication failed is queued again under its name; one queued, publishing or published is
+    refused.
+    """
+    _require_governance(actor, "datasets_app.add_version", to=f"publish a version of {resource.repo_id}", operator=True)
+    _valid_name(name)
+    source = source.strip()
+    source_check(source)  # the worker checks again as it reads: the roots may differ on its machine
+    with transaction.atomic():
+        version, _ = Version.objects.get_or_create(resource=resource, name=name, defaults={"status": Version.Status.DRAFT})
+        # Conditional, so two clicks at once queue one publication.
+        if not Version.objects.filter(pk=version.pk, published_at__isnull=True, status__in=[Version.Status.DRAFT, Version.Status.FAILED]).update(
+                status=Version.Status.QUEUED, source=source, changelog=changelog or version.changelog, error=""):
+            version.refresh_from_db()
+            if version.published_at is not None:
+                raise GovernanceError(f"{resource.repo_id}@{name} is already published, and published versions never change. Choose a new version name.")
+            raise GovernanceError(f"{resource.repo_id}@{name} is already {version.get_status_display().lower()}: "
+                                  "follow it on its page in the admin, or choose another version name.")
+        version.refresh_from_db()
+        audit_record(action="version_queued", actor=acting_user(actor), target=version, resource=resource.repo_id,
+                     data={"version": name, "source": source, **actor_trail(actor)})
+        from datasets_app.tasks import publish_version
+
+        user = acting_user(actor)
+        operator = actor.name if isinstance(actor, CommandLineOperator) else None
+        publish_version.delay_on_commit(version.pk, user.pk if user is not None else None, operator)
+    return version
+
+
 def version_publish(
     *, resource: Resource, name: str, source: str, actor, changelog: str = "",
     on_progress: Callable[[str, int], None] | None = None, expected: dict[str, str] | None = None,
@@ -61,11 +102,14 @@ def version_publish(
     `source` must lie under SOURCE_ROOTS (datasets_app.source_roots); with `build_output`
     (a shard build publishing what it wrote, builds.build_run) it must lie in BUILD_WORK_DIR
     instead, which is never a source otherwise.
+
+    The actor needs datasets_app.add_version, or for a build's output datasets_app.add_build (the
+    permission the build was queued under, checked again as it publishes); an operator at the command
+    line (publish_version, build_dataset) may too. Nobody publishes without an actor.
     """
-    try:
-        slug_validator(name)
-    except Exception:
-        raise GovernanceError(f"{name!r} is not a valid version name: use letters, digits, '.', '_' and '-' (e.g. v1.0).") from None
+    permission = "datasets_app.add_build" if build_output else "datasets_app.add_version"
+    _require_governance(actor, permission, to=f"publish a version of {resource.repo_id}", operator=True)
+    _valid_name(name)
     version, _ = Version.objects.get_or_create(resource=resource, name=name, defaults={"source": source, "changelog": changelog})
     if version.published_at is not None:
         raise GovernanceError(f"{resource.repo_id}@{name} is already published, and published versions never change. Choose a new version name.")
@@ -112,8 +156,9 @@ def version_publish(
             version.refresh_from_db()
             total = sum(row["size"] for row in rows)
             audit_record(
-                action="version_published", actor=actor, target=version, resource=resource.repo_id,
-                data={"version": name, "revision": revision, "files": len(rows), "bytes": total, "source": source},
+                action="version_published", actor=acting_user(actor), target=version, resource=resource.repo_id,
+                data={"version": name, "revision": revision, "files": len(rows), "bytes": total, "source": source,
+                      **actor_trail(actor)},
             )
         return version
     except _TakenOver:

@@ -39,9 +39,19 @@ def _require_reviewer(actor, resource: Resource, *, to: str) -> None:
     raise GovernanceError(f"Only a reviewer of {resource.repo_id} may {to}: ask an administrator to assign you to it.")
 
 
-def _require_governance(actor, permission: str, *, to: str) -> None:
+def _require_governance(actor, permission: str, *, to: str, operator: bool = False) -> None:
     """Refuse an actor who may not change the rules (datasets_app.authz.can_change_governance: active
-    staff holding `permission`), whoever called. resource_settings shares it for every rule it writes."""
+    staff holding `permission`), whoever called. resource_settings shares it for every rule it writes,
+    publishing and builds for theirs.
+
+    With `operator` (a change a management command makes: publish_version, build_dataset), an operator
+    at the command line may make it, as the account named with --actor where one is, since whoever
+    runs commands on the server holds the machine anyway; everywhere else no command exists for it."""
+    if isinstance(actor, CommandLineOperator) and operator:
+        if actor.user is None or can_change_governance(actor.user, permission):
+            return
+        raise GovernanceError(f"{actor.name} does not hold the permission {permission}, so may not {to}: name an "
+                              "account holding it with --actor, or leave --actor out to act as the operator.")
     if can_change_governance(actor, permission):
         return
     raise GovernanceError(f"Only staff with the permission {permission} may {to}: ask an administrator to give it to you.")

@@ -33,11 +33,13 @@ def download_events_seal() -> int:
 
 
 @shared_task(bind=True, acks_late=True, reject_on_worker_lost=True, soft_time_limit=23 * 3600, time_limit=24 * 3600)
-def publish_version(self, version_id: int, actor_id: int | None = None) -> str:
-    """Publish a queued version. Safe to redeliver: version_publish claims the version, so a
-    second message while an attempt is alive does nothing, and one after it died takes over."""
+def publish_version(self, version_id: int, actor_id: int | None = None, operator: str | None = None) -> str:
+    """Publish a queued version as whoever queued it (`actor_id`, and `operator` where that was someone
+    at the command line). Safe to redeliver: version_publish claims the version, so a second message
+    while an attempt is alive does nothing, and one after it died takes over."""
     from django.contrib.auth import get_user_model
 
+    from datasets_app.authz import CommandLineOperator
     from datasets_app.models import Version
     from datasets_app.publishing import PublishClaimHeld, version_publish
 
@@ -46,7 +48,8 @@ def publish_version(self, version_id: int, actor_id: int | None = None) -> str:
     ).first()
     if version is None:
         return "not queued"
-    actor = get_user_model().objects.filter(pk=actor_id).first() if actor_id else None
+    user = get_user_model().objects.filter(pk=actor_id).first() if actor_id else None
+    actor = CommandLineOperator(name=operator, user=user) if operator else user
     try:
         version_publish(resource=version.resource, name=version.name, source=version.source, actor=actor, changelog=version.changelog)
     except PublishClaimHeld as held:
@@ -56,6 +59,10 @@ def publish_version(self, version_id: int, actor_id: int | None = None) -> str:
         # finished (nothing left to do) or died (this message takes over).
         raise self.retry(exc=held, countdown=settings.PUBLISH_STALE_SECONDS + 1, max_retries=None)
     except services.GovernanceError as error:
+        # Refused before it claimed the version (whoever queued it lost the permission meanwhile):
+        # the custodian's page says so instead of showing it queued for ever.
+        Version.objects.filter(pk=version.pk, published_at__isnull=True, status=Version.Status.QUEUED).update(
+            status=Version.Status.FAILED, error=str(error))
         return f"failed: {error}"
     return "published"
 

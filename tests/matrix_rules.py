@@ -32,7 +32,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AnonymousUser, Permission
 from django.utils import timezone
 
-from datasets_app import resource_settings, services, takedowns
+from datasets_app import builds, publishing, resource_settings, services, takedowns
 from datasets_app.authz import CommandLineOperator
 from datasets_app.links import link_token
 from datasets_app.models import (
@@ -709,13 +709,14 @@ POST_RULES: dict[str, PostRule | tuple[PostRule, ...]] = {
 # ACTOR_PARAMETERS needs a rule here: those that decide on a resource (a reviewer's) and those that
 # change its rules, a license or a version (an actor's, checked against a Django permission).
 
-OPERATOR = "operator"  # someone running grant_access or revoke_access, with no --actor
+OPERATOR = "operator"  # someone running a command (grant_access, publish_version, build_dataset...), with no --actor
 # Active staff, reviewing nothing and not superusers: the custodian holds the permission a rule names
 # (every datasets_app permission where it names none: a permission does not make one a reviewer);
 # the other staff member holds every datasets_app permission but that one.
 CUSTODIAN, STAFF = "custodian", "staff"
 SERVICE_ROLES = (*ROLES, OPERATOR, CUSTODIAN, STAFF)
-SERVICE_MODULES = ("datasets_app.services", "datasets_app.takedowns", "datasets_app.resource_settings")
+SERVICE_MODULES = ("datasets_app.services", "datasets_app.takedowns", "datasets_app.resource_settings",
+                   "datasets_app.publishing", "datasets_app.builds")
 ACTOR_PARAMETERS = ("reviewer", "granted_by", "revoked_by", "actor")
 
 
@@ -748,7 +749,8 @@ def actor(w, role: str, rule: ServiceRule):
 def service_world(w) -> None:
     """What the services are called on, there before every call (each call is rolled back): received
     takedowns on A and B, A's restricted config he and an exclusion, a resource and a license nothing
-    refers to (to delete), a license version no resource is on (to move A to), and the two staff members."""
+    refers to (to delete), a license version no resource is on (to move A to), the two staff members, a release
+    folder and a raw source in the test's folder (to publish and build from) and a queued build of A (to cancel)."""
     _takedown(w, w.cast.resource_a), _takedown(w, w.cast.resource_b)
     _restricted_he(w)
     Exclusion.objects.create(resource=w.cast.resource_a, record_id="udhr/1", note="By mail.")
@@ -760,6 +762,15 @@ def service_world(w) -> None:
         user, _ = make_user(username)
         user.is_staff = True
         user.save(update_fields=["is_staff"])
+    (w.folder / "release-v9").mkdir()
+    (w.folder / "release-v9" / "README.md").write_bytes(b"# Corpus A, v9\n")
+    _raw(w).write_text('{"id": "1", "lang": "fr", "text": "Bonjour"}\n', encoding="utf-8")
+    builds.build_create(resource=w.cast.resource_a, name="v-building", actor=w.cast.users["admin"], enqueue=False,
+                        sources=[{"uri": str(_raw(w)), "id_column": "id", "language_column": "lang"}], params={})
+
+
+def _raw(w):
+    return w.folder / "raw.jsonl"
 
 
 def _request(pk) -> AccessRequest:
@@ -960,4 +971,50 @@ SERVICE_RULES.update({
         "delete_version",
         lambda w, a: resource_settings.version_delete_unpublished(version=Version.objects.get(pk=w.version.pk), actor=a),
         lambda w: not Version.objects.filter(pk=w.version.pk).exists(), "Deleting A's unpublished draft"),
+})
+
+
+# --- Publishing versions and shard builds ------------------------------------------------------------
+# The custodians' work: the superuser and staff holding the permission of that step. An operator at
+# the command line may queue and publish versions (publish_version) and queue builds (build_dataset),
+# as the account named with --actor where one is; no command cancels a build, so the operator may not.
+_PUBLISHERS = _GOVERNORS | {OPERATOR}
+
+
+def _custodians(permission: str, call, effect, what: str, allowed=_PUBLISHERS) -> tuple[ServiceRule, ...]:
+    operator = "an operator at the command line, " if OPERATOR in allowed else ""
+    why = (f"{what}: the superuser, {operator}and staff holding datasets_app.{permission}; reviewers, researchers"
+           f"{'' if operator else ', the operator'} and staff holding every other permission are refused.")
+    return (ServiceRule(call, frozenset(allowed), effect, why, permission=permission),)
+
+
+def _version(w, name: str) -> Version | None:
+    return Version.objects.filter(resource=w.cast.resource_a, name=name).first()
+
+
+def _queued_build(w) -> Build:
+    return Build.objects.get(version__resource=w.cast.resource_a, version__name="v-building")
+
+
+SERVICE_RULES.update({
+    "version_queue": _custodians(
+        "add_version",
+        lambda w, a: publishing.version_queue(resource=_a(w), name="v9", source=str(w.folder / "release-v9"), actor=a),
+        lambda w: getattr(_version(w, "v9"), "status", None) == "queued"
+        and AuditEvent.objects.filter(action="version_queued", resource=w.cast.resource_a.repo_id).exists(),
+        "Queuing a version of A for a worker to publish"),
+    "version_publish": _custodians(
+        "add_version",
+        lambda w, a: publishing.version_publish(resource=_a(w), name="v9", source=str(w.folder / "release-v9"), actor=a),
+        lambda w: getattr(_version(w, "v9"), "published_at", None) is not None, "Publishing a version of A"),
+    "build_create": _custodians(
+        "add_build",
+        lambda w, a: builds.build_create(resource=_a(w), name="v10", actor=a, params={},
+                                         sources=[{"uri": str(_raw(w)), "id_column": "id", "language_column": "lang"}]),
+        lambda w: Build.objects.filter(version__resource=w.cast.resource_a, version__name="v10").exists(),
+        "Queuing a shard build of A"),
+    "build_cancel": _custodians(
+        "change_build",
+        lambda w, a: builds.build_cancel(build=_queued_build(w), actor=a),
+        lambda w: _queued_build(w).status == "cancelled", "Cancelling a queued build of A", allowed=_GOVERNORS),
 })

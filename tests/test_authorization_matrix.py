@@ -31,8 +31,8 @@ from django.utils import timezone
 
 from datasets_app import resource_settings, services
 from datasets_app.models import (
-    AccessQuestion, AccessRequest, AccessToken, Exclusion, Grant, License, LicenseVersion, Resource, RestrictedConfig, Takedown,
-    Version,
+    AccessQuestion, AccessRequest, AccessToken, Build, Exclusion, Grant, License, LicenseVersion, Resource, RestrictedConfig,
+    Takedown, Version,
 )
 from datasets_app.publishing import version_publish
 from datasets_app.services import GovernanceError
@@ -90,6 +90,7 @@ class World:
     release_a: Version  # published files of resource A (see m.RELEASE_A)
     release_open: Version  # published files of the open resource (see m.RELEASE_OPEN)
     token: AccessToken  # the granted researcher's personal access token
+    folder: Path  # the test's own folder, under SOURCE_ROOTS (sources to publish and build from)
     license_v2: LicenseVersion | None = None
 
     def user(self, role: str):
@@ -122,6 +123,7 @@ def world(cast, settings, tmp_path, release_storage) -> World:
         release_a=_publish(cast.resource_a, m.RELEASE_A, tmp_path / "corpus-a", admin_user),
         release_open=_publish(cast.open_resource, m.RELEASE_OPEN, tmp_path / "tokenizer", admin_user),
         token=token,
+        folder=tmp_path,
     )
 
 
@@ -379,7 +381,7 @@ def deciding_services() -> set[str]:
 
 def service_state() -> tuple:
     """What a refused call must leave alone: the POST snapshot, plus takedowns and exclusions, the rules
-    of resources (settings, reviewers, questions, restricted configs), licenses and versions."""
+    of resources (settings, reviewers, questions, restricted configs), licenses, versions and builds."""
     return (
         snapshot(), list(Takedown.objects.order_by("pk").values_list("pk", "status", "decided_by")), Exclusion.objects.count(),
         list(Resource.objects.order_by("pk").values_list(*resource_settings.RESOURCE_FIELDS)),
@@ -387,7 +389,8 @@ def service_state() -> tuple:
         list(AccessQuestion.objects.order_by("pk").values_list("pk", *resource_settings.QUESTION_FIELDS)),
         list(RestrictedConfig.objects.order_by("pk").values_list("pk", "name", "conditions")),
         list(License.objects.order_by("pk").values_list("pk", "slug", "title")), LicenseVersion.objects.count(),
-        list(Version.objects.order_by("pk").values_list("pk", "changelog")),
+        list(Version.objects.order_by("pk").values_list("pk", "changelog", "status", "published_at")),
+        list(Build.objects.order_by("pk").values_list("pk", "status", "cancel_requested")),
     )
 
 

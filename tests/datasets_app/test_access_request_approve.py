@@ -151,7 +151,7 @@ def asked_for_he(cast, release_storage, tmp_path):
     from tests.conftest import write_release
 
     RestrictedConfig.objects.create(resource=cast.resource_a, name="he", conditions=HEALTH)
-    version_publish(resource=cast.resource_a, name="v1", source=str(write_release(tmp_path / "v1", FILES)), actor=None)
+    version_publish(resource=cast.resource_a, name="v1", source=str(write_release(tmp_path / "v1", FILES)), actor=cast.admin)
     AccessRequest.objects.filter(pk=cast.requests["pending"].pk).update(all_configs=True, configs=["he"])
     return AccessRequest.objects.get(pk=cast.requests["pending"].pk)
 

@@ -129,9 +129,9 @@ def test_it_refuses_bad_settings_before_queueing(cast, tmp_path, bad, message):
 
 def test_it_refuses_a_missing_source_and_a_checkpoint(cast, tmp_path):
     with pytest.raises(GovernanceError, match="does not exist on this machine"):
-        builds.build_create(resource=cast.resource_a, name="v2.0", sources=[{"uri": str(tmp_path / "nope")}], params={}, actor=None)
+        builds.build_create(resource=cast.resource_a, name="v2.0", sources=[{"uri": str(tmp_path / "nope")}], params={}, actor=cast.admin)
     with pytest.raises(GovernanceError, match="is a checkpoint"):
-        builds.build_create(resource=cast.open_resource, name="v2.0", sources=[{"uri": str(tmp_path)}], params={}, actor=None)
+        builds.build_create(resource=cast.open_resource, name="v2.0", sources=[{"uri": str(tmp_path)}], params={}, actor=cast.admin)
 
 
 def queued_build(cast, tmp_path) -> Build:
@@ -195,7 +195,7 @@ def test_it_refuses_to_publish_files_that_changed_after_the_build_wrote_them(cas
     (folder / "data" / "fr").mkdir(parents=True)
     (folder / "data" / "fr" / "train-00000-of-00001.parquet").write_bytes(b"PAR1 changed on disk")
     with pytest.raises(GovernanceError, match="changed between writing and storing"):
-        version_publish(resource=cast.resource_a, name="v2.0", source=str(folder), actor=None,
+        version_publish(resource=cast.resource_a, name="v2.0", source=str(folder), actor=cast.admin,
                         expected={"data/fra/train-00000-of-00001.parquet": "0" * 64})
     assert Version.objects.get(name="v2.0").published_at is None
 

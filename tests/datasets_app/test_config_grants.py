@@ -26,7 +26,7 @@ HEALTH = "Health forum posts: ethics approval required."
 def version(cast, release_storage, tmp_path):
     """Resource A publishes configs fr, ar and he (he restricted)."""
     RestrictedConfig.objects.create(resource=cast.resource_a, name="he", conditions=HEALTH)
-    return version_publish(resource=cast.resource_a, name="v1", source=str(write_release(tmp_path / "v1", FILES)), actor=None)
+    return version_publish(resource=cast.resource_a, name="v1", source=str(write_release(tmp_path / "v1", FILES)), actor=cast.admin)
 
 
 def covered(user, resource) -> list[str]:

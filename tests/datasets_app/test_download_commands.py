@@ -40,7 +40,7 @@ def folder(settings, tmp_path, release_storage):
 
 @pytest.fixture
 def published(cast, folder):
-    return version_publish(resource=cast.resource_a, name="v1", source=folder("v1", FILES), actor=None)
+    return version_publish(resource=cast.resource_a, name="v1", source=folder("v1", FILES), actor=cast.admin)
 
 
 def download_urls(*args) -> str:
@@ -79,7 +79,7 @@ def test_it_prints_one_working_link_per_file(cast, published):
 
 
 def test_it_prints_links_to_an_open_resource_for_anyone(cast, folder):
-    version_publish(resource=cast.open_resource, name="v1", source=folder("tok", {"tokenizer.json": b"{}"}), actor=None)
+    version_publish(resource=cast.open_resource, name="v1", source=folder("tok", {"tokenizer.json": b"{}"}), actor=cast.admin)
 
     [line] = download_urls("test/tokenizer", "v1", "stranger").splitlines()
 
@@ -111,9 +111,9 @@ def test_it_refuses_links_to_a_disabled_account(cast, published):
 
 
 def test_it_lists_the_published_versions_when_the_version_is_unknown(cast, published, folder):
-    version_publish(resource=cast.resource_a, name="v2", source=folder("v2", {"a.txt": b"a"}), actor=None)
+    version_publish(resource=cast.resource_a, name="v2", source=folder("v2", {"a.txt": b"a"}), actor=cast.admin)
     with pytest.raises(GovernanceError):
-        version_publish(resource=cast.resource_a, name="v3-broken", source=folder("v3", {}), actor=None)
+        version_publish(resource=cast.resource_a, name="v3-broken", source=folder("v3", {}), actor=cast.admin)
     assert Version.objects.get(name="v3-broken").status == Version.Status.FAILED
 
     for name in ("v9", "v3-broken"):

@@ -57,7 +57,7 @@ def gunicorn(transactional_db, release_storage, tmp_path):
 
 @pytest.fixture
 def big_file(cast, tmp_path, release_storage):
-    version = version_publish(resource=cast.resource_a, name="v1", actor=None,
+    version = version_publish(resource=cast.resource_a, name="v1", actor=cast.admin,
                               source=str(write_release(tmp_path / "release", {"data/fr/shard.bin": BIG})))
     return version.files.get()
 

@@ -105,13 +105,13 @@ def test_it_publishes_a_folder_with_sizes_hashes_and_configs(cast, store_root, t
 
 def test_it_names_the_same_files_with_the_same_revision_and_any_change_with_another(cast, store_root, tmp_path):
     base = {"README.md": b"hello\n", "data/fr/part-0.jsonl": b'{"text": "un"}\n'}
-    first = version_publish(resource=cast.resource_a, name="v1", source=str(write_tree(tmp_path / "a", base)), actor=None)
-    again = version_publish(resource=cast.resource_a, name="v1-copy", source=str(write_tree(tmp_path / "b", base)), actor=None)
-    content = version_publish(resource=cast.resource_a, name="v2", actor=None, source=str(
+    first = version_publish(resource=cast.resource_a, name="v1", source=str(write_tree(tmp_path / "a", base)), actor=cast.admin)
+    again = version_publish(resource=cast.resource_a, name="v1-copy", source=str(write_tree(tmp_path / "b", base)), actor=cast.admin)
+    content = version_publish(resource=cast.resource_a, name="v2", actor=cast.admin, source=str(
         write_tree(tmp_path / "c", {**base, "data/fr/part-0.jsonl": b'{"text": "deux"}\n'})))
-    renamed = version_publish(resource=cast.resource_a, name="v3", actor=None, source=str(
+    renamed = version_publish(resource=cast.resource_a, name="v3", actor=cast.admin, source=str(
         write_tree(tmp_path / "d", {"README.md": b"hello\n", "data/fr/part-00.jsonl": b'{"text": "un"}\n'})))
-    added = version_publish(resource=cast.resource_a, name="v4", actor=None, source=str(
+    added = version_publish(resource=cast.resource_a, name="v4", actor=cast.admin, source=str(
         write_tree(tmp_path / "e", {**base, "NOTICE": b""})))
 
     assert again.revision == first.revision
@@ -126,8 +126,8 @@ def test_it_stores_identical_bytes_once(cast, store_root, tmp_path):
     shard = os.urandom(50_000)
     source = write_tree(tmp_path / "release", {"data/fr/a.bin": shard, "data/de/a.bin": shard, "copy/a.bin": shard})
 
-    version = version_publish(resource=cast.resource_a, name="v1", source=str(source), actor=None)
-    version_publish(resource=cast.resource_b, name="v1", source=str(source), actor=None)
+    version = version_publish(resource=cast.resource_a, name="v1", source=str(source), actor=cast.admin)
+    version_publish(resource=cast.resource_b, name="v1", source=str(source), actor=cast.admin)
 
     assert {f.storage_key for f in version.files.all()} == {key_of(shard)}
     assert File.objects.filter(storage_key=key_of(shard)).count() == 6
@@ -137,7 +137,7 @@ def test_it_stores_identical_bytes_once(cast, store_root, tmp_path):
 def test_it_publishes_an_empty_file(cast, store_root, tmp_path):
     source = write_tree(tmp_path / "release", {"EMPTY": b"", "data.txt": b"x"})
 
-    version = version_publish(resource=cast.resource_a, name="v1", source=str(source), actor=None)
+    version = version_publish(resource=cast.resource_a, name="v1", source=str(source), actor=cast.admin)
 
     empty = version.files.get(path="EMPTY")
     assert (empty.size, empty.sha256) == (0, hashlib.sha256(b"").hexdigest())
@@ -163,7 +163,7 @@ def test_it_leaves_no_version_and_no_objects_when_a_file_becomes_unreadable(cast
             (source / "c.bin").unlink()  # e.g. a network mount dropped out halfway
 
     with pytest.raises(GovernanceError, match=r"^Publishing test/corpus-a@v1 failed: .*No such file or directory.*c\.bin"):
-        version_publish(resource=cast.resource_a, name="v1", source=str(source), actor=None, on_progress=lose_c)
+        version_publish(resource=cast.resource_a, name="v1", source=str(source), actor=cast.admin, on_progress=lose_c)
 
     assert stored_objects(store_root) == set()  # a.bin and b.bin were stored, then removed
     assert actions_since(seq) == []
@@ -172,14 +172,14 @@ def test_it_leaves_no_version_and_no_objects_when_a_file_becomes_unreadable(cast
 
     # Once the folder is whole again, the same name publishes.
     write_tree(source, {"c.bin": b"restored"})
-    published = version_publish(resource=cast.resource_a, name="v1", source=str(source), actor=None)
+    published = version_publish(resource=cast.resource_a, name="v1", source=str(source), actor=cast.admin)
     assert published.pk == version.pk and published.status == Version.Status.PUBLISHED and published.error == ""
     assert published.files.count() == 3
 
 
 def test_it_refuses_a_control_character_in_a_path_and_keeps_objects_other_versions_use(cast, store_root, tmp_path, client):
     shared = b"shared by v1 and the failed v2\n"
-    v1 = version_publish(resource=cast.resource_a, name="v1", actor=None,
+    v1 = version_publish(resource=cast.resource_a, name="v1", actor=cast.admin,
                          source=str(write_tree(tmp_path / "v1", {"a.txt": shared})))
     before = stored_objects(store_root)
     fresh = b"only in the failed attempt\n"
@@ -217,7 +217,7 @@ def test_it_refuses_a_link_to_a_file_outside_the_folder(cast, store_root, tmp_pa
     (source / "b.txt").symlink_to(secret)
 
     with pytest.raises(GovernanceError) as error:
-        version_publish(resource=cast.resource_a, name="v1", source=str(source), actor=None)
+        version_publish(resource=cast.resource_a, name="v1", source=str(source), actor=cast.admin)
 
     assert str(error.value) == (f"Publishing test/corpus-a@v1 failed: {source}/b.txt links outside {source}: "
                                 "copy the file in instead of linking it.")
@@ -226,7 +226,7 @@ def test_it_refuses_a_link_to_a_file_outside_the_folder(cast, store_root, tmp_pa
 
 
 def test_it_refuses_to_publish_a_version_name_twice_and_changes_nothing(cast, store_root, tmp_path):
-    first = version_publish(resource=cast.resource_a, name="v1", changelog="Original notes.", actor=None,
+    first = version_publish(resource=cast.resource_a, name="v1", changelog="Original notes.", actor=cast.admin,
                             source=str(write_tree(tmp_path / "v1", {"a.txt": b"one"})))
     seq = last_seq()
     objects = stored_objects(store_root)
@@ -288,7 +288,7 @@ def test_it_prints_a_summary_from_the_command(cast, store_root, tmp_path):
 
 
 def test_it_lets_the_database_refuse_changes_to_published_files(cast, store_root, tmp_path):
-    version = version_publish(resource=cast.resource_a, name="v1", actor=None,
+    version = version_publish(resource=cast.resource_a, name="v1", actor=cast.admin,
                               source=str(write_tree(tmp_path / "v1", {"a.txt": b"a", "data/fr/b.txt": b"b"})))
     file = version.files.get(path="a.txt")
     evil = hashlib.sha256(b"other bytes").hexdigest()
@@ -353,7 +353,7 @@ def test_it_shows_why_an_admin_publication_failed(cast, store_root, tmp_path, cl
 
 def test_it_refuses_in_the_admin_a_version_name_already_published(cast, store_root, tmp_path, client, django_capture_on_commit_callbacks):
     source = str(write_tree(tmp_path / "release", {"a.txt": b"a"}))
-    first = version_publish(resource=cast.resource_a, name="v1", source=source, actor=None)
+    first = version_publish(resource=cast.resource_a, name="v1", source=source, actor=cast.admin)
     write_tree(tmp_path / "release", {"a.txt": b"changed"})
     seq = last_seq()
 
@@ -393,7 +393,7 @@ def test_it_publishes_on_redelivery_only_what_is_still_queued(cast, store_root, 
     source = write_tree(tmp_path / "release", {"a.txt": b"a"})
     version = Version.objects.create(resource=cast.resource_a, name="v1", source=str(source), status=status)
 
-    assert publish_version.delay(version.pk).get() == outcome
+    assert publish_version.delay(version.pk, cast.admin.pk).get() == outcome
 
     version.refresh_from_db()
     assert (version.status == Version.Status.PUBLISHED) == (outcome == "published")

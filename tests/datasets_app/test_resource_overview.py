@@ -41,7 +41,7 @@ def test_it_shows_no_overview_for_a_version_published_from_a_plain_folder(cast, 
     from datasets_app.publishing import version_publish
     from tests.conftest import write_release
 
-    version_publish(resource=cast.resource_a, name="v1", actor=None,
+    version_publish(resource=cast.resource_a, name="v1", actor=cast.admin,
                     source=str(write_release(tmp_path / "plain", {"data/fr/a.jsonl": b'{"text": "x"}\n', "manifest.json": b'{"x": 1}'})))
     page = client.get(PAGE).content.decode()
     assert page.count("<svg") == 0 and 'id="languages"' not in page

@@ -32,7 +32,7 @@ FILES = {
 @pytest.fixture
 def published(cast, release_storage, tmp_path):
     source = write_release(tmp_path / "release", FILES)
-    return version_publish(resource=cast.resource_a, name="v1", source=str(source), actor=None)
+    return version_publish(resource=cast.resource_a, name="v1", source=str(source), actor=cast.admin)
 
 
 def created_token(response) -> str:

@@ -29,9 +29,9 @@ def users_by_name(usernames: list[str]):
     return [users[name] for name in usernames]
 
 
-def add_actor_argument(parser) -> None:
+def add_actor_argument(parser, needs: str = "it needs to review the resource") -> None:
     parser.add_argument("--actor", metavar="USERNAME",
-                        help="your portal account, recorded as having decided (it needs to review the resource); "
+                        help=f"your portal account, recorded as having decided ({needs}); "
                              "without it, the system user running the command is recorded")
 
 

@@ -3,7 +3,7 @@ import sys
 from django.core.management.base import BaseCommand, CommandError
 
 from datasets_app import builds
-from datasets_app.management.commands._common import resource_by_id
+from datasets_app.management.commands._common import add_actor_argument, command_line_operator, resource_by_id
 from datasets_app.models import Build
 from datasets_app.services import GovernanceError
 
@@ -31,16 +31,18 @@ class Command(BaseCommand):
         parser.add_argument("--dedup", action="store_true", help="drop exact duplicates of the normalised text")
         parser.add_argument("--scrub-pii", action="store_true", help="replace e-mail addresses and phone numbers")
         parser.add_argument("--changelog", default="")
+        add_actor_argument(parser, needs="it needs the datasets_app.add_build permission")
 
     def handle(self, *args, **o):
         resource = resource_by_id(o["resource"])
+        operator = command_line_operator(o["actor"])
         keep = dict((spec.split(":", 1) + ["string"])[:2] for spec in o["keep_column"])
         sources = [{"uri": path, "format": o["format"], "text_column": o["text_column"], "id_column": o["id_column"],
                     "language_column": o["language_column"], "keep_columns": keep} for path in o["source"]]
         params = {"shard_size": o["shard_size"], "on_error": o["on_error"], "dedup": o["dedup"], "scrub_pii": o["scrub_pii"],
                   "default_language": o["default_language"]}
         try:
-            build = builds.build_create(resource=resource, name=o["version"], sources=sources, params=params, actor=None,
+            build = builds.build_create(resource=resource, name=o["version"], sources=sources, params=params, actor=operator,
                                         changelog=o["changelog"], enqueue=False)
         except GovernanceError as error:
             raise CommandError(f"{error} Nothing was built.") from None

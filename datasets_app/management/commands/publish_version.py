@@ -2,7 +2,7 @@ import sys
 
 from django.core.management.base import BaseCommand, CommandError
 
-from datasets_app.management.commands._common import resource_by_id
+from datasets_app.management.commands._common import add_actor_argument, command_line_operator, resource_by_id
 from datasets_app.publishing import version_publish
 from datasets_app.services import GovernanceError
 from datasets_app.source_roots import source_check
@@ -16,9 +16,11 @@ class Command(BaseCommand):
         parser.add_argument("version", help="version name, e.g. v1.0")
         parser.add_argument("path", help="local folder or s3://bucket/prefix")
         parser.add_argument("--changelog", default="", help="what changed since the previous version")
+        add_actor_argument(parser, needs="it needs the datasets_app.add_version permission")
 
-    def handle(self, *args, resource, version, path, changelog, **options):
+    def handle(self, *args, resource, version, path, changelog, actor, **options):
         resource = resource_by_id(resource)
+        operator = command_line_operator(actor)
         try:
             source_check(path)  # before anything is recorded: a refused path leaves no failed version behind
         except GovernanceError as error:
@@ -32,7 +34,7 @@ class Command(BaseCommand):
                 sys.stderr.write(f"\r{progress['files']} files, {progress['bytes'] / 2**20:,.1f} MiB  {path[-60:]:<60}")
 
         try:
-            published = version_publish(resource=resource, name=version, source=path, actor=None, changelog=changelog, on_progress=on_progress)
+            published = version_publish(resource=resource, name=version, source=path, actor=operator, changelog=changelog, on_progress=on_progress)
         except GovernanceError as error:
             raise CommandError(f"{error} Nothing was published.") from None
         if self.stderr.isatty():

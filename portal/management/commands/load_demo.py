@@ -12,6 +12,7 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
+from datasets_app.management.commands._common import command_line_operator
 from datasets_app.models import AccessQuestion, License, LicenseVersion, Resource
 from datasets_app.publishing import version_publish
 from portal.shared import udhr_corpus
@@ -80,7 +81,7 @@ class Command(BaseCommand):
 
         self.stdout.write(f"Building bigscience/roots-udhr v2.0 from {corpus_file} (one config per language)...")
         build = builds.build_create(
-            resource=corpus, name="v2.0", actor=None, enqueue=False,
+            resource=corpus, name="v2.0", actor=command_line_operator(None), enqueue=False,
             sources=[{"uri": str(corpus_file), "id_column": "id", "language_column": "lang", "source_name": "udhr"}],
             params={"shard_size": "16MiB", "dedup": True},
             changelog="Built from the UDHR corpus: one config per language, exact duplicates dropped.")
@@ -144,7 +145,7 @@ class Command(BaseCommand):
                 target = Path(folder) / path
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.write_text(text, encoding="utf-8")
-            version_publish(resource=resource, name=name, source=folder, actor=None, changelog=changelog)
+            version_publish(resource=resource, name=name, source=folder, actor=command_line_operator(None), changelog=changelog)
 
     @staticmethod
     def _license_version(license, version, text):
