@@ -28,8 +28,9 @@ migrate: install
 demo: migrate
 	$(BIN)/python manage.py load_demo
 
-# Every work queue of portal/settings.py (CELERY_TASK_ROUTES): one worker here runs them all.
-QUEUES := celery,builds,publishing,mail,periodic
+# Every work queue of portal/settings.py (CELERY_TASK_ROUTES): one worker here runs them all, the
+# CPU inference queue included (the demo checkpoint is tiny); "inference-gpu" is for GPU machines.
+QUEUES := celery,builds,publishing,mail,periodic,inference
 
 # Web server, Celery worker and the periodic scheduler. Ctrl-C, or a SIGTERM to the process
 # group as a supervisor sends, stops all three within seconds. The worker runs in a session of

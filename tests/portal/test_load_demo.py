@@ -20,7 +20,8 @@ def test_it_loads_a_usable_demo_twice_without_duplicates(db, release_storage, ca
     assert researcher.profile.is_complete
     assert Resource.objects.count() == 3
     assert list(Version.objects.order_by("resource__slug", "name").values_list("resource__slug", "name", "status")) == [
-        ("roots-udhr", "v1.0", "published"), ("roots-udhr", "v2.0", "published"), ("tokenizer", "v1.0", "published"),
+        ("polyglot-176b", "demo-tiny", "published"), ("roots-udhr", "v1.0", "published"), ("roots-udhr", "v2.0", "published"),
+        ("tokenizer", "v1.0", "published"),
     ]
     # v2.0 is built from the real corpus: one config per language.
     built = Version.objects.get(name="v2.0")
@@ -28,6 +29,11 @@ def test_it_loads_a_usable_demo_twice_without_duplicates(db, release_storage, ca
     corpus = Resource.objects.get(slug="roots-udhr")
     assert can_download(researcher, corpus).code == "request_required"  # the demo starts with a request to make
     assert can_download(researcher, Resource.objects.get(slug="tokenizer")).allowed
+    # The demo checkpoint is ready for the playground: the engine's files, and the researcher may use it.
+    model = Resource.objects.get(slug="polyglot-176b")
+    checkpoint = model.versions.get(name="demo-tiny")
+    assert {"config.json", "tokenizer.json", "model.safetensors.index.json"} <= set(checkpoint.files.values_list("path", flat=True))
+    assert can_download(researcher, model).allowed and model.grants.filter(user=researcher).count() == 1
     assert audit_verify()[1] is None
 
 

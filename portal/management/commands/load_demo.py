@@ -1,4 +1,4 @@
-"""Demo data for the embedded default: three releases, two licenses, two users."""
+"""Demo data for the embedded default: four releases, two licenses, two users."""
 
 import tempfile
 from pathlib import Path
@@ -14,7 +14,9 @@ from django.db import transaction
 
 from datasets_app.management.commands._common import command_line_operator
 from datasets_app.models import AccessQuestion, License, LicenseVersion, Resource
+from datasets_app.authz import can_download
 from datasets_app.publishing import version_publish
+from datasets_app.services import access_request_submit
 from portal.shared import udhr_corpus
 
 DEMO_LICENSE = """Responsible Data Use Agreement, version 1.0
@@ -44,6 +46,10 @@ DEMO_CORPUS_FILES = {
 DEMO_TOKENIZER_FILES = {"tokenizer.json": '{"version": "1.0", "model": {"type": "BPE", "vocab": {"<s>": 0, "</s>": 1}}}\n'}
 
 PASSWORDS = {"admin": "admin-demo-pass", "researcher": "researcher-demo-pass"}
+
+# The model release's demo version: the release's architecture at its smallest shape with random
+# weights (inference.engine.demo), so the playground and the API answer in a blink on a laptop.
+DEMO_CHECKPOINT_VERSION = "demo-tiny"
 
 
 
@@ -132,7 +138,32 @@ class Command(BaseCommand):
 
         self._publish(corpus, "v1.0", DEMO_CORPUS_FILES, "Demo release: three languages.")
         self._publish(tokenizer, "v1.0", DEMO_TOKENIZER_FILES, "Demo release.")
+        self._publish_checkpoint(model)
+        self._grant_model(model)
         return corpus
+
+    def _publish_checkpoint(self, model) -> None:
+        if model.versions.filter(name=DEMO_CHECKPOINT_VERSION, published_at__isnull=False).exists():
+            return
+        # torch only here: the command runs outside the web process, and only on a first load.
+        from inference.engine.demo import make_demo_checkpoint
+
+        Path(settings.SOURCES_DIR).mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=settings.SOURCES_DIR) as folder:
+            make_demo_checkpoint(folder, shape="tiny", dtype="fp32")
+            version_publish(resource=model, name=DEMO_CHECKPOINT_VERSION, source=folder, actor=command_line_operator(None),
+                            changelog="Demo checkpoint: the release's architecture at a tiny shape with random weights, "
+                                      "for trying the playground and the research API. Its text is gibberish.")
+
+    @staticmethod
+    def _grant_model(model) -> None:
+        # The demo researcher accepts the model license as anyone would (the release approves every
+        # complete request), so the playground works for them at once; the corpus still asks for a request.
+        researcher = get_user_model().objects.get(username="researcher")
+        if can_download(researcher, model).allowed:
+            return
+        access_request_submit(user=researcher, resource=model, answers=[], signature=researcher.profile.full_name,
+                              intended_use="Trying the playground and the research API on the demo checkpoint.")
 
     @staticmethod
     def _publish(resource, name, files, changelog):
