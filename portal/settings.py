@@ -349,6 +349,37 @@ DOWNLOAD_REFUSALS_AUDITED = env_int("DOWNLOAD_REFUSALS_AUDITED", 20, minimum=1)
 DOWNLOAD_REFUSALS_AUDITED_TOTAL = env_int("DOWNLOAD_REFUSALS_AUDITED_TOTAL", 1000, minimum=1)
 DOWNLOAD_REFUSALS_WINDOW = env_duration("DOWNLOAD_REFUSALS_WINDOW", "1h", minimum=60, maximum=86400)
 
+# --- Inference ------------------------------------------------------------------------------
+# Where workers put checkpoint files (links into MEDIA_ROOT for local storage, downloads from S3).
+INFERENCE_CACHE_DIR = env_str("INFERENCE_CACHE_DIR", str(VAR_DIR / "inference-cache"))
+# Per user: jobs queued or running at once, and tokens (prompt + new) per UTC day.
+INFERENCE_MAX_CONCURRENT_JOBS = env_int("INFERENCE_MAX_CONCURRENT_JOBS", 8, minimum=1)
+INFERENCE_TOKENS_PER_DAY = env_int("INFERENCE_TOKENS_PER_DAY", 200_000, minimum=1)
+# Per job: tokens of one prompt (or context + continuation), and new tokens per prompt.
+INFERENCE_MAX_PROMPT_TOKENS = env_int("INFERENCE_MAX_PROMPT_TOKENS", 2048, minimum=1)
+INFERENCE_MAX_NEW_TOKENS = env_int("INFERENCE_MAX_NEW_TOKENS", 512, minimum=1)
+# Fair share: the most jobs of one user a runner claims into its batch.
+INFERENCE_MAX_RUNNING_PER_USER = env_int("INFERENCE_MAX_RUNNING_PER_USER", 8, minimum=1)
+# A running job whose worker did not renew its lease for this long is queued again (its worker
+# died), at most INFERENCE_MAX_ATTEMPTS times in all.
+INFERENCE_LEASE_SECONDS = env_int("INFERENCE_LEASE_SECONDS", 120, minimum=5)
+INFERENCE_MAX_ATTEMPTS = env_int("INFERENCE_MAX_ATTEMPTS", 3, minimum=1)
+# How long an OpenAI-compatible call waits for its job: under lm-evaluation-harness's 300 s.
+INFERENCE_WAIT_SECONDS = env_int("INFERENCE_WAIT_SECONDS", 240, minimum=1)
+# Prompt text in the audit trail: off by default (prompts may hold what researchers study privately).
+INFERENCE_AUDIT_PROMPTS = env_bool("INFERENCE_AUDIT_PROMPTS", False)
+# What a worker's engine may hold in memory (weights it cannot fit are streamed), e.g. 2GiB or 40GB.
+INFERENCE_MEMORY_BUDGET = env_str("INFERENCE_MEMORY_BUDGET", "2GiB")
+from inference.engine.config import parse_size as _parse_size  # noqa: E402 (pure Python: no torch in web processes)
+from inference.engine.errors import EngineError  # noqa: E402
+
+try:
+    _parse_size(INFERENCE_MEMORY_BUDGET)
+except EngineError as error:
+    raise ImproperlyConfigured(f"INFERENCE_MEMORY_BUDGET={INFERENCE_MEMORY_BUDGET!r}: {error}") from None
+# The most sequences one batch runs at once.
+INFERENCE_MAX_SLOTS = env_int("INFERENCE_MAX_SLOTS", 32, minimum=1)
+
 # --- Production profile ---------------------------------------------------------------------
 if not DEBUG:
     SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", True)
