@@ -291,7 +291,15 @@ CELERY_TASK_ROUTES = {
     "datasets_app.tasks.builds_recover": {"queue": "periodic"},
     "datasets_app.tasks.download_events_seal": {"queue": "periodic"},
     "portal.tasks.audit_checkpoint_write": {"queue": "periodic"},
+    # Inference jobs, on CPU workers; a GPU worker reads "inference-gpu" (README, Deployment).
+    "inference.tasks.inference_run": {"queue": "inference"},
 }
+# An inference worker's device for its engine: cpu or cuda ("" picks cuda where there is one), and
+# how long its loop waits for new jobs of its checkpoint (keeping the weights loaded) before it returns.
+INFERENCE_DEVICE = env_str("INFERENCE_DEVICE", "")
+if INFERENCE_DEVICE not in ("", "cpu", "cuda") and not INFERENCE_DEVICE.startswith("cuda:"):
+    raise ImproperlyConfigured(f"INFERENCE_DEVICE={INFERENCE_DEVICE!r}: use cpu, cuda, cuda:<index>, or leave it empty.")
+INFERENCE_IDLE_SECONDS = env_int("INFERENCE_IDLE_SECONDS", 10, minimum=0)
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 CELERY_BEAT_SCHEDULE = {
     "grants-expire": {"task": "datasets_app.tasks.grants_expire", "schedule": timedelta(minutes=15)},

@@ -161,8 +161,9 @@ def test_it_routes_every_task_of_the_portal_to_its_queue():
     celery_app.loader.import_default_modules()
     ours = {name for name in celery_app.tasks if not name.startswith("celery.")}
     assert set(settings.CELERY_TASK_ROUTES) == ours  # no route to a renamed task, no task left on the default queue
-    assert {route["queue"] for route in settings.CELERY_TASK_ROUTES.values()} == {"builds", "publishing", "mail", "periodic"}
+    assert {route["queue"] for route in settings.CELERY_TASK_ROUTES.values()} == {"builds", "publishing", "mail", "periodic", "inference"}
     assert settings.CELERY_TASK_ROUTES["datasets_app.tasks.send_email"]["queue"] == "mail"
+    assert settings.CELERY_TASK_ROUTES["inference.tasks.inference_run"]["queue"] == "inference"
 
 
 REPEATS = 8
