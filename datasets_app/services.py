@@ -18,6 +18,7 @@ from datasets_app.authz import (
     CommandLineOperator, acting_user, actor_trail, can_change_governance, can_request_access, can_review,
 )
 from datasets_app.models import EVERY_CONFIG, AccessRequest, File, Grant, License, LicenseVersion, Resource
+from datasets_app.signals import grant_ended
 from portal.audit import audit_record
 from portal.client import client_ip
 
@@ -440,6 +441,7 @@ def grant_revoke(*, grant: Grant, revoked_by, reason: str) -> Grant:
         action="grant_revoked", actor=acting_user(revoked_by), target=grant, resource=grant.resource.repo_id,
         data={"user": grant.user.get_username(), "reason": reason.strip(), **actor_trail(revoked_by)},
     )
+    grant_ended.send(sender=Grant, grant=grant, reason="revoked")
     notifications.grant_revoked(grant=grant)
     return grant
 
@@ -474,6 +476,7 @@ def grants_expire_due(*, now: datetime | None = None) -> int:
                 continue
             grant = Grant.objects.select_related("user", "resource").get(pk=grant_id)
             audit_record(action="grant_expired", target=grant, resource=grant.resource.repo_id, data=_grant_summary(grant))
+            grant_ended.send(sender=Grant, grant=grant, reason="expired")
             expired += 1
     return expired
 
