@@ -12,5 +12,6 @@ urlpatterns = [
     path("accounts/profile/", views.profile, name="profile"),
     path("accounts/", include("allauth.urls")),
     path("admin/", admin.site.urls),
+    path("playground/", include("inference.playground_urls")),
     path("", include("datasets_app.urls")),
 ]

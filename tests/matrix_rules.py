@@ -39,6 +39,7 @@ from datasets_app.models import (
     AccessQuestion, AccessRequest, AccessToken, Build, DownloadEvent, Exclusion, Grant, License, LicenseVersion, Resource,
     RestrictedConfig, Takedown, Version,
 )
+from inference.models import InferenceJob
 from portal.models import AuditEvent, Profile
 from tests.conftest import ROLES, make_user
 
@@ -213,6 +214,16 @@ def _stored_manifest_a(w):
     return w.release_a.files.get(path="manifest.json")
 
 
+def _granted_job(w) -> InferenceJob:
+    """A queued generation of the granted researcher (on A's release: the rules need its owner, not a model)."""
+    job, _ = InferenceJob.objects.get_or_create(
+        user=w.user("granted"), request_hash="matrix", defaults={
+            "resource": w.cast.resource_a, "version": w.release_a, "kind": InferenceJob.Kind.GENERATE,
+            "via": InferenceJob.Via.PLAYGROUND, "params": {"prompts": [[]], "max_new_tokens": 4, "stop": []},
+        })
+    return job
+
+
 def _open_file(w):
     return w.release_open.files.get(path=OPEN_FILE)
 
@@ -341,6 +352,18 @@ RULES: dict[str, Rule | tuple[Rule, ...]] = {
                          "POST only (My access's button: invalidate all my download links); sign-in is checked first."),
     "sign_out_everywhere": Rule(by_role(405, anonymous=Redirect(LOGIN)),
                                 "POST only (My access's button); sign-in is checked first."),
+    # --- playground (inference jobs) -----------------------------------------------------------
+    "playground": Rule(_OWN, "Any signed-in user opens the playground; it lists only their own jobs and offers only the "
+                             "checkpoints they may run (none: where to request access). Jobs need no second factor, "
+                             "like downloads."),
+    "playground_job": Rule(
+        by_role(404, anonymous=Redirect(LOGIN), granted=Status(200, "application/json")),
+        "A job's state and output are its owner's alone; for anyone else, the superuser included, it does not exist "
+        "(404), so job ids cannot be probed.",
+        kwargs=lambda w: {"public_id": _granted_job(w).public_id}),
+    "playground_job_cancel": Rule(by_role(405, anonymous=Redirect(LOGIN)),
+                                  "POST only (the job's Cancel button); sign-in is checked first.",
+                                  kwargs=lambda w: {"public_id": _granted_job(w).public_id}),
     # --- review -------------------------------------------------------------------------------
     "review_queue": Rule(
         by_role(**_REVIEW_GATE, reviewer_a=200, reviewer_b=200, admin=200),
@@ -686,6 +709,23 @@ POST_RULES: dict[str, PostRule | tuple[PostRule, ...]] = {
         changes=_SIGNED_IN,
         effect=lambda w, role: Profile.objects.get(user=w.user(role)).link_generation == 1,
         why="Anyone signed in invalidates their own download links (no account id in the URL: no one else's).",
+    ),
+    "playground": PostRule(
+        by_role(200, anonymous=Redirect(LOGIN)),
+        data=lambda w, role: {"model": f"{w.cast.resource_a.repo_id}@{RELEASE}", "kind": "generate", "prompt": "Bonjour",
+                              "max_new_tokens": "4", "temperature": "0", "top_p": "1"},
+        changes=frozenset(),
+        effect=lambda w, role: False,
+        why="Resource A is a dataset, not a checkpoint: every signed-in user gets the form back with the refusal "
+            "and no job is queued (a granted researcher's jobs on a checkpoint: tests/inference/test_playground.py).",
+    ),
+    "playground_job_cancel": PostRule(
+        by_role(404, anonymous=Redirect(LOGIN), granted=Redirect("/playground/")),
+        data=lambda w, role: {},
+        changes=frozenset({"granted"}),
+        effect=lambda w, role: InferenceJob.objects.get(pk=_granted_job(w).pk).status == InferenceJob.Status.CANCELLED,
+        why="Only the job's owner cancels it; for anyone else, the superuser included, it does not exist (404).",
+        kwargs=lambda w: {"public_id": _granted_job(w).public_id},
     ),
     # One admin form stands for the family: admin_view guards every method alike.
     "admin:datasets_app_resource_change": PostRule(
