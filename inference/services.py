@@ -192,7 +192,8 @@ def jobs_end_for_grant(*, grant: Grant, reason: str) -> int:
     ones are asked to stop at their runner's next pass. Runs inside the transaction that ends the grant."""
     now = timezone.now()
     day = timezone.localtime(now).strftime("%d %B %Y")
-    message = (f"Your access to {grant.resource.repo_id} was {reason} on {day}, so this job was stopped. "
+    ended = "was revoked" if reason == "revoked" else reason
+    message = (f"Your access to {grant.resource.repo_id} {ended} on {day}, so this job was stopped. "
                f"Request access again{_at(reverse('access_request', kwargs={'namespace': grant.resource.namespace, 'slug': grant.resource.slug}))} "
                "to run it.")
     jobs = InferenceJob.objects.filter(user_id=grant.user_id, resource_id=grant.resource_id)
