@@ -16,7 +16,7 @@ import time
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import transaction
-from django.db.models import Max, Q
+from django.db.models import Q
 from django.urls import reverse
 from django.utils import timezone
 
@@ -42,9 +42,10 @@ def usable_checkpoints(user) -> list[Version]:
     if not user.is_authenticated:
         return []
     resources = downloadable_resources(user, Resource.objects.filter(kind=Resource.Kind.CHECKPOINT))
-    latest = _published(resources).values("resource").annotate(last=Max("published_at")).values_list("last", flat=True)
-    return list(_published(resources).filter(published_at__in=latest).select_related("resource")
-                .order_by("resource__namespace", "resource__slug", "-published_at").distinct())
+    latest: dict[int, Version] = {}
+    for version in _published(resources).select_related("resource").order_by("resource__namespace", "resource__slug", "-published_at", "-pk"):
+        latest.setdefault(version.resource_id, version)
+    return list(latest.values())
 
 
 def version_for_model(user, model: str) -> Version:

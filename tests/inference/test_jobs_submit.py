@@ -73,3 +73,12 @@ def test_it_lists_and_names_only_checkpoints_the_user_may_run(cast, model):
     with pytest.raises(JobError) as refused:
         version_for_model(cast.stranger, "test/corpus-a")
     assert refused.value.status == 403 and "/request/" in str(refused.value)
+
+
+def test_it_offers_the_latest_version_of_each_checkpoint(cast, model, tiny_checkpoint):
+    from datasets_app.publishing import version_publish
+
+    newer = version_publish(resource=cast.resource_a, name="v2", source=str(tiny_checkpoint), actor=cast.admin)
+    assert usable_checkpoints(cast.granted) == [newer]
+    assert version_for_model(cast.granted, "test/corpus-a") == newer
+    assert version_for_model(cast.granted, "test/corpus-a@v1") == model
