@@ -32,9 +32,10 @@ log = logging.getLogger(__name__)
 PROGRESS_EVERY = 4  # tokens of a sequence between two writes of its job's outputs
 IDLE_POLL_SECONDS = 0.2
 
-# One process keeps one loaded checkpoint (version id, engine): loading streams its files and plans
+# One process keeps one loaded checkpoint (revision, engine): loading streams its files and plans
 # the memory budget, which a worker must not do again for every message of the same checkpoint.
-_loaded: tuple[int, object] | None = None
+# Keyed by the version's revision (derived from its files: the same bytes wherever) and the settings it was loaded with.
+_loaded: tuple[tuple, object] | None = None
 
 
 def worker_name() -> str:
@@ -44,21 +45,21 @@ def worker_name() -> str:
 def engine_for(version_id: int):
     """The engine of this version, loaded once per process; another version replaces it (LRU of 1)."""
     global _loaded
-    if _loaded is not None and _loaded[0] == version_id:
-        return _loaded[1]
     from datasets_app.models import Version
+
+    version = Version.objects.select_related("resource").get(pk=version_id)
+    key = (version.revision, settings.INFERENCE_MAX_SLOTS, settings.INFERENCE_MEMORY_BUDGET, settings.INFERENCE_DEVICE)
+    if _loaded is not None and _loaded[0] == key:
+        return _loaded[1]
     from inference.engine import Engine
     from inference.materialize import checkpoint_dir
 
-    if _loaded is not None:
-        _loaded[1].close()
-        _loaded = None
-    version = Version.objects.select_related("resource").get(pk=version_id)
+    engine_unload()
     engine = Engine(checkpoint_dir(version), memory_budget=settings.INFERENCE_MEMORY_BUDGET,
                     max_batch_size=settings.INFERENCE_MAX_SLOTS,
                     max_seq_len=settings.INFERENCE_MAX_PROMPT_TOKENS + settings.INFERENCE_MAX_NEW_TOKENS,
                     device=settings.INFERENCE_DEVICE or None)
-    _loaded = (version_id, engine)
+    _loaded = (key, engine)
     return engine
 
 
@@ -103,7 +104,9 @@ def _prompt_tokens(job: InferenceJob) -> int:
     return len(p["prompt"])
 
 
-class _Loop:
+class Runner:
+    """The loop's state between passes: the batch, the jobs it holds, what it has done."""
+
     def __init__(self, *, version_id: int, worker: str):
         from inference.engine.batching import ContinuousBatch
 
@@ -304,7 +307,7 @@ def run(*, version_id: int, worker_name: str, stop_when_idle: float, max_seconds
     """Run the jobs of one checkpoint version until none is queued or running for `stop_when_idle`
     seconds. After `max_seconds` it claims nothing more and returns once the batch it holds is done
     (the task then queues itself again, so a long queue never outlives the task's time limit)."""
-    loop = _Loop(version_id=version_id, worker=worker_name)
+    loop = Runner(version_id=version_id, worker=worker_name)
     started = idle_since = time.monotonic()
     while True:
         claiming = max_seconds is None or time.monotonic() - started < max_seconds

@@ -21,3 +21,23 @@ def inference_run(version_id: int) -> str:
     if InferenceJob.objects.filter(version_id=version_id, status="queued").exists():
         inference_run.delay(version_id)
     return f"{summary.passes} passes, {summary.jobs_done} done, {summary.jobs_failed} failed, {summary.jobs_dropped} dropped"
+
+
+@shared_task
+def inference_recover() -> int:
+    """Jobs of a worker that died go back to the queue once their lease ran out, and each checkpoint
+    with queued jobs but no live runner gets a runner message. The dead worker's own message comes
+    back only after the broker's visibility timeout (hours), and nothing else would run them unless
+    someone submits another job. Returns how many runner messages it sent."""
+    from django.utils import timezone
+
+    from inference import scheduler
+    from inference.models import InferenceJob
+
+    scheduler.jobs_requeue_expired()
+    queued = set(InferenceJob.objects.filter(status="queued").values_list("version_id", flat=True).distinct())
+    served = set(InferenceJob.objects.filter(status="running", lease_expires_at__gt=timezone.now())
+                 .values_list("version_id", flat=True).distinct())
+    for version_id in sorted(queued - served):
+        inference_run.delay(version_id)
+    return len(queued - served)

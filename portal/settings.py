@@ -279,6 +279,11 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_SOFT_TIME_LIMIT = 300
 CELERY_TASK_TIME_LIMIT = 360
 CELERY_TASK_IGNORE_RESULT = True
+# Inference jobs go to "inference" (CPU workers) or, where the operator runs GPU workers, to
+# "inference-gpu" (README, Deployment): the same task, read by a worker started with -Q inference-gpu.
+INFERENCE_QUEUE = env_str("INFERENCE_QUEUE", "inference")
+if INFERENCE_QUEUE not in ("inference", "inference-gpu"):
+    raise ImproperlyConfigured(f"INFERENCE_QUEUE={INFERENCE_QUEUE!r}: use inference (CPU workers) or inference-gpu (GPU workers).")
 # A queue per kind of work, so that a day-long publish or shard build never holds up mail or the
 # periodic tasks. `make run` consumes them all; in production a worker per group (README,
 # Deployment). A task routed nowhere goes to "celery", which the periodic worker also reads.
@@ -291,8 +296,8 @@ CELERY_TASK_ROUTES = {
     "datasets_app.tasks.builds_recover": {"queue": "periodic"},
     "datasets_app.tasks.download_events_seal": {"queue": "periodic"},
     "portal.tasks.audit_checkpoint_write": {"queue": "periodic"},
-    # Inference jobs, on CPU workers; a GPU worker reads "inference-gpu" (README, Deployment).
-    "inference.tasks.inference_run": {"queue": "inference"},
+    "inference.tasks.inference_run": {"queue": INFERENCE_QUEUE},
+    "inference.tasks.inference_recover": {"queue": "periodic"},
 }
 # An inference worker's device for its engine: cpu or cuda ("" picks cuda where there is one), and
 # how long its loop waits for new jobs of its checkpoint (keeping the weights loaded) before it returns.
@@ -308,6 +313,7 @@ CELERY_BEAT_SCHEDULE = {
     "downloads-seal": {"task": "datasets_app.tasks.download_events_seal", "schedule": timedelta(seconds=env_int("DOWNLOAD_SEAL_SECONDS", 60, minimum=1))},
     # Rows cut from the trail's end after the last checkpoint go unnoticed: this is that window.
     "audit-checkpoint": {"task": "portal.tasks.audit_checkpoint_write", "schedule": timedelta(seconds=env_int("AUDIT_CHECKPOINT_SECONDS", 300, minimum=1))},
+    "inference-recover": {"task": "inference.tasks.inference_recover", "schedule": timedelta(seconds=env_int("INFERENCE_RECOVER_SECONDS", 60, minimum=1))},
 }
 
 # --- Governance -------------------------------------------------------------------------

@@ -56,6 +56,8 @@ def test_it_warns_when_production_runs_on_embedded_parts():
         # Both go into every mail's headers (subject, From): a line break would be a header of its own.
         ({"PORTAL_NAME": "Portal\nBcc: everyone@example.net"}, "PORTAL_NAME: write it on one line, without line breaks"),
         ({"DEFAULT_FROM_EMAIL": "portal@example.org\rX-Spam: no"}, "DEFAULT_FROM_EMAIL: write it on one line"),
+        ({"INFERENCE_QUEUE": "gpu"}, "INFERENCE_QUEUE='gpu': use inference (CPU workers) or inference-gpu (GPU workers)"),
+        ({"INFERENCE_DEVICE": "tpu"}, "INFERENCE_DEVICE='tpu': use cpu, cuda, cuda:<index>, or leave it empty"),
     ],
 )
 def test_it_refuses_to_start_with_a_bad_setting(env, message):
