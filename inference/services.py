@@ -33,7 +33,9 @@ UNFINISHED = (InferenceJob.Status.QUEUED, InferenceJob.Status.RUNNING)
 
 
 def _published(resource_ids=None):
-    versions = Version.objects.filter(published_at__isnull=False, resource__kind=Resource.Kind.CHECKPOINT)
+    # Only a version with a model's config.json can run: a tokenizer-only release is a checkpoint
+    # resource too (bigscience/tokenizer), and offering it would only end in a failed job.
+    versions = Version.objects.filter(published_at__isnull=False, resource__kind=Resource.Kind.CHECKPOINT, files__path="config.json")
     return versions if resource_ids is None else versions.filter(resource__in=resource_ids)
 
 

@@ -88,6 +88,21 @@ def test_it_shows_the_output_text_growing_as_the_worker_writes_it_cut_at_the_sto
     assert done["outputs"][0] == {"text": " born free and ", "finish_reason": "stop"}
 
 
+def test_it_shows_a_scoring_jobs_log_probabilities_with_its_continuation(cast, tiny_model):
+    client = client_for(Client(), cast, "granted")
+    submit(client, tiny_model, kind="score", prompt="All human beings are", continuation=" born free")
+    job = InferenceJob.objects.get(user=cast.granted)
+    continuation = job.params["requests"][0]["continuation"]
+    assert job.kind == "score" and tokenizer_for(tiny_model).decode(continuation) == " born free"
+    (claimed,) = scheduler.jobs_claim(version_id=tiny_model.pk, worker="w1", slots=4, lease_seconds=60)
+    logprobs = [-2.5, -0.25, -1.0][:len(continuation)]
+    scheduler.job_finish(job_id=claimed.pk, worker="w1", prompt_tokens=claimed.prompt_tokens, completion_tokens=0,
+                         outputs=[{"token_logprobs": logprobs, "sum": sum(logprobs), "is_greedy": False}])
+    text = client.get(reverse("playground_job", args=[job.public_id])).json()["outputs"][0]["text"]
+    assert text.startswith(f"' born free' after the prompt: log-probability {sum(logprobs):.4f} (not the greedy continuation)")
+    assert "-2.500" in text
+
+
 def test_it_shows_a_researcher_without_a_grant_where_to_ask_and_refuses_their_post(cast, tiny_model):
     client = client_for(Client(), cast, "stranger")
     page = client.get(reverse("playground")).content.decode()

@@ -4,6 +4,7 @@ from django.core.management import CommandError, call_command
 
 from datasets_app.authz import can_download
 from datasets_app.models import Resource, Version
+from inference.services import usable_checkpoints
 from portal.audit import audit_verify
 from portal.management.commands.load_demo import PASSWORDS
 
@@ -34,6 +35,7 @@ def test_it_loads_a_usable_demo_twice_without_duplicates(db, release_storage, ca
     checkpoint = model.versions.get(name="demo-tiny")
     assert {"config.json", "tokenizer.json", "model.safetensors.index.json"} <= set(checkpoint.files.values_list("path", flat=True))
     assert can_download(researcher, model).allowed and model.grants.filter(user=researcher).count() == 1
+    assert usable_checkpoints(researcher) == [checkpoint]  # what the playground offers them
     assert audit_verify()[1] is None
 
 
