@@ -17,6 +17,10 @@ nothing it computes: a prompt longer than W shifts the running rows right, a cac
 shifts them left over their common unused prefix, and a finished row's slot is refilled by the last
 row, so the running rows stay contiguous and every group is a plain slice of the cache.
 
+The block reader is started for one pass per step and stopped after it: between steps the caller may
+idle, or run score, inspect or Engine.generate, which start the same reader for passes of their own.
+The price is the read of the first streamed block, not overlapped with the previous step's compute.
+
 Log-probabilities are the model's own (temperature 1), fp32, from one log_softmax per position; the
 top entries are that tensor's top-k, so a greedy token's log-prob is exactly its first top entry.
 """
@@ -352,6 +356,8 @@ def score(engine: Engine, requests: list[tuple[list[int], list[int]]], *, max_ba
 
     {"token_logprobs": [one per continuation token], "sum", "is_greedy"}; with an empty context the first
     continuation token has no prediction: its log-prob is None, and it counts in neither sum nor is_greedy."""
+    if max_batch < 1:
+        raise EngineError("max_batch must be at least 1")
     vocab = engine.config.vocab_size
     for n, (context, continuation) in enumerate(requests, 1):
         if not continuation:
