@@ -109,6 +109,15 @@ def _group(engine: Engine, ids: torch.Tensor, valid: torch.Tensor, kv: torch.Ten
     return {"x": x, "kv": kv, "start": start, "alibi": alibi, "mask": mask}
 
 
+def _scratch_kv(engine: Engine, B: int, T: int) -> torch.Tensor:
+    """A cache for one pass that keeps nothing afterwards: every layer writes into the same [2, B, nh, T, hd],
+    since a layer's keys and values are dead once it has run. 1/n_layer of a full cache, so scoring and
+    inspection beside a running batch (whose cache the budget reserved) stay close to the budget."""
+    c = engine.config
+    layer = torch.empty(2, B, c.n_head, T, c.head_dim, dtype=engine.dtype, device=engine.device)
+    return layer[None].expand(c.n_layer, *layer.shape)  # [n_layer, 2, B, nh, T, hd], one storage
+
+
 def _one_pass(engine: Engine, groups: list[dict], on_layer=None) -> int:
     """Run the groups through every block; returns the bytes the streamed blocks took to read."""
     if engine.stream is None:
@@ -370,7 +379,7 @@ def score(engine: Engine, requests: list[tuple[list[int], list[int]]], *, max_ba
         ids, valid = _padded(engine, seqs)
         B, T = ids.shape
         _check_fits(engine, B, T)
-        group = _group(engine, ids, valid, engine._kv(B, T), 0)
+        group = _group(engine, ids, valid, _scratch_kv(engine, B, T), 0)
         _one_pass(engine, [group])
         for b, (context, continuation) in enumerate(chunk):
             n, first = len(seqs[b]), max(len(context), 1)  # first: the first token that has a prediction
@@ -419,7 +428,7 @@ def inspect(engine: Engine, prompt_ids: list[int], *, layers: list[int], positio
         hidden[str(layer)] = x.float().tolist()
 
     ids, valid = _padded(engine, [list(prompt_ids)])
-    group = _group(engine, ids, valid, engine._kv(1, n), 0)
+    group = _group(engine, ids, valid, _scratch_kv(engine, 1, n), 0)
     keep(0, [group])
     _one_pass(engine, [group], on_layer=keep)
     return {"hidden_states": hidden, "logit_lens": lens}
