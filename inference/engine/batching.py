@@ -144,9 +144,13 @@ def _check_ids(ids: list[int], vocab: int, what: str) -> None:
 
 
 class ContinuousBatch:
-    """Sequences that join and leave between passes, max_slots at once, in one preallocated KV cache."""
+    """Sequences that join and leave between passes, max_slots at once, in one preallocated KV cache.
 
-    def __init__(self, engine: Engine, *, max_slots: int, max_seq_len: int | None = None):
+    stop_tokens, as in Engine.generate, defaults to the model's end-of-sequence token: a sequence ends
+    there with finish_reason "stop", the token left out."""
+
+    def __init__(self, engine: Engine, *, max_slots: int, max_seq_len: int | None = None,
+                 stop_tokens: list[int] | None = None):
         if max_slots < 1:
             raise EngineError("a batch needs at least one slot")
         if max_slots > engine.max_batch_size:
@@ -166,7 +170,7 @@ class ContinuousBatch:
         self.steps = 0
         self.shifts = {"right": 0, "left": 0}  # how often the running rows' cache moved, each way
         self.bytes_by_step: list[int] = []  # streamed bytes read by each step
-        self.eos = c.eos_token_id
+        self.stop_tokens = set(stop_tokens) if stop_tokens is not None else {c.eos_token_id} - {None}
 
     # -- membership --------------------------------------------------------------------------------
 
@@ -307,7 +311,7 @@ class ContinuousBatch:
                 done.append(r)
                 continue
             token = self._choose(logits[r], s)
-            if token == self.eos:  # left out of the completion, as Engine.generate does
+            if token in self.stop_tokens:  # left out of the completion, as Engine.generate does
                 event.finished, event.finish_reason = True, "stop"
                 done.append(r)
                 continue

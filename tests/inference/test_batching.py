@@ -234,6 +234,17 @@ def test_it_ends_a_sequence_at_a_stop_string(engine):
     assert got["finish"] == "stop" and got["tokens"] == free["tokens"][:cut]
 
 
+def test_it_ends_a_sequence_at_a_stop_token_and_leaves_the_token_out(engine):
+    one = SequenceRequest(key="a", prompt_ids=prompt_of(engine, 0, 5), max_new_tokens=12)
+    two = SequenceRequest(key="b", prompt_ids=prompt_of(engine, 8, 9), max_new_tokens=12)
+    free = alone(engine, one)["tokens"]
+    stop = free[4]
+    assert stop not in alone(engine, two)["tokens"]
+    got = run(ContinuousBatch(engine, max_slots=2, stop_tokens=[stop]), {0: [one, two]})
+    assert got["a"]["tokens"] == free[:free.index(stop)] and got["a"]["finish"] == "stop"
+    assert len(got["b"]["tokens"]) == 12 and got["b"]["finish"] == "length"
+
+
 def test_it_samples_a_seeded_sequence_the_same_alone_and_in_a_batch(engine):
     prompt = prompt_of(engine, 6, 8)
     seeded = SequenceRequest(key="s", prompt_ids=prompt, max_new_tokens=15, temperature=1.0, top_p=0.95, seed=11)
