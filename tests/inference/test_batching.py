@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from inference.engine import Engine
+from inference.engine import Engine, EngineError, PromptError
 from inference.engine.batching import ContinuousBatch, SequenceRequest, inspect, score
 from inference.engine.demo import DEMO_TEXT
 
@@ -190,7 +190,7 @@ def test_it_frees_the_slot_of_a_dropped_sequence_at_once(engine):
     batch = ContinuousBatch(engine, max_slots=3)
     batch.admit(requests)
     assert batch.free_slots() == 0
-    with pytest.raises(Exception, match="free slots"):
+    with pytest.raises(EngineError, match="free slots"):
         batch.admit([SequenceRequest(key="x", prompt_ids=[5, 6], max_new_tokens=2)])
     tokens, logprobs = {r.key: [] for r in requests}, {r.key: [] for r in requests}
     for _ in range(3):
@@ -213,8 +213,6 @@ def test_it_frees_the_slot_of_a_dropped_sequence_at_once(engine):
 def test_it_refuses_a_bad_prompt_and_admits_nothing_of_that_call(engine):
     batch = ContinuousBatch(engine, max_slots=4)
     good = SequenceRequest(key="g", prompt_ids=[5, 6, 7], max_new_tokens=2)
-    from inference.engine import PromptError
-
     for bad, words in [(SequenceRequest(key="b", prompt_ids=[], max_new_tokens=2), "empty"),
                        (SequenceRequest(key="b", prompt_ids=[engine.config.vocab_size], max_new_tokens=2), "vocabulary"),
                        (SequenceRequest(key="b", prompt_ids=[5] * 100, max_new_tokens=40), "exceeds")]:
