@@ -13,5 +13,6 @@ urlpatterns = [
     path("accounts/", include("allauth.urls")),
     path("admin/", admin.site.urls),
     path("playground/", include("inference.playground_urls")),
+    path("api/", include("inference.urls")),
     path("", include("datasets_app.urls")),
 ]

@@ -364,6 +364,30 @@ RULES: dict[str, Rule | tuple[Rule, ...]] = {
     "playground_job_cancel": Rule(by_role(405, anonymous=Redirect(LOGIN)),
                                   "POST only (the job's Cancel button); sign-in is checked first.",
                                   kwargs=lambda w: {"public_id": _granted_job(w).public_id}),
+    # --- research API (inference jobs, OpenAI-compatible) -------------------------------------
+    # A script reads JSON: refusals are JSON errors with X-Error-Code, never a redirect to the login page.
+    "api_jobs": Rule(by_role(Status(200, JSON), anonymous=Status(401, JSON)),
+                     "Every signed-in user lists their own jobs (no user id in the URL); anonymous: sign in or send "
+                     "a token, as JSON."),
+    "api_job": Rule(
+        by_role(Status(404, JSON), anonymous=Status(401, JSON), granted=Status(200, JSON)),
+        "A job is its owner's alone; for anyone else, the superuser included, it does not exist (404), as in the "
+        "playground.",
+        kwargs=lambda w: {"public_id": _granted_job(w).public_id}),
+    "api_job_cancel": Rule(by_role(Status(405, JSON)), "POST only; the method is refused before anything else.",
+                           kwargs=lambda w: {"public_id": _granted_job(w).public_id}),
+    "api_openapi": Rule(by_role(Status(200, JSON)), "The API's description is public: it names no checkpoint and no user."),
+    "api_completions": Rule(by_role(Status(405, JSON)), "POST only; the method is refused before anything else."),
+    "api_models": Rule(by_role(Status(200, JSON), anonymous=Status(401, JSON)),
+                       "Every signed-in user gets the checkpoints they may use (can_download decides; "
+                       "tests/inference/test_openai_api.py checks who sees what)."),
+    "api_tokenizer_info": Rule(
+        by_role(Status(500, JSON), anonymous=Status(401, JSON)),
+        "Signed in, every role may use the world's open checkpoint, whose tokenizer.json here is a stub the "
+        "tokenizer cannot read: the answer says so as JSON (a real tokenizer: tests/inference/test_openai_api.py).",
+    ),
+    "api_tokenize": Rule(by_role(Status(405, JSON)), "POST only; the method is refused before anything else."),
+    "api_detokenize": Rule(by_role(Status(405, JSON)), "POST only; the method is refused before anything else."),
     # --- review -------------------------------------------------------------------------------
     "review_queue": Rule(
         by_role(**_REVIEW_GATE, reviewer_a=200, reviewer_b=200, admin=200),
@@ -721,6 +745,22 @@ POST_RULES: dict[str, PostRule | tuple[PostRule, ...]] = {
     ),
     "playground_job_cancel": PostRule(
         by_role(404, anonymous=Redirect(LOGIN), granted=Redirect("/playground/")),
+        data=lambda w, role: {},
+        changes=frozenset({"granted"}),
+        effect=lambda w, role: InferenceJob.objects.get(pk=_granted_job(w).pk).status == InferenceJob.Status.CANCELLED,
+        why="Only the job's owner cancels it; for anyone else, the superuser included, it does not exist (404).",
+        kwargs=lambda w: {"public_id": _granted_job(w).public_id},
+    ),
+    "api_jobs": PostRule(
+        by_role(Status(400, JSON), anonymous=Status(401, JSON)),
+        data=lambda w, role: {"model": f"{w.cast.resource_a.repo_id}@{RELEASE}", "prompt": "Bonjour"},
+        changes=frozenset(),
+        effect=lambda w, role: False,
+        why="A form post is not the JSON the API reads: every signed-in user is told so and nothing is queued; "
+            "anonymous is asked to sign in first (who may queue a job: tests/inference/test_api.py).",
+    ),
+    "api_job_cancel": PostRule(
+        by_role(Status(404, JSON), anonymous=Status(401, JSON), granted=Status(200, JSON)),
         data=lambda w, role: {},
         changes=frozenset({"granted"}),
         effect=lambda w, role: InferenceJob.objects.get(pk=_granted_job(w).pk).status == InferenceJob.Status.CANCELLED,
