@@ -105,6 +105,13 @@ def _generate(body: dict, tokens: _Tokens) -> dict:
     if max_new > settings.INFERENCE_MAX_NEW_TOKENS:
         raise _bad(f"{name} is {max_new}, more than the {settings.INFERENCE_MAX_NEW_TOKENS} new tokens a job may ask for "
                    "(INFERENCE_MAX_NEW_TOKENS): ask for fewer, or continue in a second job.")
+    # The engine's context (as inference.engine.config reads it): refused here rather than failed on a worker.
+    config = model_config(tokens.version)
+    context = int(next((config[k] for k in ("seq_length", "n_positions", "max_position_embeddings") if config.get(k)), 2048))
+    longest = max(len(p) for p in prompts)
+    if longest + max_new > context:
+        raise _bad(f"The longest prompt ({longest} tokens) with {max_new} new tokens passes the model's context of {context} "
+                   "tokens: shorten it or ask for fewer new tokens.")
     if max_new == 0 and not echo:
         raise _bad(f"{name} is 0 without echo, so the job would return nothing: ask for new tokens, or set echo "
                    "to get the prompt's log-probabilities.")

@@ -23,6 +23,7 @@ BAD = [
     ("generate", {"prompt": "Hi", "max_new_tokens": "5"}, "max_new_tokens must be a whole number"),
     ("generate", {"prompt": "Hi", "max_new_tokens": True}, "max_new_tokens must be a whole number"),
     ("generate", {"prompt": "Hi", "max_tokens": 0}, "max_tokens is 0 without echo"),
+    ("generate", {"prompt": [5] * 2000, "max_new_tokens": 100}, "passes the model's context of 2048 tokens"),
     ("generate", {"prompt": "Hi", "temperature": -0.5}, "temperature must be 0 (greedy) or more"),
     ("generate", {"prompt": "Hi", "temperature": "hot"}, "temperature must be a number"),
     ("generate", {"prompt": "Hi", "top_p": 0}, "top_p must be above 0 and at most 1"),

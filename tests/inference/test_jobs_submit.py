@@ -82,3 +82,9 @@ def test_it_offers_the_latest_version_of_each_checkpoint(cast, model, tiny_check
     assert usable_checkpoints(cast.granted) == [newer]
     assert version_for_model(cast.granted, "test/corpus-a") == newer
     assert version_for_model(cast.granted, "test/corpus-a@v1") == model
+
+
+def test_it_records_prompts_in_the_trail_only_when_the_operator_asks(cast, model, settings):
+    settings.INFERENCE_AUDIT_PROMPTS = True
+    job, _ = submit(cast.granted, model, prompt=[5, 6, 7], max_new_tokens=2)
+    assert AuditEvent.objects.get(action="inference_job_submitted").data["params"]["prompts"] == [[5, 6, 7]]
