@@ -55,7 +55,14 @@ def job_summary(job: InferenceJob) -> dict:
         if not ids:
             return ""
         if tokenizer is None:  # read once per job, and only for a job with something to show
-            tokenizer = tokenizer_for(job.version)
+            try:
+                tokenizer = tokenizer_for(job.version)
+            except JobError:
+                # The checkpoint's tokenizer cannot be read (removed from storage, a version without one):
+                # the job's own page must still show, so it shows the token ids.
+                tokenizer = False
+        if tokenizer is False:
+            return "token ids " + " ".join(map(str, ids))
         return tokenizer.decode(ids, skip_special_tokens=False)
 
     params = job.params

@@ -382,9 +382,9 @@ RULES: dict[str, Rule | tuple[Rule, ...]] = {
                        "Every signed-in user gets the checkpoints they may use (can_download decides; "
                        "tests/inference/test_openai_api.py checks who sees what)."),
     "api_tokenizer_info": Rule(
-        by_role(Status(500, JSON), anonymous=Status(401, JSON)),
-        "Signed in, every role may use the world's open checkpoint, whose tokenizer.json here is a stub the "
-        "tokenizer cannot read: the answer says so as JSON (a real tokenizer: tests/inference/test_openai_api.py).",
+        by_role(Status(403, JSON), anonymous=Status(401, JSON)),
+        "Signed in, no role has a checkpoint to run here (the world's open checkpoint has no model config.json): "
+        "the refusal says so as JSON (a real tokenizer: tests/inference/test_jobs_*.py).",
     ),
     "api_tokenize": Rule(by_role(Status(405, JSON)), "POST only; the method is refused before anything else."),
     "api_detokenize": Rule(by_role(Status(405, JSON)), "POST only; the method is refused before anything else."),
@@ -523,6 +523,8 @@ ADMIN_AS_ADMIN: dict[str, tuple[Expect | int, str]] = {
     "admin:datasets_app_build_delete": (403, "Builds are kept with their versions: cancel one instead."),
     "admin:datasets_app_build_progress": (Status(200, "application/json"), "The live progress the build page polls."),
     "admin:datasets_app_build_cancel": (405, "Cancelling is a POST from the build page."),
+    "admin:inference_inferencejob_add": (403, "Jobs are submitted through the playground and the API; the admin is read-only here."),
+    "admin:inference_inferencejob_delete": (403, "Read-only in the admin: jobs are cancelled, never deleted."),
 }
 # The unnamed "<path:object_id>/" pattern of every model admin redirects to the change page.
 ADMIN_OBJECT_REDIRECT = Redirect("{url}change/")
@@ -549,7 +551,19 @@ ADMIN_OBJECTS: dict[str, Callable[..., int]] = {
     "datasets_app.restrictedconfig": lambda w: RestrictedConfig.objects.get_or_create(
         resource=w.cast.resource_a, name="he", defaults={"conditions": "Ethics approval required."})[0].pk,
     "datasets_app.exclusion": lambda w: Exclusion.objects.get_or_create(resource=w.cast.resource_a, record_id="udhr/1")[0].pk,
+    "inference.inferencejob": lambda w: _an_inference_job(w),
 }
+
+
+def _an_inference_job(w) -> int:
+    """A queued job of the granted researcher (its version need not be a checkpoint for the admin's pages)."""
+    from inference.models import InferenceJob
+
+    job, _ = InferenceJob.objects.get_or_create(
+        user=w.cast.users["granted"], resource=w.version.resource, version=w.version, request_hash="0" * 64,
+        defaults={"kind": InferenceJob.Kind.GENERATE, "via": InferenceJob.Via.API,
+                  "params": {"prompts": [[1, 2]], "max_new_tokens": 1}})
+    return job.pk
 
 
 def _a_build(w) -> int:
