@@ -17,22 +17,17 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from inference import params, services
 from inference.errors import JobError
+from inference.formatting import cut_at_stop
 from inference.models import InferenceJob
 from inference.tokenizer import tokenizer_for
 
 JOBS_SHOWN = 20
 
 
-def _cut_at_stop(text: str, stop: list[str]) -> str:
-    # The worker ends a sequence on the token that completes a stop string; what it shows stops before it.
-    cuts = [text.find(s) for s in stop if s and s in text]
-    return text[:min(cuts)] if cuts else text
-
-
 def _output_text(job: InferenceJob, output: dict, index: int, decode) -> str:
     params = job.params
     if job.kind == InferenceJob.Kind.GENERATE:
-        return _cut_at_stop(decode(output.get("token_ids") or []), params.get("stop") or [])
+        return cut_at_stop(decode(output.get("token_ids") or []), params.get("stop") or [])[0]
     if job.kind == InferenceJob.Kind.SCORE:
         request = params["requests"][index]
         logprobs = ", ".join("–" if lp is None else f"{lp:.3f}" for lp in output.get("token_logprobs") or [])
