@@ -35,3 +35,22 @@ def shown_messages(response) -> list[str]:
 
 def mail_to(outbox, address: str) -> list:
     return [m for m in outbox if address in m.to]
+
+
+def staff(username: str, *codenames: str):
+    """An active staff account with a second factor, holding only these datasets_app permissions."""
+    from django.contrib.auth.models import Permission
+
+    from tests.conftest import make_user
+
+    user, _ = make_user(username, totp=True)
+    user.is_staff = True
+    user.save()
+    user.user_permissions.set(Permission.objects.filter(content_type__app_label="datasets_app", codename__in=codenames))
+    return user
+
+
+def event(seq: int, action: str) -> AuditEvent:
+    """The one `action` event recorded after row `seq`."""
+    [found] = AuditEvent.objects.filter(seq__gt=seq, action=action)
+    return found

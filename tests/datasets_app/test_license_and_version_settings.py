@@ -18,24 +18,12 @@ from datasets_app.models import Build, License, LicenseVersion, Version
 from datasets_app.services import GovernanceError, license_version_publish
 from portal.models import AuditEvent
 from tests.conftest import client_for, make_user, mfa_login
-from tests.datasets_app.conftest import actions_since, assert_audit_chain_intact, last_seq
+from tests.datasets_app.conftest import actions_since, assert_audit_chain_intact, last_seq, event, staff
 
 V2_TEXT = "Test Data License 2.0\n\nUse for research; do not re-identify anyone; cite the corpus paper."
 REVISION = "c0ffee" + "0" * 34
 
 
-def staff(username: str, *codenames: str):
-    """An active staff account with a second factor, holding only these datasets_app permissions."""
-    user, _ = make_user(username, totp=True)
-    user.is_staff = True
-    user.save()
-    user.user_permissions.set(Permission.objects.filter(content_type__app_label="datasets_app", codename__in=codenames))
-    return user
-
-
-def event(seq: int, action: str) -> AuditEvent:
-    [found] = AuditEvent.objects.filter(seq__gt=seq, action=action)
-    return found
 
 
 def saved(response) -> None:

@@ -15,7 +15,7 @@ from datasets_app.models import AccessQuestion, Exclusion, Resource, RestrictedC
 from datasets_app.services import GovernanceError, license_version_publish
 from portal.models import AuditEvent
 from tests.conftest import client_for, make_user, mfa_login
-from tests.datasets_app.conftest import actions_since, assert_audit_chain_intact, last_seq, mail_to
+from tests.datasets_app.conftest import actions_since, assert_audit_chain_intact, last_seq, mail_to, event, staff
 
 V2_TEXT = "Test Data License 2.0\n\nUse for research; do not re-identify anyone; cite the corpus paper."
 SHA = "ab" * 32
@@ -53,17 +53,6 @@ def saved(response) -> None:
     assert response.status_code == 302, response.content.decode()[:3000]
 
 
-def event(seq: int, action: str) -> AuditEvent:
-    [found] = AuditEvent.objects.filter(seq__gt=seq, action=action)
-    return found
-
-
-def staff(username: str, *codenames: str):
-    user, _ = make_user(username, totp=True)
-    user.is_staff = True
-    user.save()
-    user.user_permissions.set(Permission.objects.filter(content_type__app_label="datasets_app", codename__in=codenames))
-    return user
 
 
 @pytest.fixture
