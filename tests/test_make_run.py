@@ -1,12 +1,15 @@
-"""`make run` as a supervisor runs it: started in a session of its own, stopped by one SIGTERM
-to its process group, with nothing left behind."""
+"""`make run` as a supervisor runs it: started in a session of its own, the research API answering
+at once on the demo checkpoint, stopped by one SIGTERM to its process group (right after its worker
+ran an inference job), with nothing left behind."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -59,6 +62,20 @@ def answers(url: str) -> bool:
         return False
 
 
+def demo_completion(port: int, env: dict) -> dict:
+    """A completion of the demo researcher on the demo checkpoint, through a token of theirs, as a script would ask it."""
+    create = ("from django.contrib.auth import get_user_model; from datasets_app.tokens import access_token_create; "
+              "print(access_token_create(user=get_user_model().objects.get(username='researcher'), name='make run test', "
+              "scopes=['inference'], days=1)[1])")
+    token = subprocess.run([sys.executable, "manage.py", "shell", "-c", create], cwd=ROOT, env=env, check=True,
+                           capture_output=True, text=True).stdout.split()[-1]
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/api/v1/completions", method="POST", data=json.dumps(
+        {"model": "bigscience/polyglot-176b", "prompt": "All human beings are", "max_tokens": 4}).encode(),
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=180) as response:
+        return json.load(response)
+
+
 def test_it_stops_everything_make_run_started_on_one_sigterm_to_its_group(tmp_path):
     port = free_port()
     shared = tmp_path / "shared"  # no corpus: the demo skips its long build
@@ -76,6 +93,9 @@ def test_it_stops_everything_make_run_started_on_one_sigterm_to_its_group(tmp_pa
             assert make.poll() is None, "make run stopped by itself:\n" + log_path.read_text()
             time.sleep(0.5)
         assert answers(f"http://127.0.0.1:{port}/"), "the portal never answered:\n" + log_path.read_text()
+        completion = demo_completion(port, env)
+        assert completion["object"] == "text_completion" and completion["choices"][0]["finish_reason"] == "length", completion
+        assert completion["usage"]["completion_tokens"] == 4, completion
         started = descendants(make.pid) | {make.pid}
         assert len(started) >= 6, started  # make, its shell, the server, beat, the worker and its pool
 
