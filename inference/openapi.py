@@ -188,6 +188,12 @@ PATHS = {
                                "responses": _answers({200: ("Token ids", "Tokens")}, 400, 403, 404)}},
     "/api/detokenize": {"post": {"operationId": "detokenize", "summary": "Token ids to text", **_body("DetokenizeRequest"),
                                  "responses": _answers({200: ("Text", "Text")}, 400, 403, 404)}},
+    # Public (no security): it describes the API and tells nothing of any checkpoint or user.
+    "/api/openapi.json": {"get": {"operationId": "openapi", "summary": "This document", "security": [], "responses": {
+        "200": {"description": "The OpenAPI document of the research API", "content": {"application/json": {"schema": {
+            "type": "object", "required": ["openapi", "info", "paths", "components"],
+            "properties": {"openapi": {"type": "string"}, "info": {"type": "object"}, "servers": {"type": "array"},
+                           "security": {"type": "array"}, "paths": {"type": "object"}, "components": {"type": "object"}}}}}}}}},
 }
 
 
