@@ -69,7 +69,7 @@ def train_tokenizer(texts, vocab_size: int):
 
 def make_demo_checkpoint(out: str | Path, *, shape: str, dtype: str = "bf16", seed: int = 0,
                          corpus: str | Path | None = None) -> Path:
-    """Write config.json, sharded model-*.safetensors with their index, and tokenizer.json into out."""
+    """Write config.json, sharded model-*.safetensors with their index, tokenizer.json and tokenizer_config.json into out."""
     import torch
     from transformers import BloomConfig, BloomForCausalLM
 
@@ -87,4 +87,8 @@ def make_demo_checkpoint(out: str | Path, *, shape: str, dtype: str = "bf16", se
     model = BloomForCausalLM._from_config(config, dtype=torch_dtype)
     model.save_pretrained(out, max_shard_size=spec["shard"])
     tok.save(str(out / "tokenizer.json"))
+    # tokenizer.json does not say which tokens are special; transformers' AutoTokenizer (and so
+    # lm-evaluation-harness's `hf` model) reads them from here, as from a real release.
+    named = dict(zip(("unk_token", "bos_token", "eos_token", "pad_token"), SPECIAL))
+    (out / "tokenizer_config.json").write_text(json.dumps(named, indent=2) + "\n")
     return out
