@@ -142,6 +142,8 @@ class Runner:
         return bool(claimed) or bool(self.running)
 
     def _claim(self) -> list[InferenceJob]:
+        if self.running and not settings.INFERENCE_CONTINUOUS_BATCHING:
+            return []  # static batching: queued jobs wait until every job of the batch has ended
         waiting = sum(len(r.waiting) for r in self.running.values())
         free = self.batch.free_slots() - waiting
         if free <= 0:

@@ -393,6 +393,9 @@ except EngineError as error:
     raise ImproperlyConfigured(f"INFERENCE_MEMORY_BUDGET={INFERENCE_MEMORY_BUDGET!r}: {error}") from None
 # The most sequences one batch runs at once.
 INFERENCE_MAX_SLOTS = env_int("INFERENCE_MAX_SLOTS", 32, minimum=1)
+# Off: a runner admits new jobs only once its batch is empty (static batching), to measure what
+# admitting them between passes buys (bench/jobs).
+INFERENCE_CONTINUOUS_BATCHING = env_bool("INFERENCE_CONTINUOUS_BATCHING", True)
 
 # --- Production profile ---------------------------------------------------------------------
 if not DEBUG:

@@ -147,3 +147,23 @@ def test_it_requeues_and_runs_the_jobs_of_a_dead_worker_from_the_periodic_recove
     assert job.status == "done" and job.attempts == 2
     assert job.lease_owner != "dead-worker:1"
     assert job.outputs[0]["token_ids"] == runner_alone(runner_model, prompt, NEW_TOKENS)
+
+
+@pytest.mark.parametrize("continuous", [True, False], ids=["continuous", "static"])
+def test_it_admits_a_job_into_a_running_batch_only_with_continuous_batching(continuous, runner_settings, runner_model,
+                                                                             runner_users):
+    runner_settings.INFERENCE_CONTINUOUS_BATCHING = continuous
+    prompts = runner_prompts(2)
+    first = runner_submit(runner_users[0], runner_model, {"prompt": prompts[0], "max_new_tokens": 40})
+    loop = runner.Runner(version_id=runner_model.pk, worker="test-runner")
+    loop.pass_once(claim=True)
+    second = runner_submit(runner_users[1], runner_model, {"prompt": prompts[1], "max_new_tokens": NEW_TOKENS})
+    while loop.pass_once(claim=True):
+        pass
+
+    first.refresh_from_db()
+    second.refresh_from_db()
+    assert first.status == second.status == "done"
+    assert second.outputs[0]["token_ids"] == runner_alone(runner_model, prompts[1], NEW_TOKENS)
+    # Static batching: the second job waited for the whole batch to end, however many passes that took.
+    assert (second.started_at < first.finished_at) is continuous
