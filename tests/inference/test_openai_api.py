@@ -184,7 +184,7 @@ def test_it_completes_as_the_reference_model_computes(cast, model, reference_mod
     assert all(offset < len(TEXT) + len(choice.text) for offset in choice.logprobs.text_offset)
 
     # Fields other clients send and this API does not read are ignored.
-    extra = complete(prompt=TEXT, max_tokens=8, best_of=1, user="eval-run-7", presence_penalty=0.0,
+    extra = complete(prompt=TEXT, max_tokens=8, n=1, best_of=1, user="eval-run-7", presence_penalty=0.0,
                      frequency_penalty=0.0, logit_bias=None, extra_body={"min_tokens": 2, "top_k": 3})
     assert extra.choices[0].text == one.choices[0].text and job_of(extra).params == job_of(one).params
 
@@ -201,6 +201,9 @@ def test_it_refuses_in_the_openai_error_shape_with_what_to_do(cast, model, api, 
     with pytest.raises(openai.BadRequestError) as refused:
         client.completions.create(model=MODEL, prompt=TEXT, n=2)
     refusal(refused.value, 400, "n must be 1")
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.completions.create(model=MODEL, prompt=TEXT, stream=True)
+    refusal(refused.value, 400, "stream is not supported")
     with pytest.raises(openai.BadRequestError) as refused:
         client.completions.create(model=MODEL, prompt=TEXT, max_tokens=0)
     refusal(refused.value, 400, "set echo")
@@ -232,8 +235,12 @@ def test_it_refuses_in_the_openai_error_shape_with_what_to_do(cast, model, api, 
         assert "send the same request again" in refused.value.body["message"]
         assert refused.value.response.headers["Retry-After"] == "1"
 
-    # Limits: 429 with Retry-After and the setting's name.
+    # Limits: 429 with Retry-After and the setting's name; the retry of a job already queued is no new
+    # job, so the limit its own job reaches does not refuse it.
     settings.INFERENCE_MAX_CONCURRENT_JOBS = 1
+    with pytest.raises(openai.InternalServerError) as refused:
+        client.completions.create(model=MODEL, prompt=TEXT, max_tokens=16)
+    refusal(refused.value, 503, f"Job {job.public_id} is still queued")
     with pytest.raises(openai.RateLimitError) as refused:
         client.completions.create(model=MODEL, prompt=FRENCH, max_tokens=16)
     refusal(refused.value, 429, "INFERENCE_MAX_CONCURRENT_JOBS")
