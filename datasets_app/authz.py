@@ -24,6 +24,7 @@ class Decision:
     message: str = ""
     action_url: str = ""
     grant: Grant | None = None
+    config: str = ""  # the config refused, for config_not_covered
 
     def __bool__(self) -> bool:
         return self.allowed
@@ -69,6 +70,7 @@ def can_download(user, resource: Resource, config: str | None = None) -> Decisio
                 f"Your access to {resource.repo_id} does not cover the {config} config.{why} "
                 "Request access to it (your current access stays valid until the new request is decided).",
                 reverse("access_request", kwargs={"namespace": resource.namespace, "slug": resource.slug}), decision.grant,
+                config=config,
             )
     return decision
 

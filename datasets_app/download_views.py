@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from django.conf import settings
 from django.contrib.auth.views import redirect_to_login
@@ -21,8 +21,9 @@ from datasets_app.download_refusals import download_refusal_record, link_digest
 from datasets_app.links import OTHER_ACCOUNT, LinkError, link_account, link_claims, link_generation, link_revocation, link_url
 from datasets_app.manifests import GrantManifest, grant_manifest, manifest_link_path
 from datasets_app.models import EVERY_CONFIG, File, Version
-from datasets_app.tokens import accepts_token, text_response
+from datasets_app.tokens import accepts_token
 from portal.audit import audit_record
+from portal.responses import text_refusal
 
 logger = logging.getLogger(__name__)
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
@@ -35,16 +36,19 @@ def _published_version(namespace, slug, version):
     )
 
 
-def _refuse(request, decision, *, browser: bool):
+def _refuse(request, decision, *, browser: bool, also: list = ()):
+    if also:  # more configs asked for that the access does not cover: name them all
+        names = ", ".join(d.config for d in [decision, *also])
+        decision = replace(decision, message=f"Your access does not cover these configs you asked for: {names}. {decision.message}")
     if not request.user.is_authenticated:
         if browser:
             return redirect_to_login(request.get_full_path())
-        return text_response(401, f"{decision.message} Or send a personal access token: "
-                                  'curl -H "Authorization: Bearer $TOKEN" <this URL>.')
+        return text_refusal(401, f"{decision.message} Or send a personal access token: "
+                                 'curl -H "Authorization: Bearer $TOKEN" <this URL>.', code=decision.code)
     if browser:
         return render(request, "datasets_app/download_refused.html", {"decision": decision}, status=403)
     action = f" {request.build_absolute_uri(decision.action_url)}" if decision.action_url else ""
-    return text_response(403, decision.message + action)
+    return text_refusal(403, decision.message + action, code=decision.code)
 
 
 class _UnknownConfig(Exception):
@@ -91,9 +95,13 @@ def _listing(request, namespace, slug, version, *, browser: bool):
     try:
         asked = _configs_asked(request, version)
     except _UnknownConfig as error:
-        return text_response(404, str(error))
+        return text_refusal(404, str(error), code="unknown_config", request=request if browser else None)
     files = version.files.filter(config__in=asked + ["", EVERY_CONFIG]) if asked else version.files.all()
     restricted = restricted_configs(version.resource) if decision.grant is not None else {}
+    refused = [d for d in (can_download(request.user, version.resource, config=c) for c in asked) if not d]
+    if refused:
+        # An empty list would read as "nothing to download" to a script: say what is missing instead.
+        return _refuse(request, refused[0], browser=browser, also=refused[1:])
     covered = [f for f in files if grant_covers(decision.grant, f.config, restricted)]
     manifest = grant_manifest(version=version, grant=decision.grant, restricted=restricted)
     if manifest is not None:
@@ -239,7 +247,7 @@ def file_download(request, token, path):
     except LinkError as error:
         download_refusal_record(request=request, reason=error.reason, status=error.status,
                                 link={"kind": "file", "digest": link_digest(token), "path": path[:200]})
-        return text_response(error.status, str(error))
+        return text_refusal(error.status, str(error), code=error.reason, request=request)
     # A link issued to nobody (an open resource's page seen signed out) is no other account's.
     # (Download tools send no session cookie: the session and user are then not loaded at all.)
     other_account = (bool(claims.user_id) and settings.SESSION_COOKIE_NAME in request.COOKIES
@@ -279,7 +287,7 @@ def _refusal(request, claims, path, *, other_account: bool):
         download_refusal_record(request=request, reason=reason, status=status, resource=resource, link={
             "kind": "file", "file_id": claims.file_id, "path": path[:200], "user_id": claims.user_id,
             "grant_id": claims.grant_id, "token_id": claims.token_id, "expires_at": claims.expires_at})
-        return text_response(status, message)
+        return text_refusal(status, message, code=reason, request=request)
 
     if file is None or file.path != path or file.version.published_at is None:
         return refuse(404, "This link names a file that is not part of a published version. Copy it again from the download page.", "unknown_file")
@@ -295,7 +303,7 @@ def _refusal(request, claims, path, *, other_account: bool):
     decision = can_download(user, file.version.resource, config=file.config)
     if decision:
         # Access was granted between the two checks (a concurrent approval): ask for a retry.
-        return text_response(503, "Your access changed while this request was checked. Try again.")
+        return text_refusal(503, "Your access changed while this request was checked. Try again.", code="retry")
     action = f" {request.build_absolute_uri(decision.action_url)}" if decision.action_url else ""
     return refuse(403 if user.is_authenticated else 401, decision.message + action, decision.code)
 
@@ -306,7 +314,7 @@ SMALL_RANGE = 64 * 1024
 def _missing(file):
     logger.error("stored object %s of %s is missing", file.storage_key, file)
     # In words for the terminal: Django's 404 page would drop the message.
-    return text_response(404, "The stored bytes of this file are missing. Please tell the portal's custodians.")
+    return text_refusal(404, "The stored bytes of this file are missing. Please tell the portal's custodians.", code="missing_bytes")
 
 
 def _serve_local(request, path, file, byte_range, etag, disposition):

@@ -12,8 +12,8 @@ from datasets_app.download_refusals import download_refusal_record, link_digest
 from datasets_app.links import OTHER_ACCOUNT, LinkError, link_account, link_path, link_revocation
 from datasets_app.manifests import grant_manifest, manifest_link_claims, stored_manifest
 from datasets_app.models import Version
-from datasets_app.tokens import text_response
 from portal.audit import audit_record
+from portal.responses import text_refusal
 
 
 @require_safe
@@ -23,14 +23,14 @@ def grant_manifest_view(request, token):
     except LinkError as error:
         download_refusal_record(request=request, reason=error.reason, status=error.status,
                                 link={"kind": "manifest", "digest": link_digest(token)})
-        return text_response(error.status, str(error))
+        return text_refusal(error.status, str(error), code=error.reason, request=request)
     version = Version.objects.select_related("resource").filter(pk=claims.version_id, published_at__isnull=False).first()
 
     def refuse(status: int, message: str, reason: str):
         download_refusal_record(request=request, reason=reason, status=status, resource=version.resource.repo_id if version else "",
                                 link={"kind": "manifest", "version_id": claims.version_id, "user_id": claims.user_id,
                                       "grant_id": claims.grant_id, "token_id": claims.token_id, "expires_at": claims.expires_at})
-        return text_response(status, message)
+        return text_refusal(status, message, code=reason, request=request)
 
     if version is None:
         return refuse(404, "This link names a version that is not published. Copy it again from the download page.", "unknown_version")
@@ -52,7 +52,8 @@ def grant_manifest_view(request, token):
     if manifest is None:
         stored = stored_manifest(version)
         if stored is None:
-            return text_response(404, f"{version} has no manifest of shards. Its download page lists its files.")
+            return text_refusal(404, f"{version} has no manifest of shards. Its download page lists its files.", code="no_manifest",
+                                request=request)
         # Access now reaches every config (a wider grant since the link was issued): the stored manifest itself.
         return HttpResponseRedirect(link_path(file=stored, user=user, grant=decision.grant,
                                               token_id=claims.token_id, generation=claims.generation))

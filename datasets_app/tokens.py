@@ -9,12 +9,12 @@ from functools import wraps
 
 from django.conf import settings
 from django.db import transaction
-from django.http import HttpResponse
 from django.utils import timezone
 
 from datasets_app.models import AccessToken
 from datasets_app.services import GovernanceError
 from portal.audit import audit_record
+from portal.responses import text_refusal
 
 PREFIX = "rpt_"
 
@@ -23,6 +23,10 @@ class TokenError(Exception):
     def __init__(self, status: int, message: str):
         super().__init__(message)
         self.status = status
+
+    @property
+    def code(self) -> str:
+        return "unauthenticated" if self.status == 401 else "forbidden"
 
 
 def _digest(raw: str) -> str:
@@ -85,13 +89,6 @@ def bearer(request) -> str | None:
     return value.strip() if kind.lower() == "bearer" and value.strip() else None
 
 
-def text_response(status: int, message: str) -> HttpResponse:
-    response = HttpResponse(message + "\n", status=status, content_type="text/plain; charset=utf-8")
-    if status == 401:
-        response["WWW-Authenticate"] = 'Bearer realm="portal"'
-    return response
-
-
 def accepts_token(scope: str):
     """Let `Authorization: Bearer <token>` with `scope` stand for a session.
 
@@ -107,7 +104,7 @@ def accepts_token(scope: str):
                 try:
                     token = access_token_authenticate(raw, scope=scope, request=request)
                 except TokenError as error:
-                    return text_response(error.status, str(error))
+                    return text_refusal(error.status, str(error), code=error.code)
                 request.user = token.user
                 request.access_token = token
             return view(request, *args, **kwargs)

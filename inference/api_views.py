@@ -10,7 +10,6 @@ that a script sees the reason. The services decide; these views only read and wr
 from __future__ import annotations
 
 import json
-import unicodedata
 from functools import wraps
 
 from django.conf import settings
@@ -26,6 +25,7 @@ from inference.errors import JobError
 from inference.models import InferenceJob
 from inference.openapi import openapi_document
 from inference.params import params_validate
+from portal.responses import error_headers
 
 SCOPE = "inference"
 LIST_LIMIT = 100
@@ -33,23 +33,12 @@ _TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permi
           405: "invalid_request_error", 409: "conflict_error", 429: "rate_limit_error"}
 
 
-def _header_text(message: str) -> str:
-    # Header values are Latin-1 on the wire and Django MIME-encodes anything else, which no client
-    # decodes: the header carries the plain ASCII form of the message (the JSON body has it exactly).
-    ascii_text = unicodedata.normalize("NFKD", message.replace("…", "...")).encode("ascii", "ignore").decode()
-    return " ".join(ascii_text.split())
-
-
 def error_response(status: int, message: str, *, code: str, retry_after: int | None = None) -> JsonResponse:
     response = JsonResponse({"error": {"message": message, "type": _TYPES.get(status, "server_error"), "code": code}},
                             status=status)
-    response["X-Error-Code"] = code
-    response["X-Error-Message"] = _header_text(message)
     if retry_after is not None:
         response["Retry-After"] = str(max(1, int(retry_after)))
-    if status == 401:
-        response["WWW-Authenticate"] = 'Bearer realm="portal"'
-    return response
+    return error_headers(response, code=code, message=message)
 
 
 def _csrf_refusal(request) -> JsonResponse | None:
@@ -82,7 +71,7 @@ def api_view(*methods: str):
                 try:
                     token = access_token_authenticate(raw, scope=SCOPE, request=request)
                 except TokenError as error:
-                    return error_response(error.status, str(error), code="unauthenticated" if error.status == 401 else "forbidden")
+                    return error_response(error.status, str(error), code=error.code)
                 request.user, request.access_token = token.user, token
             elif not request.user.is_authenticated:
                 return error_response(401, "Sign in, or send Authorization: Bearer <token> with an access token that has "

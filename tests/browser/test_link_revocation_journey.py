@@ -54,6 +54,11 @@ def test_it_lets_a_researcher_kill_every_link_then_sign_out_everywhere(cast, rel
     shot(laptop, "links-02-invalidated")
     status, message = _status(leaked)
     assert status == 403 and "all links of this account were invalidated" in message
+    # The same dead link clicked in a browser: the site's page, saying why and where to go next.
+    laptop.goto(leaked)
+    assert laptop.inner_text("h1") == "This link does not work for you"
+    assert "all links of this account were invalidated" in laptop.inner_text("#refusal")
+    shot(laptop, "links-02b-dead-link-in-a-browser")
     fresh = _readme_link(laptop)
     assert _status(fresh)[0] == 200
 

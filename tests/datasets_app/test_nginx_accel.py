@@ -177,7 +177,11 @@ def test_it_keeps_signed_links_out_of_nginxs_access_log(cast, published, nginx, 
     curl("-o", "/dev/null", "--request-target", link, nginx + "/")  # absolute-form, as a proxy client sends it
     curl("-o", "/dev/null", f"{nginx}/m/{token}/manifest.json")
 
-    log = (tmp_path / "nginx" / "access.log").read_text()
+    # nginx writes a request's log line once the response is sent, which a loaded machine may not have done yet.
+    log_path, deadline = tmp_path / "nginx" / "access.log", time.monotonic() + 10
+    while log_path.read_text().count("\n") < 4 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    log = log_path.read_text()
     assert log.count("\n") == 4
     assert token not in log and token.rsplit(":", 1)[1] not in log
     assert f'"GET /d/[redacted]/{BIG} HTTP/1.1" 206' in log and f'"{nginx}/d/[redacted]/{BIG}"' in log
