@@ -38,6 +38,8 @@ QUEUES := celery,builds,publishing,mail,periodic,inference
 # their parent, leave its shutdown hanging. It stops cold (REMAP_SIGTERM) rather than waiting
 # for a day-long build: tasks are acknowledged late, and builds and publishes are taken over
 # once their heartbeat goes quiet.
+# Links in e-mails point at this server unless PORTAL_BASE_URL names another address.
+run: export PORTAL_BASE_URL ?= http://$(HOST):$(PORT)
 run: demo
 	@echo "Portal on http://$(HOST):$(PORT)/  (Ctrl-C stops the site, the worker and the scheduler)"
 	@REMAP_SIGTERM=SIGQUIT setsid $(BIN)/celery -A portal worker -Q $(QUEUES) --loglevel=INFO --concurrency=2 & worker=$$!; \

@@ -43,8 +43,12 @@ CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 # Proxies in front of the portal (nginx, a load balancer): addresses or networks whose
 # X-Forwarded-For is believed. Empty: the peer's address is the client's (portal.client).
 TRUSTED_PROXIES = env_networks("TRUSTED_PROXIES", [])
-# Absolute links in e-mails (renewal, verification) are built from this.
-PORTAL_BASE_URL = env_url("PORTAL_BASE_URL", "http://127.0.0.1:8000", schemes=("http", "https")).rstrip("/")
+# Absolute links in e-mails (renewal, verification) are built from this. `make run` sets it from
+# its HOST and PORT; production names its public address.
+PORTAL_BASE_URL = (env_url("PORTAL_BASE_URL", "http://127.0.0.1:8000" if DEBUG else None, schemes=("http", "https")) or "").rstrip("/")
+if not PORTAL_BASE_URL:
+    raise ImproperlyConfigured("PORTAL_BASE_URL is required in production (DEBUG=0): the public address of the portal, "
+                               "e.g. https://portal.example.org, from which links in e-mails are built.")
 PORTAL_NAME = env_line("PORTAL_NAME", "Open Model Release Portal")
 
 INSTALLED_APPS = [

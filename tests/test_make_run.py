@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -93,6 +94,13 @@ def test_it_stops_everything_make_run_started_on_one_sigterm_to_its_group(tmp_pa
             assert make.poll() is None, "make run stopped by itself:\n" + log_path.read_text()
             time.sleep(0.5)
         assert answers(f"http://127.0.0.1:{port}/"), "the portal never answered:\n" + log_path.read_text()
+        # Links in what the portal says point at this server, not at the default port.
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/models", timeout=10)
+        except urllib.error.HTTPError as refused:
+            assert refused.code == 401 and f"http://127.0.0.1:{port}/" in json.load(refused)["error"]["message"]
+        else:
+            raise AssertionError("/api/v1/models answered a caller with no token")
         completion = demo_completion(port, env)
         assert completion["object"] == "text_completion" and completion["choices"][0]["finish_reason"] == "length", completion
         assert completion["usage"]["completion_tokens"] == 4, completion

@@ -46,6 +46,7 @@ def test_it_warns_when_production_runs_on_embedded_parts():
         ({"DEBUG": "0"}, "SECRET_KEY is required"),
         ({**PRODUCTION, "SECRET_KEY": "short"}, "SECRET_KEY must be at least 50 random characters"),
         ({**PRODUCTION, "ALLOWED_HOSTS": ""}, "ALLOWED_HOSTS is required in production"),
+        ({**PRODUCTION, "PORTAL_BASE_URL": ""}, "PORTAL_BASE_URL is required in production"),
         ({"DEBUG": "maybe"}, "DEBUG='maybe' is not a boolean"),
         ({"DATABASE_URL": "mysql://root@localhost/portal"}, "DATABASE_URL='mysql://root@localhost/portal' must start with one of: postgres://"),
         ({"DATABASE_URL": "postgres://u:hunter2@db/portal", "CELERY_BROKER_URL": "kafka://x"}, "CELERY_BROKER_URL='kafka://x' must start with one of"),
