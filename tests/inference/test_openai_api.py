@@ -55,9 +55,22 @@ def api(live_server, settings):
     return live_server.url + "/api"
 
 
-def client_of(api: str, user, *, scopes=("inference",)) -> openai.OpenAI:
-    _, raw = access_token_create(user=user, name="cluster", scopes=list(scopes), days=30)
-    return openai.OpenAI(base_url=api + "/v1", api_key=raw, max_retries=0, timeout=WAIT + 60)
+@pytest.fixture
+def client_of(api):
+    """An openai client for a user, with a new token of `scopes` as its api_key (or `api_key` as given).
+    Closed after the test: a kept-alive connection keeps its server thread, and that thread's database
+    connection, open."""
+    clients = []
+
+    def client_of(user=None, *, scopes=("inference",), api_key: str | None = None) -> openai.OpenAI:
+        if api_key is None:
+            _, api_key = access_token_create(user=user, name="cluster", scopes=list(scopes), days=30)
+        clients.append(openai.OpenAI(base_url=api + "/v1", api_key=api_key, max_retries=0, timeout=WAIT + 60))
+        return clients[-1]
+
+    yield client_of
+    for client in clients:
+        client.close()
 
 
 def job_of(completion) -> InferenceJob:
@@ -98,9 +111,9 @@ def refusal(error: openai.APIStatusError, status: int, words: str) -> dict:
     return error.body
 
 
-def test_it_completes_as_the_reference_model_computes(cast, model, reference_model, api, start_inference_worker):
+def test_it_completes_as_the_reference_model_computes(cast, model, reference_model, client_of, start_inference_worker):
     log = start_inference_worker()
-    client = client_of(api, cast.granted)
+    client = client_of(cast.granted)
     tokenizer = tokenizer_for(model)
 
     def complete(**fields):
@@ -194,9 +207,9 @@ def test_it_completes_as_the_reference_model_computes(cast, model, reference_mod
     assert job_of(sampled[0]).params["temperature"] == 0.9
 
 
-def test_it_refuses_in_the_openai_error_shape_with_what_to_do(cast, model, api, settings, worker_queue):  # noqa: F811
+def test_it_refuses_in_the_openai_error_shape_with_what_to_do(cast, model, client_of, settings, worker_queue):  # noqa: F811
     # No worker: a job stays queued, which the limits count.
-    client = client_of(api, cast.granted)
+    client = client_of(cast.granted)
 
     with pytest.raises(openai.BadRequestError) as refused:
         client.completions.create(model=MODEL, prompt=TEXT, n=2)
@@ -215,13 +228,13 @@ def test_it_refuses_in_the_openai_error_shape_with_what_to_do(cast, model, api, 
     refusal(refused.value, 404, "GET /api/v1/models")
     for role in ("stranger", "pending", "revoked"):
         with pytest.raises(openai.PermissionDeniedError) as refused:
-            client_of(api, cast.users[role]).completions.create(model=MODEL, prompt=TEXT)
+            client_of(cast.users[role]).completions.create(model=MODEL, prompt=TEXT)
         refusal(refused.value, 403, f"You may not run {MODEL}")
     with pytest.raises(openai.PermissionDeniedError) as refused:
-        client_of(api, cast.granted, scopes=["read"]).completions.create(model=MODEL, prompt=TEXT)
+        client_of(cast.granted, scopes=["read"]).completions.create(model=MODEL, prompt=TEXT)
     refusal(refused.value, 403, "lacks the 'inference' scope")
     with pytest.raises(openai.AuthenticationError) as refused:
-        openai.OpenAI(base_url=api + "/v1", api_key="rpt_not-a-token", max_retries=0).completions.create(model=MODEL, prompt=TEXT)
+        client_of(api_key="rpt_not-a-token").completions.create(model=MODEL, prompt=TEXT)
     assert refused.value.status_code == 401
     assert not InferenceJob.objects.exists()
 
@@ -254,38 +267,38 @@ def test_it_refuses_in_the_openai_error_shape_with_what_to_do(cast, model, api, 
     assert InferenceJob.objects.count() == 1
 
 
-def test_it_lists_the_models_and_tokenizer_the_caller_may_use(cast, model, runner_model, api, tiny_checkpoint):  # noqa: F811
+def test_it_lists_the_models_and_tokenizer_the_caller_may_use(cast, model, runner_model, api, client_of, tiny_checkpoint):  # noqa: F811
     # Three checkpoints: the granted researcher's (corpus-a), one nobody here is granted (tiny-lm), and an open one.
     opened = version_publish(resource=cast.open_resource, name="v1", source=str(tiny_checkpoint), actor=cast.admin)
-    listed = {m.id: m for m in client_of(api, cast.granted).models.list()}
+    listed = {m.id: m for m in client_of(cast.granted).models.list()}
     assert set(listed) == {MODEL, "test/tokenizer"}
     assert (listed[MODEL].object, listed[MODEL].owned_by, listed[MODEL].version, listed[MODEL].revision) == (
         "model", "test", "v1", model.revision)
-    assert {m.id for m in client_of(api, cast.stranger).models.list()} == {opened.resource.repo_id}
+    assert {m.id for m in client_of(cast.stranger).models.list()} == {opened.resource.repo_id}
 
     # The tokenizer endpoints lm-evaluation-harness's remote tokenizer calls, over plain HTTP.
     _, raw = access_token_create(user=cast.granted, name="harness", scopes=["inference"], days=30)
-    http = requests.Session()
-    http.headers["Authorization"] = f"Bearer {raw}"
-    info = http.get(f"{api}/tokenizer_info", params={"model": MODEL}, timeout=60)
-    assert info.status_code == 200, info.text
-    assert info.json() == {"eos_token": "</s>", "bos_token": "<s>", "pad_token": "<pad>", "model": MODEL, "max_model_len": 2048 + 512}
-    # Naming no model is fine while the usable checkpoints share one tokenizer.
-    assert http.get(f"{api}/tokenizer_info", timeout=60).json()["eos_token"] == "</s>"
-    text = "Tous les êtres humains naissent libres. 人人生而自由"
-    tokens = http.post(f"{api}/tokenize", json={"prompt": text, "model": MODEL}, timeout=60).json()
-    assert tokens["tokens"] == ids_of(model, text) and tokens["count"] == len(tokens["tokens"])
-    assert http.post(f"{api}/detokenize", json={"tokens": tokens["tokens"]}, timeout=60).json() == {"prompt": text}
-    bad = http.post(f"{api}/detokenize", json={"tokens": [1, 10**6]}, timeout=60)
-    assert bad.status_code == 400 and "outside the vocabulary" in bad.json()["error"]["message"]
+    with requests.Session() as http:  # closed: see client_of
+        http.headers["Authorization"] = f"Bearer {raw}"
+        info = http.get(f"{api}/tokenizer_info", params={"model": MODEL}, timeout=60)
+        assert info.status_code == 200, info.text
+        assert info.json() == {"eos_token": "</s>", "bos_token": "<s>", "pad_token": "<pad>", "model": MODEL, "max_model_len": 2048 + 512}
+        # Naming no model is fine while the usable checkpoints share one tokenizer.
+        assert http.get(f"{api}/tokenizer_info", timeout=60).json()["eos_token"] == "</s>"
+        text = "Tous les êtres humains naissent libres. 人人生而自由"
+        tokens = http.post(f"{api}/tokenize", json={"prompt": text, "model": MODEL}, timeout=60).json()
+        assert tokens["tokens"] == ids_of(model, text) and tokens["count"] == len(tokens["tokens"])
+        assert http.post(f"{api}/detokenize", json={"tokens": tokens["tokens"]}, timeout=60).json() == {"prompt": text}
+        bad = http.post(f"{api}/detokenize", json={"tokens": [1, 10**6]}, timeout=60)
+        assert bad.status_code == 400 and "outside the vocabulary" in bad.json()["error"]["message"]
     refused = requests.get(f"{api}/tokenizer_info", params={"model": "test/tiny-lm"}, timeout=60,
                            headers={"Authorization": f"Bearer {raw}"})
     assert refused.status_code == 403 and refused.headers["X-Error-Code"] == "forbidden"
 
 
-def test_it_joins_a_retried_identical_request_to_the_job_already_running(cast, model, reference_model, api, settings,
+def test_it_joins_a_retried_identical_request_to_the_job_already_running(cast, model, reference_model, client_of, settings,
                                                                         start_inference_worker):
-    client = client_of(api, cast.granted)
+    client = client_of(cast.granted)
     body = {"model": MODEL, "prompt": TEXT, "max_tokens": 24}
     # The first call gives up before any worker runs its job.
     settings.INFERENCE_WAIT_SECONDS = 1
