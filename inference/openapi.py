@@ -142,13 +142,16 @@ def _json(schema: str) -> dict:
 
 
 def _answers(ok: dict, *refusals: int) -> dict:
-    """`ok` ({status: (description, schema)}) and every refusal, all in the Error shape."""
-    words = {400: "Invalid parameters", 401: "Not signed in, or a bad token", 403: "No grant, or a token without the "
-             "inference scope", 404: "No such checkpoint or job of yours", 405: "Method not allowed",
+    """`ok` ({status: (description, schema)}) and every refusal, all in the Error shape. 401, 403 and 405
+    can answer any operation (inference.api_views.api_view: a bad token, a token without the inference
+    scope or a session call without its CSRF token, a wrong method)."""
+    words = {400: "Invalid parameters", 401: "Not signed in, or a bad token",
+             403: "No grant, a token without the inference scope, or a session call without its CSRF token",
+             404: "No such checkpoint or job of yours", 405: "Method not allowed",
              409: "Conflict (the job already ended, or was cancelled)", 429: "A limit was reached (Retry-After)",
              500: "The job failed", 503: "Still running after the wait (Retry-After): send the same request again"}
     answers = {str(status): {"description": description, **_json(schema)} for status, (description, schema) in ok.items()}
-    for status in (401, 405, *refusals):
+    for status in (401, 403, 405, *refusals):
         answers[str(status)] = {"description": words[status], **_json("Error")}
     return answers
 
@@ -170,24 +173,24 @@ PATHS = {
         "post": {"operationId": "jobs_create", "summary": "Queue a job (an identical unfinished one is joined: 200)",
                  **_body("JobRequest"),
                  "responses": _answers({201: ("Queued", "Job"), 200: ("Joined the identical job already queued or running", "Job")},
-                                       400, 403, 404, 429)},
+                                       400, 404, 429)},
     },
     "/api/jobs/{public_id}": {"get": {"operationId": "jobs_read", "summary": "One of your jobs, its outputs as they grow",
                                       "parameters": _JOB_ID, "responses": _answers({200: ("The job", "Job")}, 404)}},
     "/api/jobs/{public_id}/cancel": {"post": {
         "operationId": "jobs_cancel", "summary": "Cancel a job: queued at once, running at the worker's next pass",
-        "parameters": _JOB_ID, "responses": _answers({200: ("The job", "Job")}, 403, 404, 409)}},
+        "parameters": _JOB_ID, "responses": _answers({200: ("The job", "Job")}, 404, 409)}},
     "/api/v1/completions": {"post": {
         "operationId": "completions", "summary": "OpenAI-compatible completion (waits for its job)", **_body("CompletionRequest"),
-        "responses": _answers({200: ("The completion", "Completion")}, 400, 403, 404, 409, 429, 500, 503)}},
+        "responses": _answers({200: ("The completion", "Completion")}, 400, 404, 409, 429, 500, 503)}},
     "/api/v1/models": {"get": {"operationId": "models", "summary": "The checkpoints you may use",
                                "responses": _answers({200: ("Models", "ModelList")})}},
     "/api/tokenizer_info": {"get": {"operationId": "tokenizer_info", "summary": "Special tokens of the tokenizer",
-                                    "parameters": _MODEL, "responses": _answers({200: ("Special tokens", "TokenizerInfo")}, 400, 403, 404)}},
+                                    "parameters": _MODEL, "responses": _answers({200: ("Special tokens", "TokenizerInfo")}, 400, 404)}},
     "/api/tokenize": {"post": {"operationId": "tokenize", "summary": "Text to token ids", **_body("TokenizeRequest"),
-                               "responses": _answers({200: ("Token ids", "Tokens")}, 400, 403, 404)}},
+                               "responses": _answers({200: ("Token ids", "Tokens")}, 400, 404)}},
     "/api/detokenize": {"post": {"operationId": "detokenize", "summary": "Token ids to text", **_body("DetokenizeRequest"),
-                                 "responses": _answers({200: ("Text", "Text")}, 400, 403, 404)}},
+                                 "responses": _answers({200: ("Text", "Text")}, 400, 404)}},
     # Public (no security): it describes the API and tells nothing of any checkpoint or user.
     "/api/openapi.json": {"get": {"operationId": "openapi", "summary": "This document", "security": [], "responses": {
         "200": {"description": "The OpenAPI document of the research API", "content": {"application/json": {"schema": {

@@ -267,3 +267,17 @@ def test_it_documents_what_a_completion_meets_while_it_waits(transactional_db, c
     thread.join()
     assert cancelled.status_code == 409
     check(cancelled, path, "post")
+
+
+def test_it_documents_a_token_without_the_inference_scope_refused_by_every_operation(cast, model, openapi):
+    _, read_only = access_token_create(user=cast.granted, name="laptop", scopes=["read"], days=30)
+    job, _ = submit(cast.granted, model)
+    client = Client(HTTP_AUTHORIZATION=f"Bearer {read_only}")
+    for path, item in openapi.document["paths"].items():
+        for method, operation in item.items():
+            if operation.get("security") == []:
+                continue  # public
+            url = path.replace("{public_id}", job.public_id)
+            response = client.get(url) if method == "get" else post(client, url, {"model": MODEL, "prompt": "Hi", "tokens": [5]})
+            assert response.status_code == 403, (method, path, response.content)
+            assert "lacks the 'inference' scope" in openapi.check(response, path, method)["error"]["message"]
