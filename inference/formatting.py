@@ -8,6 +8,7 @@ the OpenAI-compatible API and the playground say the same thing.
 
 from __future__ import annotations
 
+from inference.errors import JobError
 from inference.models import InferenceJob
 from inference.services import job_queue_position
 from inference.tokenizer import tokenizer_for
@@ -62,7 +63,7 @@ def job_json(job: InferenceJob) -> dict:
     outputs = job.outputs or []
     if job.kind == InferenceJob.Kind.GENERATE:
         stop = job.params.get("stop") or []
-        outputs = [{**output, "text": cut_at_stop(decoder.text(output.get("token_ids") or []), stop)[0]} for output in outputs]
+        outputs = [{**output, "text": _text_or_none(decoder, output.get("token_ids") or [], stop)} for output in outputs]
     return {
         "id": job.public_id, "object": "inference.job", "kind": job.kind, "status": job.status, "model": model_name(job),
         "via": job.via, "params": job.params, "outputs": outputs,
@@ -74,6 +75,15 @@ def job_json(job: InferenceJob) -> dict:
         "created_at": _iso(job.created_at), "started_at": _iso(job.started_at),
         "first_token_at": _iso(job.first_token_at), "finished_at": _iso(job.finished_at),
     }
+
+
+def _text_or_none(decoder: _Decoder, ids: list[int], stop: list[str]) -> str | None:
+    try:
+        return cut_at_stop(decoder.text(ids), stop)[0]
+    except JobError:
+        # The checkpoint's tokenizer cannot be read (its stored file damaged or removed): the job is still
+        # shown, with its exact token ids, rather than failing the whole list of the user's jobs.
+        return None
 
 
 def _iso(moment) -> str | None:

@@ -58,7 +58,8 @@ SCHEMAS = {
         "type": "object", "required": ["token_ids", "text"],
         "properties": {
             "token_ids": {"type": "array", "items": {"type": "integer"}},
-            "text": {"type": "string", "description": "The new tokens decoded, cut before the first stop string."},
+            "text": {"type": ["string", "null"], "description": "The new tokens decoded, cut before the first stop "
+                                                               "string; null when the checkpoint's tokenizer cannot be read."},
             "finish_reason": {"enum": ["stop", "length", None]},
             "token_logprobs": {"type": ["array", "null"], "items": {"type": "number"}},
             "top_logprobs": {"type": ["array", "null"], "items": _TOP},
@@ -149,7 +150,7 @@ def _answers(ok: dict, *refusals: int) -> dict:
              403: "No grant, a token without the inference scope, or a session call without its CSRF token",
              404: "No such checkpoint or job of yours", 405: "Method not allowed",
              409: "Conflict (the job already ended, or was cancelled)", 429: "A limit was reached (Retry-After)",
-             500: "The job failed", 503: "Still running after the wait (Retry-After): send the same request again"}
+             500: "The job failed, or the checkpoint's tokenizer cannot be read", 503: "Still running after the wait (Retry-After): send the same request again"}
     answers = {str(status): {"description": description, **_json(schema)} for status, (description, schema) in ok.items()}
     for status in (401, 403, 405, *refusals):
         answers[str(status)] = {"description": words[status], **_json("Error")}
@@ -173,7 +174,7 @@ PATHS = {
         "post": {"operationId": "jobs_create", "summary": "Queue a job (an identical unfinished one is joined: 200)",
                  **_body("JobRequest"),
                  "responses": _answers({201: ("Queued", "Job"), 200: ("Joined the identical job already queued or running", "Job")},
-                                       400, 404, 429)},
+                                       400, 404, 429, 500)},
     },
     "/api/jobs/{public_id}": {"get": {"operationId": "jobs_read", "summary": "One of your jobs, its outputs as they grow",
                                       "parameters": _JOB_ID, "responses": _answers({200: ("The job", "Job")}, 404)}},
@@ -186,11 +187,11 @@ PATHS = {
     "/api/v1/models": {"get": {"operationId": "models", "summary": "The checkpoints you may use",
                                "responses": _answers({200: ("Models", "ModelList")})}},
     "/api/tokenizer_info": {"get": {"operationId": "tokenizer_info", "summary": "Special tokens of the tokenizer",
-                                    "parameters": _MODEL, "responses": _answers({200: ("Special tokens", "TokenizerInfo")}, 400, 404)}},
+                                    "parameters": _MODEL, "responses": _answers({200: ("Special tokens", "TokenizerInfo")}, 400, 404, 500)}},
     "/api/tokenize": {"post": {"operationId": "tokenize", "summary": "Text to token ids", **_body("TokenizeRequest"),
-                               "responses": _answers({200: ("Token ids", "Tokens")}, 400, 404)}},
+                               "responses": _answers({200: ("Token ids", "Tokens")}, 400, 404, 500)}},
     "/api/detokenize": {"post": {"operationId": "detokenize", "summary": "Token ids to text", **_body("DetokenizeRequest"),
-                                 "responses": _answers({200: ("Text", "Text")}, 400, 404)}},
+                                 "responses": _answers({200: ("Text", "Text")}, 400, 404, 500)}},
     # Public (no security): it describes the API and tells nothing of any checkpoint or user.
     "/api/openapi.json": {"get": {"operationId": "openapi", "summary": "This document", "security": [], "responses": {
         "200": {"description": "The OpenAPI document of the research API", "content": {"application/json": {"schema": {

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import json
+import shutil
 import threading
 import time
 
@@ -22,6 +23,7 @@ from openapi_spec_validator import validate as validate_openapi
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
+from datasets_app.publishing import version_publish
 from datasets_app.tokens import access_token_create
 from inference import runner, scheduler, services, urls
 from inference.models import InferenceJob
@@ -281,3 +283,33 @@ def test_it_documents_a_token_without_the_inference_scope_refused_by_every_opera
             response = client.get(url) if method == "get" else post(client, url, {"model": MODEL, "prompt": "Hi", "tokens": [5]})
             assert response.status_code == 403, (method, path, response.content)
             assert "lacks the 'inference' scope" in openapi.check(response, path, method)["error"]["message"]
+
+
+def test_it_documents_the_answers_about_a_checkpoint_whose_tokenizer_cannot_be_read(cast, model, openapi, tiny_checkpoint, tmp_path):
+    # A version published with a damaged tokenizer.json: what needs the tokenizer is a 500 that says so,
+    # and a job of token ids on it is still listed, with its exact token ids.
+    broken = shutil.copytree(tiny_checkpoint, tmp_path / "broken")
+    (broken / "tokenizer.json").write_text("not a tokenizer")
+    version_publish(resource=cast.resource_a, name="v2", source=str(broken), actor=cast.admin)
+    check = openapi.check
+    client = client_for(Client(), cast, "granted")
+    v2 = f"{MODEL}@v2"
+
+    for response, path, method in (
+            (post(client, "/api/jobs", {"model": v2, "prompt": "Hello"}), "/api/jobs", "post"),
+            (post(client, "/api/v1/completions", {"model": v2, "prompt": "Hello"}), "/api/v1/completions", "post"),
+            (client.get("/api/tokenizer_info"), "/api/tokenizer_info", "get"),
+            (post(client, "/api/tokenize", {"prompt": "Hello", "model": v2}), "/api/tokenize", "post"),
+            (post(client, "/api/detokenize", {"tokens": [5], "model": v2}), "/api/detokenize", "post")):
+        assert response.status_code == 500, (path, response.content)
+        assert "tokenizer.json" in check(response, path, method)["error"]["message"]
+
+    job = check(post(client, "/api/jobs", {"model": v2, "prompt": [5, 6, 7], "max_new_tokens": 2}), "/api/jobs", "post")
+    (claimed,) = scheduler.jobs_claim(version_id=InferenceJob.objects.get(public_id=job["id"]).version_id, worker="w1", slots=1, lease_seconds=60)
+    scheduler.job_finish(job_id=claimed.pk, worker="w1", prompt_tokens=3, completion_tokens=2, outputs=[{
+        "token_ids": [265, 265], "finish_reason": "length", "token_logprobs": [-1.5, -0.5], "top_logprobs": None,
+        "prompt_logprobs": None, "prompt_top_logprobs": None}])
+    (listed,) = check(client.get("/api/jobs"), "/api/jobs", "get")["data"]
+    assert listed["status"] == "done" and listed["outputs"][0]["token_ids"] == [265, 265] and listed["outputs"][0]["text"] is None
+    assert check(client.get(f"/api/jobs/{job['id']}"), "/api/jobs/{public_id}", "get")["outputs"] == listed["outputs"]
+
