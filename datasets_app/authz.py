@@ -39,6 +39,11 @@ def restricted_configs(resource: Resource) -> dict[str, str]:
     return dict(resource.restricted_configs.values_list("name", "conditions"))
 
 
+def config_names(files: QuerySet) -> list[str]:
+    """The configs `files` belong to, sorted: not "" (files of no config) nor EVERY_CONFIG (the manifest)."""
+    return sorted(set(files.exclude(config__in=["", EVERY_CONFIG]).values_list("config", flat=True)))
+
+
 def grant_covers(grant: Grant | None, config: str, restricted) -> bool:
     """Whether a grant reaches a file of `config` ("" for files of no config, such as the card).
     Without a grant (open and registered resources), everything is reachable.

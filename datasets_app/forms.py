@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from datetime import datetime, time, timedelta
+from datetime import datetime, timedelta
 
 from django import forms
 from django.utils import timezone
@@ -26,9 +26,10 @@ class AccessRequestForm(forms.Form):
         for question in self.questions:
             self.fields[f"q_{question.pk}"] = self._field_for(question)
         # Which configs (languages, sources): all unrestricted ones, or some; restricted ones by name.
+        from datasets_app.authz import restricted_configs
         from datasets_app.services import resource_configs
 
-        self.restricted = dict(resource.restricted_configs.values_list("name", "conditions"))
+        self.restricted = restricted_configs(resource)
         open_configs = [c for c in resource_configs(resource) if c not in self.restricted]
         if open_configs or self.restricted:
             self.fields["scope"] = forms.ChoiceField(
@@ -85,10 +86,6 @@ class AccessRequestForm(forms.Form):
         ]
 
 
-def _end_of_day(day) -> datetime:
-    return timezone.make_aware(datetime.combine(day, time(23, 59, 59)))
-
-
 class ApproveForm(forms.Form):
     expires_on = forms.DateField(label="Access expires on", widget=forms.DateInput(attrs={"type": "date"}),
                                  error_messages={"required": "Expires on: choose a date.", "invalid": "Expires on: enter a date as YYYY-MM-DD."})
@@ -117,7 +114,9 @@ class ApproveForm(forms.Form):
         return day
 
     def expires_at(self) -> datetime:
-        return _end_of_day(self.cleaned_data["expires_on"])
+        from datasets_app.services import end_of_day
+
+        return end_of_day(self.cleaned_data["expires_on"])
 
 
 class ReasonForm(forms.Form):

@@ -6,7 +6,7 @@ event with the change, and queues its e-mails to be sent after commit.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import date, datetime, time, timedelta
 from typing import Any
 
 from django.contrib.auth import get_user_model
@@ -15,9 +15,10 @@ from django.utils import timezone
 
 from datasets_app import notifications
 from datasets_app.authz import (
-    CommandLineOperator, acting_user, actor_trail, can_change_governance, can_request_access, can_review,
+    CommandLineOperator, acting_user, actor_trail, can_change_governance, can_request_access, can_review, config_names,
+    restricted_configs,
 )
-from datasets_app.models import EVERY_CONFIG, AccessRequest, File, Grant, License, LicenseVersion, Resource
+from datasets_app.models import AccessRequest, File, Grant, License, LicenseVersion, Resource
 from datasets_app.signals import grant_ended
 from portal.audit import audit_record
 from portal.client import client_ip
@@ -26,7 +27,18 @@ User = get_user_model()
 
 
 class GovernanceError(Exception):
-    """A refused action; its message is shown to the person who tried it."""
+    """A refused action; its message is shown to the person who tried it, beside the form field
+    named by `field` where one is to blame (None: the form as a whole)."""
+
+    def __init__(self, message: str, *, field: str | None = None):
+        super().__init__(message)
+        self.field = field
+
+
+def end_of_day(day: date) -> datetime:
+    """When access granted until `day` ends: its last second, in the portal's time zone (a reviewer's
+    form and grant_access both take a date)."""
+    return timezone.make_aware(datetime.combine(day, time(23, 59, 59)))
 
 
 def _require_reviewer(actor, resource: Resource, *, to: str) -> None:
@@ -73,8 +85,7 @@ def _verified_institutional_domain(user) -> str | None:
 
 def resource_configs(resource: Resource) -> list[str]:
     """The configs of the resource's published versions, sorted."""
-    return sorted(set(File.objects.filter(version__resource=resource, version__published_at__isnull=False)
-                      .exclude(config__in=["", EVERY_CONFIG]).values_list("config", flat=True)))
+    return config_names(File.objects.filter(version__resource=resource, version__published_at__isnull=False))
 
 
 def _grant_summary(grant: Grant) -> dict[str, Any]:
@@ -159,14 +170,14 @@ def access_request_submit(
     if not full_name:
         raise GovernanceError("Fill in your full name on your profile before requesting access.")
     if _normalise_name(signature) != _normalise_name(full_name):
-        raise GovernanceError(f"Sign with your full name exactly as on your profile: {full_name}.")
+        raise GovernanceError(f"Sign with your full name exactly as on your profile: {full_name}.", field="signature")
     if not intended_use.strip():
         raise GovernanceError("Describe your intended use of the data.")
 
     configs = sorted(set(configs or []))
     if not all_configs and not configs:
         raise GovernanceError("Choose the configs (languages) you need, or ask for all of them.")
-    restricted = dict(resource.restricted_configs.values_list("name", "conditions"))
+    restricted = restricted_configs(resource)
     unknown = sorted(set(configs) - set(restricted) - set(resource_configs(resource)))
     if unknown:
         raise GovernanceError(f"{resource.repo_id} has no config {unknown[0]!r}: choose from the list on the request form.")
@@ -261,7 +272,7 @@ def _known_configs(resource: Resource, configs: list[str], *, all_configs: bool)
     configs = sorted(set(configs))
     if not all_configs and not configs:
         raise GovernanceError("Name the configs the grant covers, or grant every config.")
-    known = set(resource.restricted_configs.values_list("name", flat=True)) | set(resource_configs(resource))
+    known = set(restricted_configs(resource)) | set(resource_configs(resource))
     unknown = [c for c in configs if c not in known]
     if unknown:
         choices = ", ".join(sorted(known)) or "none yet (no published version)"
@@ -274,7 +285,7 @@ def requested_configs(access_request: AccessRequest) -> list[str]:
     unrestricted config of the resource's published versions."""
     named = set(access_request.configs)
     if access_request.all_configs:
-        restricted = set(access_request.resource.restricted_configs.values_list("name", flat=True))
+        restricted = restricted_configs(access_request.resource)
         named |= {c for c in resource_configs(access_request.resource) if c not in restricted}
     return sorted(named)
 

@@ -72,7 +72,7 @@ def access_request(request, namespace, slug):
                 all_configs=all_configs, configs=configs,
             )
         except GovernanceError as error:
-            form.add_error("signature" if "Sign" in str(error) else None, str(error))
+            form.add_error(error.field, str(error))
         else:
             if submitted.status == AccessRequest.Status.APPROVED:
                 messages.success(request, f"Access to {resource.repo_id} approved: {submitted.decision_reason}")

@@ -1,11 +1,10 @@
-from datetime import datetime, time
+from datetime import datetime
 
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
-from django.utils import timezone
 
 from datasets_app.management.commands._common import add_actor_argument, command_line_operator, resource_by_id, users_by_name
-from datasets_app.services import GovernanceError, grant_create
+from datasets_app.services import GovernanceError, end_of_day, grant_create
 
 
 class Command(BaseCommand):
@@ -34,7 +33,7 @@ class Command(BaseCommand):
                 day = datetime.strptime(expires, "%Y-%m-%d").date()
             except ValueError:
                 raise CommandError(f"--expires {expires!r} is not a date: use YYYY-MM-DD.") from None
-            expires_at = timezone.make_aware(datetime.combine(day, time(23, 59, 59)))
+            expires_at = end_of_day(day)
         try:
             # All or nothing: one refused user leaves nobody half-granted.
             with transaction.atomic():
