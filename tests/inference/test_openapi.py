@@ -49,13 +49,21 @@ def _strict(schema):
 
 
 class OpenAPI:
-    """The served document, and a check of a response against it."""
+    """The served document, and checks of a response, or of an accepted request, against it."""
 
     def __init__(self, document: dict):
         self.document = document
         strict = {**document, "components": _strict(copy.deepcopy(document["components"])),
                   "paths": _strict(copy.deepcopy(document["paths"]))}
-        self.registry = Registry().with_resource(URI, Resource(contents=strict, specification=DRAFT202012))
+        # Responses against the strict document; requests against the document as served, since the
+        # API ignores fields it does not read (other clients' defaults).
+        self.registry = Registry().with_resources([(URI, Resource(contents=strict, specification=DRAFT202012)),
+                                                   (URI + ":requests", Resource(contents=document, specification=DRAFT202012))])
+
+    def _assert_valid(self, instance, ref: str, what: str) -> None:
+        validator = Draft202012Validator({"$ref": ref}, registry=self.registry, format_checker=FormatChecker())
+        errors = [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(instance)]
+        assert not errors, f"{what} does not match the document:\n" + "\n".join(errors[:10])
 
     def check(self, response, path: str, method: str) -> dict:
         """The response's JSON, after checking it against the schema of (path, method, its status)."""
@@ -63,13 +71,22 @@ class OpenAPI:
         answers = self.document["paths"][path][method]["responses"]
         assert status in answers, f"{method.upper()} {path} answered {status}, which the document does not list: {response.content[:300]}"
         assert response["Content-Type"] == "application/json"
-        escaped = path.replace("~", "~0").replace("/", "~1")
-        validator = Draft202012Validator({"$ref": f"{URI}#/paths/{escaped}/{method}/responses/{status}/content/application~1json/schema"},
-                                         registry=self.registry, format_checker=FormatChecker())
         body = response.json()
-        errors = [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(body)]
-        assert not errors, f"{method.upper()} {path} {status} does not match the document:\n" + "\n".join(errors[:10])
+        self._assert_valid(body, f"{URI}#/paths/{_escape(path)}/{method}/responses/{status}/content/application~1json/schema",
+                           f"{method.upper()} {path} {status}")
         return body
+
+    def accepted(self, client, path: str, body: dict) -> dict:
+        """POST body, which the document must describe, and check the success it answers."""
+        self._assert_valid(body, f"{URI}:requests#/paths/{_escape(path)}/post/requestBody/content/application~1json/schema",
+                           f"The request {body}")
+        response = post(client, path, body)
+        assert response.status_code in (200, 201), response.content
+        return self.check(response, path, "post")
+
+
+def _escape(path: str) -> str:
+    return path.replace("~", "~0").replace("/", "~1")  # a JSON pointer's token
 
 
 @pytest.fixture
@@ -110,19 +127,19 @@ def test_it_is_a_valid_openapi_document_of_every_path_under_api(client, openapi)
 
 
 def test_it_documents_the_jobs_api_as_it_answers(cast, model, openapi, settings):
-    check = openapi.check
+    check, accepted = openapi.check, openapi.accepted
     client = client_for(Client(), cast, "granted")
     body = {"model": MODEL, "prompt": "All human beings are", "max_new_tokens": 8, "stop": ["equal"]}
 
     created = check(post(client, "/api/jobs", body), "/api/jobs", "post")
     joined = post(client, "/api/jobs", body)
     assert joined.status_code == 200 and check(joined, "/api/jobs", "post")["id"] == created["id"]
-    score = check(post(client, "/api/jobs", {"model": MODEL, "kind": "score", "requests": [
-        {"context": "The sky is", "continuation": " blue"}, {"context": [], "continuation": [5, 6]}]}), "/api/jobs", "post")
-    inspect = check(post(client, "/api/jobs", {"model": MODEL, "kind": "inspect", "prompt": "Hello world",
-                                               "layers": [0, 6], "positions": [-1], "top_k": 3}), "/api/jobs", "post")
-    echo = check(post(client, "/api/jobs", {"model": MODEL, "prompt": [5, 6, 7], "max_new_tokens": 0, "echo": True,
-                                            "logprobs": 2}), "/api/jobs", "post")
+    score = accepted(client, "/api/jobs", {"model": MODEL, "kind": "score", "requests": [
+        {"context": "The sky is", "continuation": " blue"}, {"context": [], "continuation": [5, 6]}]})
+    inspect = accepted(client, "/api/jobs", {"model": MODEL, "kind": "inspect", "prompt": "Hello world",
+                                               "layers": [0, 6], "positions": [-1], "top_k": 3})
+    echo = accepted(client, "/api/jobs", {"model": MODEL, "prompt": [5, 6, 7], "max_new_tokens": 0, "echo": True,
+                                            "logprobs": 2})
 
     # Every kind done, as the runner in this process writes their outputs.
     runner.run(version_id=model.pk, worker_name="test-runner", stop_when_idle=0)
@@ -134,7 +151,7 @@ def test_it_documents_the_jobs_api_as_it_answers(cast, model, openapi, settings)
     check(client.get("/api/jobs?status=lost"), "/api/jobs", "get")
 
     # A generation as a worker writes it, its cancel asked for while it runs.
-    running = check(post(client, "/api/jobs", {**body, "prompt": "Hi"}), "/api/jobs", "post")
+    running = accepted(client, "/api/jobs", {**body, "prompt": "Hi"})
     (claimed,) = scheduler.jobs_claim(version_id=model.pk, worker="w1", slots=1, lease_seconds=60)
     scheduler.job_progress(job_id=claimed.pk, worker="w1", completion_tokens=2, first_token=True, outputs=[{
         "token_ids": [265, 265], "finish_reason": None, "token_logprobs": [-1.5, -0.5], "top_logprobs": [[[265, -0.5]]] * 2,
@@ -145,7 +162,7 @@ def test_it_documents_the_jobs_api_as_it_answers(cast, model, openapi, settings)
     assert stopping["status"] == "running" and stopping["cancel_requested"]
 
     # Cancelling: a queued job, then an ended one (409); another user's job does not exist (404).
-    queued = check(post(client, "/api/jobs", {**body, "prompt": "Hello"}), "/api/jobs", "post")
+    queued = accepted(client, "/api/jobs", {**body, "prompt": "Hello"})
     assert check(post(client, f"/api/jobs/{queued['id']}/cancel", {}), "/api/jobs/{public_id}/cancel", "post")["status"] == "cancelled"
     assert post(client, f"/api/jobs/{created['id']}/cancel", {}).status_code == 409
     check(post(client, f"/api/jobs/{created['id']}/cancel", {}), "/api/jobs/{public_id}/cancel", "post")
@@ -165,8 +182,8 @@ def test_it_documents_the_jobs_api_as_it_answers(cast, model, openapi, settings)
     refused = post(Client(), f"/api/jobs/{queued['id']}/cancel", {}, HTTP_AUTHORIZATION=f"Bearer {read_only}")
     assert refused.status_code == 403
     check(refused, "/api/jobs/{public_id}/cancel", "post")
-    settings.INFERENCE_MAX_CONCURRENT_JOBS = 1
-    check(post(client, "/api/jobs", {**body, "prompt": "Bonjour"}), "/api/jobs", "post")
+    settings.INFERENCE_MAX_CONCURRENT_JOBS = 2  # the running job and one more
+    accepted(client, "/api/jobs", {**body, "prompt": "Bonjour"})
     limited = post(client, "/api/jobs", {**body, "prompt": "Hola"})
     assert limited.status_code == 429
     check(limited, "/api/jobs", "post")
@@ -194,18 +211,18 @@ def _while_waiting(action):
 
 
 def test_it_documents_the_openai_compatible_api_as_it_answers(transactional_db, cast, model, openapi, settings):
-    check = openapi.check
+    check, accepted = openapi.check, openapi.accepted
     client = client_for(Client(), cast, "granted")
     path = "/api/v1/completions"
     # The runner message of a job runs in this process (tests/conftest.py's eager Celery), once the
     # job is committed: the call finds it done.
     settings.INFERENCE_IDLE_SECONDS = 0
-    completion = check(post(client, path, {"model": MODEL, "prompt": ["All human beings are", "Hello"], "max_tokens": 4,
-                                           "logprobs": 2, "echo": True, "stop": ["zz"], "best_of": 1}), path, "post")
+    completion = accepted(client, path, {"model": MODEL, "prompt": ["All human beings are", "Hello"], "max_tokens": 4,
+                                           "logprobs": 2, "echo": True, "stop": ["zz"], "best_of": 1})
     assert len(completion["choices"]) == 2 and completion["choices"][0]["logprobs"]["token_logprobs"][0] is None
-    plain = check(post(client, path, {"model": MODEL, "prompt": [5, 6, 7], "max_tokens": 3}), path, "post")
+    plain = accepted(client, path, {"model": MODEL, "prompt": [5, 6, 7], "max_tokens": 3})
     assert plain["choices"][0]["logprobs"] is None
-    zero = check(post(client, path, {"model": MODEL, "prompt": "Hello", "max_tokens": 2, "logprobs": 0}), path, "post")
+    zero = accepted(client, path, {"model": MODEL, "prompt": "Hello", "max_tokens": 2, "logprobs": 0})
     assert all(not top for top in zero["choices"][0]["logprobs"]["top_logprobs"])
 
     for body, status in (({"model": MODEL, "prompt": "Hi", "n": 2}, 400), ({"model": "test/nothing", "prompt": "Hi"}, 404)):
@@ -221,16 +238,16 @@ def test_it_documents_the_openai_compatible_api_as_it_answers(transactional_db, 
 
 
 def test_it_documents_the_tokenizer_endpoints_as_they_answer(cast, model, openapi):
-    check = openapi.check
+    check, accepted = openapi.check, openapi.accepted
     client = client_for(Client(), cast, "granted")
     info = check(client.get("/api/tokenizer_info"), "/api/tokenizer_info", "get")
     assert info["eos_token"] == "</s>"
     check(client.get("/api/tokenizer_info?model=test/nothing"), "/api/tokenizer_info", "get")  # 404
     check(client_for(Client(), cast, "stranger").get("/api/tokenizer_info"), "/api/tokenizer_info", "get")  # 403
-    tokens = check(post(client, "/api/tokenize", {"prompt": "Hello world", "model": MODEL}), "/api/tokenize", "post")
+    tokens = accepted(client, "/api/tokenize", {"prompt": "Hello world", "model": MODEL})
     check(post(client, "/api/tokenize", {"prompt": 5}), "/api/tokenize", "post")  # 400
     check(post(client_for(Client(), cast, "pending"), "/api/tokenize", {"prompt": "Hi", "model": MODEL}), "/api/tokenize", "post")
-    text = check(post(client, "/api/detokenize", {"tokens": tokens["tokens"]}), "/api/detokenize", "post")
+    text = accepted(client, "/api/detokenize", {"tokens": tokens["tokens"]})
     assert text["prompt"] == "Hello world"
     check(post(client, "/api/detokenize", {"tokens": [10**6]}), "/api/detokenize", "post")  # 400
     check(post(client, "/api/detokenize", {"tokens": [5], "model": "test/nothing"}), "/api/detokenize", "post")  # 404
@@ -291,7 +308,7 @@ def test_it_documents_the_answers_about_a_checkpoint_whose_tokenizer_cannot_be_r
     broken = shutil.copytree(tiny_checkpoint, tmp_path / "broken")
     (broken / "tokenizer.json").write_text("not a tokenizer")
     version_publish(resource=cast.resource_a, name="v2", source=str(broken), actor=cast.admin)
-    check = openapi.check
+    check, accepted = openapi.check, openapi.accepted
     client = client_for(Client(), cast, "granted")
     v2 = f"{MODEL}@v2"
 
@@ -304,7 +321,7 @@ def test_it_documents_the_answers_about_a_checkpoint_whose_tokenizer_cannot_be_r
         assert response.status_code == 500, (path, response.content)
         assert "tokenizer.json" in check(response, path, method)["error"]["message"]
 
-    job = check(post(client, "/api/jobs", {"model": v2, "prompt": [5, 6, 7], "max_new_tokens": 2}), "/api/jobs", "post")
+    job = accepted(client, "/api/jobs", {"model": v2, "prompt": [5, 6, 7], "max_new_tokens": 2})
     (claimed,) = scheduler.jobs_claim(version_id=InferenceJob.objects.get(public_id=job["id"]).version_id, worker="w1", slots=1, lease_seconds=60)
     scheduler.job_finish(job_id=claimed.pk, worker="w1", prompt_tokens=3, completion_tokens=2, outputs=[{
         "token_ids": [265, 265], "finish_reason": "length", "token_logprobs": [-1.5, -0.5], "top_logprobs": None,
