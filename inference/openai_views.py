@@ -18,7 +18,7 @@ from inference.api_views import api_view, read_json
 from inference.errors import JobError
 from inference.models import InferenceJob
 from inference.params import params_validate
-from inference.tokenizer import special_tokens, tokenizer_for, vocab_size
+from inference.tokenizer import context_length, special_tokens, tokenizer_for, vocab_size
 
 # The completion fields this API reads; any other field (best_of, user, presence_penalty, ...) is
 # ignored, as the issue asks, so that clients sending their defaults work unchanged.
@@ -74,11 +74,16 @@ def _tokenizer_version(request, body: dict | None = None):
     return usable[0]
 
 
+def _max_model_len(version) -> int:
+    # The most tokens one sequence may hold (vLLM's meaning): the model's context, within which the
+    # portal's limits on prompts and new tokens apply.
+    return min(context_length(version), settings.INFERENCE_MAX_PROMPT_TOKENS + settings.INFERENCE_MAX_NEW_TOKENS)
+
+
 @api_view("GET")
 def tokenizer_info(request):
     version = _tokenizer_version(request)
-    return JsonResponse({**special_tokens(version), "model": version.resource.repo_id,
-                         "max_model_len": settings.INFERENCE_MAX_PROMPT_TOKENS + settings.INFERENCE_MAX_NEW_TOKENS})
+    return JsonResponse({**special_tokens(version), "model": version.resource.repo_id, "max_model_len": _max_model_len(version)})
 
 
 @api_view("POST")
@@ -92,8 +97,7 @@ def tokenize(request):
     if not isinstance(add_special, bool):
         raise JobError(400, "add_special_tokens must be true or false.")
     ids = tokenizer_for(version).encode(text, add_special_tokens=add_special).ids
-    return JsonResponse({"tokens": ids, "count": len(ids),
-                         "max_model_len": settings.INFERENCE_MAX_PROMPT_TOKENS + settings.INFERENCE_MAX_NEW_TOKENS})
+    return JsonResponse({"tokens": ids, "count": len(ids), "max_model_len": _max_model_len(version)})
 
 
 @api_view("POST")

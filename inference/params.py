@@ -8,7 +8,7 @@ from django.conf import settings
 
 from datasets_app.models import Version
 from inference.errors import JobError
-from inference.tokenizer import model_config, tokenizer_for, vocab_size
+from inference.tokenizer import context_length, model_config, tokenizer_for, vocab_size
 
 KINDS = ("generate", "score", "inspect")
 MAX_LOGPROBS = 5
@@ -105,9 +105,8 @@ def _generate(body: dict, tokens: _Tokens) -> dict:
     if max_new > settings.INFERENCE_MAX_NEW_TOKENS:
         raise _bad(f"{name} is {max_new}, more than the {settings.INFERENCE_MAX_NEW_TOKENS} new tokens a job may ask for "
                    "(INFERENCE_MAX_NEW_TOKENS): ask for fewer, or continue in a second job.")
-    # The engine's context (as inference.engine.config reads it): refused here rather than failed on a worker.
-    config = model_config(tokens.version)
-    context = int(next((config[k] for k in ("seq_length", "n_positions", "max_position_embeddings") if config.get(k)), 2048))
+    # The engine's context: refused here rather than failed on a worker.
+    context = context_length(tokens.version)
     longest = max(len(p) for p in prompts)
     if longest + max_new > context:
         raise _bad(f"The longest prompt ({longest} tokens) with {max_new} new tokens passes the model's context of {context} "

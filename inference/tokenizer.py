@@ -43,6 +43,13 @@ def vocab_size(version: Version) -> int:
     return int(model_config(version).get("vocab_size") or tokenizer_for(version).get_vocab_size(with_added_tokens=True))
 
 
+def context_length(version: Version) -> int:
+    """Tokens the model reads at most, prompt and new ones together: config.json's, as the engine reads it
+    (inference.engine.config)."""
+    config = model_config(version)
+    return int(next((config[k] for k in ("seq_length", "n_positions", "max_position_embeddings") if config.get(k)), 2048))
+
+
 def special_tokens(version: Version) -> dict[str, str | None]:
     """{"eos_token", "bos_token", "pad_token"}: from tokenizer_config.json when the version has one, else the
     ids of config.json through the tokenizer."""

@@ -282,7 +282,7 @@ def test_it_lists_the_models_and_tokenizer_the_caller_may_use(cast, model, runne
         http.headers["Authorization"] = f"Bearer {raw}"
         info = http.get(f"{api}/tokenizer_info", params={"model": MODEL}, timeout=60)
         assert info.status_code == 200, info.text
-        assert info.json() == {"eos_token": "</s>", "bos_token": "<s>", "pad_token": "<pad>", "model": MODEL, "max_model_len": 2048 + 512}
+        assert info.json() == {"eos_token": "</s>", "bos_token": "<s>", "pad_token": "<pad>", "model": MODEL, "max_model_len": 2048}
         # Naming no model is fine while the usable checkpoints share one tokenizer.
         assert http.get(f"{api}/tokenizer_info", timeout=60).json()["eos_token"] == "</s>"
         text = "Tous les êtres humains naissent libres. 人人生而自由"
