@@ -3,9 +3,11 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from django import forms
+from django.contrib.humanize.templatetags.humanize import intcomma
 from django.utils import timezone
 from django_countries import countries
 
+from datasets_app.languages import config_choices, config_label
 from datasets_app.models import AccessQuestion, Resource
 
 
@@ -36,13 +38,15 @@ class AccessRequestForm(forms.Form):
                 label="Which parts", widget=forms.RadioSelect, initial="all", required=False,
                 choices=[("all", "Every config (language) without stricter conditions"), ("some", "Only the configs I choose below")])
             self.fields["configs"] = forms.MultipleChoiceField(
-                label="Configs", required=False, choices=[(c, c) for c in open_configs],
-                widget=forms.SelectMultiple(attrs={"size": 8}), help_text="With 'Only the configs I choose': hold Ctrl or ⌘ to choose several.")
+                label="Configs", required=False, choices=config_choices(open_configs),
+                widget=forms.SelectMultiple(attrs={"size": 10, "data-config-picker": ""}),
+                help_text=f"With 'Only the configs I choose': pick among the {intcomma(len(open_configs))} configs "
+                          "without stricter conditions (hold Ctrl or ⌘ to choose several).")
             if self.restricted:
                 self.fields["restricted"] = forms.MultipleChoiceField(
                     label="Configs with stricter conditions (each needs the reviewers' approval)", required=False,
                     widget=forms.CheckboxSelectMultiple,
-                    choices=[(name, f"{name}: {conditions}") for name, conditions in self.restricted.items()])
+                    choices=[(name, f"{config_label(name)}: {conditions}") for name, conditions in self.restricted.items()])
         self.fields["signature"] = forms.CharField(
             label="Signature", max_length=200,
             help_text="Type your full name, as on your profile, to sign the agreement.",
@@ -97,9 +101,9 @@ class ApproveForm(forms.Form):
             # Narrowing: a reviewer may approve only some of the configs asked for (a language the
             # stated use does not need, a restricted config whose conditions are not met).
             self.fields["configs"] = forms.MultipleChoiceField(
-                label="Approve only these configs (optional)", required=False, choices=[(c, c) for c in asked],
-                widget=forms.SelectMultiple(attrs={"size": 6}),
-                help_text="Leave empty to approve everything asked for; hold Ctrl or ⌘ to choose several.",
+                label="Approve only these configs (optional)", required=False, choices=config_choices(asked),
+                widget=forms.SelectMultiple(attrs={"size": 10, "data-config-picker": ""}),
+                help_text=f"Leave empty to approve all {intcomma(len(asked))} configs asked for; hold Ctrl or ⌘ to choose several.",
                 error_messages={"invalid_choice": "Configs: %(value)s is not among the configs asked for; choose from the list."})
 
     def narrowed_configs(self) -> list[str] | None:

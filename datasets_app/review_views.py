@@ -23,7 +23,7 @@ from django.utils import timezone
 from django.utils.http import urlencode
 from django.views.decorators.http import require_http_methods, require_POST
 
-from datasets_app.authz import reviewable_resources
+from datasets_app.authz import restricted_configs, reviewable_resources
 from datasets_app.forms import ApproveForm, BulkForm, ReasonForm
 from datasets_app.models import AccessRequest, Grant
 from datasets_app.services import (
@@ -33,6 +33,7 @@ from datasets_app.services import (
     access_request_request_changes,
     grant_revoke,
     requested_configs,
+    resource_configs,
 )
 from datasets_app.templatetags.catalogue import config_scope
 from portal.audit import audit_record
@@ -130,6 +131,9 @@ def review_detail(request, pk):
         "history": history, "grants": grants, "approve_form": approve_form, "reason_form": reason_form,
         "grant": Grant.objects.filter(request=access_request).first(),  # what was approved, which may be less than asked
         "verified_emails": access_request.user.emailaddress_set.filter(verified=True),
+        # "asks for 3 of 430 configs": how much of the resource the request reaches.
+        "asked_count": len(requested_configs(access_request)),
+        "config_total": len(set(resource_configs(resource)) | set(restricted_configs(resource))),
     })
 
 

@@ -1,6 +1,9 @@
 from django import template
 
+from datasets_app.languages import config_label as _config_label
+
 register = template.Library()
+config_label = register.filter("config_label", _config_label)
 
 
 @register.filter
@@ -10,10 +13,11 @@ def get_item(mapping, key):
 
 
 @register.filter
-def config_scope(item) -> str:
+def config_scope(item, labels: str = "") -> str:
     """The configs a request asks for or a grant covers, in words: the review pages, My access and
-    the access report all say it so."""
-    named = ", ".join(item.configs)
+    the access report all say it so. `|config_scope:"names"` names languages ("Arabic (ar)") for
+    pages; the access report keeps the bare codes, for scripts."""
+    named = ", ".join(map(config_label, item.configs) if labels else item.configs)
     if not item.all_configs:
         return f"only {named}"
     everything = "every config without stricter conditions"

@@ -43,8 +43,8 @@ def row(page: str, table_id: str, has: str) -> str:
 def test_it_shows_the_configs_approved_next_to_those_asked_on_the_request_page(client, cast, partial):
     page = client_for(client, cast, "reviewer_a").get(reverse("review_detail", kwargs={"pk": partial.request_id})).content.decode()
 
-    assert text(page.split('id="scope">', 1)[1].split("</dd>", 1)[0]) == "only ar, he"
-    assert text(page.split('id="approved-scope">', 1)[1].split("</dd>", 1)[0]) == "only he partial approval"
+    assert text(page.split('id="scope">', 1)[1].split("</dd>", 1)[0]) == "only Arabic (ar), Hebrew (he) (2 of the 2 configs of test/corpus-a)"
+    assert text(page.split('id="approved-scope">', 1)[1].split("</dd>", 1)[0]) == "only Hebrew (he) partial approval"
 
 
 def test_it_shows_a_request_approved_as_asked_without_a_partial_badge(client, cast):
@@ -60,7 +60,7 @@ def test_it_shows_a_request_approved_as_asked_without_a_partial_badge(client, ca
 def test_it_lists_each_grant_with_its_configs_and_what_was_asked_when_less_was_approved(client, cast, partial):
     page = client_for(client, cast, "reviewer_a").get(reverse("review_grants")).content.decode()
 
-    assert "only he asked for only ar, he" in row(page, "grants", "<div class=\"muted\">pending</div>")
+    assert "only Hebrew (he) asked for only Arabic (ar), Hebrew (he)" in row(page, "grants", "<div class=\"muted\">pending</div>")
     granted = row(page, "grants", "<div class=\"muted\">granted</div>")
     assert EVERY in granted and "asked for" not in granted
 
@@ -77,6 +77,6 @@ def test_it_reports_the_configs_asked_and_approved_in_the_csv(client, cast, part
 def test_it_shows_the_holder_what_was_approved_of_what_they_asked_on_my_access(client, cast, partial):
     page = client_for(client, cast, "pending").get(reverse("my_access")).content.decode()
 
-    assert "only he You asked for only ar, he; the reviewers approved these." in row(page, "grants", "test/corpus-a")
+    assert "only Hebrew (he) You asked for only Arabic (ar), Hebrew (he); the reviewers approved these." in row(page, "grants", "test/corpus-a")
     granted = client_for(client, cast, "granted").get(reverse("my_access")).content.decode()
     assert EVERY in row(granted, "grants", "test/corpus-a") and "You asked for" not in granted
