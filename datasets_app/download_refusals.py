@@ -27,6 +27,7 @@ from django.core.cache import cache
 
 from portal.audit import audit_record
 from portal.client import client_ip
+from portal.responses import text_refusal
 
 ACTION = "download_refused"
 logger = logging.getLogger(__name__)
@@ -79,3 +80,13 @@ def download_refusal_record(*, request, reason: str, status: int, link: dict, re
     elif total == settings.DOWNLOAD_REFUSALS_AUDITED_TOTAL:
         data["limit_reached"] = "all addresses: no more refusals are recorded until the window ends"
     return audit_record(action=ACTION, resource=resource, data=data, request=request)
+
+
+def link_refusal(request, error, *, link: dict, claims=None, resource: str = ""):
+    """The answer to a refused file or manifest link (a links.LinkError), recorded as above: `link`
+    says what the link names, and the claims of a link that could be read say whose it is."""
+    if claims is not None:
+        link = {**link, "user_id": claims.user_id, "grant_id": claims.grant_id, "token_id": claims.token_id,
+                "expires_at": claims.expires_at}
+    download_refusal_record(request=request, reason=error.reason, status=error.status, link=link, resource=resource)
+    return text_refusal(error.status, str(error), code=error.reason, request=request)

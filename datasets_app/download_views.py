@@ -15,10 +15,12 @@ from django.utils.http import content_disposition_header
 from django.views.decorators.http import require_safe
 
 from datasets_app import storage as store
-from datasets_app.authz import can_download, grant_covers, restricted_configs
+from datasets_app.authz import can_download, config_names, grant_covers, restricted_configs
 from datasets_app.download_events import download_redeem
-from datasets_app.download_refusals import download_refusal_record, link_digest
-from datasets_app.links import OTHER_ACCOUNT, LinkError, link_account, link_claims, link_generation, link_revocation, link_url
+from datasets_app.download_refusals import link_digest, link_refusal
+from datasets_app.links import (
+    LinkError, link_access_refused, link_claims, link_generation, link_holder, link_other_account, link_url,
+)
 from datasets_app.manifests import GrantManifest, grant_manifest, manifest_link_path
 from datasets_app.models import EVERY_CONFIG, File, Version
 from datasets_app.tokens import accepts_token
@@ -60,7 +62,7 @@ def _configs_asked(request, version) -> list[str]:
     # ?config=fr,ar from a terminal, ?config=fr&config=ar from the page's form.
     asked = sorted({c.strip() for value in request.GET.getlist("config") for c in value.split(",") if c.strip()})
     if asked:
-        known = set(version.files.exclude(config__in=["", EVERY_CONFIG]).values_list("config", flat=True))
+        known = set(config_names(version.files.all()))
         unknown = [c for c in asked if c not in known]
         if unknown:
             raise _UnknownConfig(f"{resource_version(version)} has no config {unknown[0]!r}. "
@@ -129,7 +131,7 @@ def version_download(request, namespace, slug, version):
     version, links, asked = listing.version, _signed_links(request, listing), listing.asked
     base = request.build_absolute_uri(version.get_absolute_url())
     query = f"?config={','.join(asked)}" if asked else ""
-    all_configs = sorted(set(version.files.exclude(config__in=["", EVERY_CONFIG]).values_list("config", flat=True)))
+    all_configs = config_names(version.files.all())
     configs = [c for c in all_configs if listing.covers(c)]
     return render(request, "datasets_app/version_download.html", {
         "version": version, "resource": version.resource, "links": links, "decision": listing.decision,
@@ -245,19 +247,14 @@ def file_download(request, token, path):
     try:
         claims = link_claims(token)
     except LinkError as error:
-        download_refusal_record(request=request, reason=error.reason, status=error.status,
-                                link={"kind": "file", "digest": link_digest(token), "path": path[:200]})
-        return text_refusal(error.status, str(error), code=error.reason, request=request)
-    # A link issued to nobody (an open resource's page seen signed out) is no other account's.
-    # (Download tools send no session cookie: the session and user are then not loaded at all.)
-    other_account = (bool(claims.user_id) and settings.SESSION_COOKIE_NAME in request.COOKIES
-                     and request.user.is_authenticated and request.user.pk != claims.user_id)
+        return link_refusal(request, error, link={"kind": "file", "digest": link_digest(token), "path": path[:200]})
+    other_account = link_other_account(request, claims)
     # The check and the audit record in one statement: this runs on every range request of every download.
     file = None if other_account else download_redeem(
-        file_id=claims.file_id, path=path, user_id=claims.user_id, link_grant_id=claims.grant_id,
+        file_id=claims.target_id, path=path, user_id=claims.user_id, link_grant_id=claims.grant_id,
         token_id=claims.token_id, generation=claims.generation, request=request)
     if file is None:
-        return _refusal(request, claims, path, other_account=other_account)
+        return _refusal(request, claims, path)
 
     etag = f'"{file.sha256}"'
     disposition = content_disposition_header(as_attachment=True, filename=file.filename)
@@ -278,34 +275,22 @@ def file_download(request, token, path):
     return _serve_local(request, store.local_path(file.storage_key, storage=storage), file, byte_range, etag, disposition)
 
 
-def _refusal(request, claims, path, *, other_account: bool):
+def _refusal(request, claims, path):
     """Why a link was refused, in words and in the audit trail: the slow path, taken only when access is denied."""
-    file = File.objects.select_related("version__resource").filter(pk=claims.file_id).first()
-    resource = file.version.resource.repo_id if file is not None else ""
-
-    def refuse(status: int, message: str, reason: str):
-        download_refusal_record(request=request, reason=reason, status=status, resource=resource, link={
-            "kind": "file", "file_id": claims.file_id, "path": path[:200], "user_id": claims.user_id,
-            "grant_id": claims.grant_id, "token_id": claims.token_id, "expires_at": claims.expires_at})
-        return text_refusal(status, message, code=reason, request=request)
-
-    if file is None or file.path != path or file.version.published_at is None:
-        return refuse(404, "This link names a file that is not part of a published version. Copy it again from the download page.", "unknown_file")
+    file = File.objects.select_related("version__resource").filter(pk=claims.target_id).first()
     try:
-        user = link_account(claims.user_id)
+        if file is None or file.path != path or file.version.published_at is None:
+            raise LinkError(404, "This link names a file that is not part of a published version. "
+                                 "Copy it again from the download page.", reason="unknown_file")
+        user = link_holder(request, claims)
+        decision = can_download(user, file.version.resource, config=file.config)
+        if not decision:
+            raise link_access_refused(request, user, decision)
     except LinkError as error:
-        return refuse(error.status, str(error), error.reason)
-    if other_account:
-        return refuse(403, OTHER_ACCOUNT, "other_account")
-    revoked = link_revocation(user=user, token_id=claims.token_id, generation=claims.generation)
-    if revoked is not None:
-        return refuse(revoked.status, str(revoked), revoked.reason)
-    decision = can_download(user, file.version.resource, config=file.config)
-    if decision:
-        # Access was granted between the two checks (a concurrent approval): ask for a retry.
-        return text_refusal(503, "Your access changed while this request was checked. Try again.", code="retry")
-    action = f" {request.build_absolute_uri(decision.action_url)}" if decision.action_url else ""
-    return refuse(403 if user.is_authenticated else 401, decision.message + action, decision.code)
+        return link_refusal(request, error, claims=claims, resource=file.version.resource.repo_id if file else "",
+                            link={"kind": "file", "file_id": claims.target_id, "path": path[:200]})
+    # Access was granted between the two checks (a concurrent approval): ask for a retry.
+    return text_refusal(503, "Your access changed while this request was checked. Try again.", code="retry")
 
 
 SMALL_RANGE = 64 * 1024

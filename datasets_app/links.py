@@ -30,12 +30,24 @@ from datasets_app.services import GovernanceError
 from portal.audit import audit_record
 from portal.models import Profile
 
-_SALT = "datasets_app.download-link.v1"
+@dataclass(frozen=True)
+class LinkKind:
+    """A kind of signed link: the key its payload names its object under, the salt it is signed
+    with (a token of one kind never passes as the other), and its words for a person."""
+
+    key: str  # "f": a File's id; "v": a Version's id
+    salt: str
+    noun: str
+    resume: str = ""  # what a downloader keeps on fetching fresh links
+
+
+FILE_LINK = LinkKind("f", "datasets_app.download-link.v1", "download link", " and resume: completed bytes are kept")
+MANIFEST_LINK = LinkKind("v", "datasets_app.grant-manifest.v1", "manifest link")
 
 
 @dataclass(frozen=True)
 class LinkClaims:
-    file_id: int
+    target_id: int  # the File (FILE_LINK) or Version (MANIFEST_LINK) it names
     user_id: int
     grant_id: int | None
     expires_at: int  # unix seconds
@@ -54,7 +66,7 @@ class LinkError(Exception):
 _signers: dict[tuple, signing.Signer] = {}
 
 
-def link_signer(salt: str = _SALT) -> signing.Signer:
+def link_signer(salt: str = FILE_LINK.salt) -> signing.Signer:
     """The HMAC-SHA256 signer of links of one kind (`salt`), one per key set: every range
     request of every download verifies a link."""
     keys = (settings.SECRET_KEY, tuple(settings.SECRET_KEY_FALLBACKS))
@@ -75,13 +87,20 @@ def link_generation(user) -> int:
         return 0
 
 
-def link_token(*, file, user, grant=None, token_id: int | None = None, generation: int | None = None,
-               ttl: int | None = None, now: float | None = None) -> str:
+def link_sign(kind: LinkKind, *, target_id: int, user, grant=None, token_id: int | None = None,
+              generation: int | None = None, ttl: int | None = None, now: float | None = None) -> str:
+    """A signed link token of `kind` naming `target_id`, for `user` under `grant`."""
     expires = int((now or time.time()) + (ttl or settings.DOWNLOAD_LINK_TTL))
     # An anonymous visitor of an open resource gets links for user 0.
-    payload = {"f": file.pk, "u": getattr(user, "pk", None) or 0, "g": grant.pk if grant else 0, "e": expires,
+    payload = {kind.key: target_id, "u": getattr(user, "pk", None) or 0, "g": grant.pk if grant else 0, "e": expires,
                "t": token_id or 0, "n": link_generation(user) if generation is None else generation}
-    return link_signer().sign_object(payload)
+    return link_signer(kind.salt).sign_object(payload)
+
+
+def link_token(*, file, user, grant=None, token_id: int | None = None, generation: int | None = None,
+               ttl: int | None = None, now: float | None = None) -> str:
+    return link_sign(FILE_LINK, target_id=file.pk, user=user, grant=grant, token_id=token_id, generation=generation,
+                     ttl=ttl, now=now)
 
 
 def link_path(*, file, user, grant=None, token_id: int | None = None, generation: int | None = None, ttl: int | None = None) -> str:
@@ -95,25 +114,23 @@ def link_url(*, file, user, grant=None, token_id: int | None = None, generation:
         file=file, user=user, grant=grant, token_id=token_id, generation=generation, ttl=ttl)
 
 
-STALE = ("This download link was issued before links could be revoked and is no longer accepted. "
-         "Get fresh links from the version's download page (or its urls.txt) and resume: completed bytes are kept.")
-
-
-def link_claims(token: str, *, now: float | None = None) -> LinkClaims:
+def link_claims(token: str, *, kind: LinkKind = FILE_LINK, now: float | None = None) -> LinkClaims:
+    """What a link token of `kind` says, or a LinkError: altered, expired, or too old to be revocable."""
     try:
-        payload = link_signer().unsign_object(token)
-        claims = LinkClaims(int(payload["f"]), int(payload["u"]), int(payload["g"]) or None, int(payload["e"]),
+        payload = link_signer(kind.salt).unsign_object(token)
+        claims = LinkClaims(int(payload[kind.key]), int(payload["u"]), int(payload["g"]) or None, int(payload["e"]),
                             int(payload.get("t", -1)) or None, int(payload.get("n", -1)))
     except (signing.BadSignature, KeyError, TypeError, ValueError, UnicodeDecodeError, AttributeError):
-        raise LinkError(403, "This download link is not valid: it was cut short or altered. "
+        raise LinkError(403, f"This {kind.noun} is not valid: it was cut short or altered. "
                              "Copy it again from the version's download page.", reason="invalid") from None
+    fresh = f"Get fresh links from the version's download page (or its urls.txt){kind.resume}."
     if claims.expires_at <= (now or time.time()):
-        raise LinkError(410, "This download link has expired. Get fresh links from the version's download page "
-                             "(or its urls.txt) and resume: completed bytes are kept.", reason="expired")
+        raise LinkError(410, f"This {kind.noun} has expired. {fresh}", reason="expired")
     # Issued before links named their token and generation: whether a revoked token minted it
     # cannot be told, so it is refused (links lived DOWNLOAD_LINK_TTL: a week by default).
     if claims.token_id == -1 or claims.generation == -1:
-        raise LinkError(410, STALE, reason="stale")
+        raise LinkError(410, f"This {kind.noun} was issued before links could be revoked and is no longer accepted. "
+                             f"{fresh}", reason="stale")
     return claims
 
 
@@ -172,3 +189,29 @@ def link_account(user_id: int):
     if user is None:
         raise LinkError(403, "The account this link was issued to is disabled.", reason="account_disabled")
     return user
+
+
+def link_holder(request, claims: LinkClaims):
+    """The account a link was issued to, if it may still use the link; LinkError saying why not (disabled,
+    another account signed in, the account's links or the minting token revoked). Access itself is
+    authz.can_download's to decide."""
+    user = link_account(claims.user_id)
+    # A link issued to nobody (an open resource's page seen signed out) is no other account's.
+    # (Download tools send no session cookie: the session and user are then not loaded at all.)
+    if link_other_account(request, claims):
+        raise LinkError(403, OTHER_ACCOUNT, reason="other_account")
+    revoked = link_revocation(user=user, token_id=claims.token_id, generation=claims.generation)
+    if revoked is not None:
+        raise revoked
+    return user
+
+
+def link_other_account(request, claims: LinkClaims) -> bool:
+    return (bool(claims.user_id) and settings.SESSION_COOKIE_NAME in request.COOKIES
+            and request.user.is_authenticated and request.user.pk != claims.user_id)
+
+
+def link_access_refused(request, user, decision) -> LinkError:
+    """A can_download refusal of a link's holder, as a LinkError that names where to act."""
+    action = f" {request.build_absolute_uri(decision.action_url)}" if decision.action_url else ""
+    return LinkError(403 if user.is_authenticated else 401, decision.message + action, reason=decision.code)

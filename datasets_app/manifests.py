@@ -18,23 +18,19 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import time
 from dataclasses import dataclass
 
-from django.conf import settings
-from django.core import signing
 from django.core.cache import cache
 from django.urls import reverse
 
 from datasets_app import storage as store
 from datasets_app.authz import grant_covers
-from datasets_app.links import LinkError, link_generation, link_signer
+from datasets_app.formats import MANIFEST_FORMAT
+from datasets_app.links import MANIFEST_LINK, link_sign
 from datasets_app.models import EVERY_CONFIG, File, Version
 
 logger = logging.getLogger(__name__)
 MANIFEST_PATH = "manifest.json"
-MANIFEST_FORMAT = "dataset-shards/1"
-_SALT = "datasets_app.grant-manifest.v1"
 
 
 @dataclass(frozen=True)
@@ -60,7 +56,9 @@ def stored_manifest(version: Version) -> File | None:
     return version.files.filter(path=MANIFEST_PATH, config=EVERY_CONFIG).first()
 
 
-def _stored_data(file: File) -> dict | None:
+def stored_manifest_data(file: File) -> dict | None:
+    """The content of a version's stored manifest.json (stored_manifest), read once and cached;
+    None when it is unreadable or not a manifest of shards (MANIFEST_FORMAT)."""
     # A published file never changes, so its sha256 is a safe cache key.
     key = f"stored-manifest:{file.sha256}"
     data = cache.get(key)
@@ -83,7 +81,7 @@ def grant_manifest(*, version: Version, grant, restricted: dict[str, str]) -> Gr
     if grant_covers(grant, EVERY_CONFIG, restricted):
         return None
     stored = stored_manifest(version)
-    data = _stored_data(stored) if stored is not None else None
+    data = stored_manifest_data(stored) if stored is not None else None
     if data is None:
         return None
     configs = data.get("configs", {})
@@ -110,37 +108,8 @@ def grant_manifest(*, version: Version, grant, restricted: dict[str, str]) -> Gr
 # --- Its signed link ------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class ManifestClaims:
-    version_id: int
-    user_id: int
-    grant_id: int | None
-    expires_at: int
-    token_id: int | None
-    generation: int
-
-
 def manifest_link_path(*, version: Version, user, grant, token_id: int | None = None, generation: int | None = None,
                        ttl: int | None = None) -> str:
-    expires = int(time.time() + (ttl or settings.DOWNLOAD_LINK_TTL))
-    payload = {"v": version.pk, "u": getattr(user, "pk", None) or 0, "g": grant.pk if grant else 0, "e": expires,
-               "t": token_id or 0, "n": link_generation(user) if generation is None else generation}
-    token = link_signer(_SALT).sign_object(payload)
+    token = link_sign(MANIFEST_LINK, target_id=version.pk, user=user, grant=grant, token_id=token_id,
+                      generation=generation, ttl=ttl)
     return reverse("grant_manifest", kwargs={"token": token})
-
-
-def manifest_link_claims(token: str) -> ManifestClaims:
-    try:
-        payload = link_signer(_SALT).unsign_object(token)
-        claims = ManifestClaims(int(payload["v"]), int(payload["u"]), int(payload["g"]) or None, int(payload["e"]),
-                                int(payload.get("t", -1)) or None, int(payload.get("n", -1)))
-    except (signing.BadSignature, KeyError, TypeError, ValueError, UnicodeDecodeError, AttributeError):
-        raise LinkError(403, "This manifest link is not valid: it was cut short or altered. "
-                             "Copy it again from the version's download page.", reason="invalid") from None
-    if claims.expires_at <= time.time():
-        raise LinkError(410, "This manifest link has expired. Get fresh links from the version's download page "
-                             "(or its urls.txt).", reason="expired")
-    if claims.token_id == -1 or claims.generation == -1:  # as links.link_claims: issued before links were revocable
-        raise LinkError(410, "This manifest link was issued before links could be revoked and is no longer accepted. "
-                             "Get fresh links from the version's download page (or its urls.txt).", reason="stale")
-    return claims

@@ -8,19 +8,15 @@ no shard manifest and shows none of this.
 
 from __future__ import annotations
 
-import json
-import logging
 from dataclasses import dataclass
 
-from django.core.cache import cache
 from django.utils.safestring import SafeString, mark_safe
 
 from datasets_app import storage as store
 from datasets_app.charts import language_chart_svg
-from datasets_app.models import File, Version
+from datasets_app.manifests import stored_manifest, stored_manifest_data
+from datasets_app.models import Version
 
-logger = logging.getLogger(__name__)
-MANIFEST_FORMAT = "dataset-shards/1"
 SAMPLE_ROWS = 5
 SAMPLE_TEXT_CHARS = 400
 
@@ -38,31 +34,15 @@ class Overview:
         return sum(c["rows"] for c in self.configs.values())
 
 
-def _read(file: File) -> bytes:
-    with store.release_storage().open(file.storage_key, "rb") as handle:
-        return handle.read()
-
-
 def version_overview(version: Version) -> Overview | None:
-    manifest_file = version.files.filter(path="manifest.json").first()
-    if manifest_file is None:
-        return None
-    # A published file never changes, so its sha256 is a safe cache key.
-    key = f"overview:{manifest_file.sha256}"
-    manifest = cache.get(key)
+    stored = stored_manifest(version)
+    manifest = stored_manifest_data(stored) if stored is not None else None
     if manifest is None:
-        try:
-            manifest = json.loads(_read(manifest_file))
-        except (OSError, ValueError) as error:
-            logger.error("manifest of %s unreadable: %s", version, error)
-            return None
-        if manifest.get("format") != MANIFEST_FORMAT:
-            return None
-        manifest = {k: manifest.get(k, {}) for k in ("configs", "schema", "counts")}
-        cache.set(key, manifest, 24 * 3600)
-    stats = {name: (c["rows"], c["text_bytes"]) for name, c in manifest["configs"].items()}
+        return None
+    configs, schema, counts = (manifest.get(k, {}) for k in ("configs", "schema", "counts"))
+    stats = {name: (c["rows"], c["text_bytes"]) for name, c in configs.items()}
     # The chart is escaped markup built from published data (see datasets_app.charts).
-    return Overview(version, manifest["configs"], manifest["schema"], manifest["counts"], mark_safe(language_chart_svg(stats)))
+    return Overview(version, configs, schema, counts, mark_safe(language_chart_svg(stats)))
 
 
 def sample_rows(version: Version, config: str) -> list[dict]:
