@@ -51,6 +51,12 @@ def _csrf_refusal(request) -> JsonResponse | None:
                           code="csrf")
 
 
+def _method_refusal(request, methods) -> JsonResponse:
+    response = error_response(405, f"{request.method} is not allowed here: use {' or '.join(methods)}.", code="method_not_allowed")
+    response["Allow"] = ", ".join(methods)
+    return response
+
+
 def api_view(*methods: str):
     """Authenticate (session or a token with the `inference` scope), check the method, and answer
     refusals (TokenError, JobError) as JSON errors."""
@@ -61,10 +67,7 @@ def api_view(*methods: str):
         @wraps(view)
         def wrapper(request, *args, **kwargs):
             if request.method not in methods:
-                response = error_response(405, f"{request.method} is not allowed here: use {' or '.join(methods)}.",
-                                          code="method_not_allowed")
-                response["Allow"] = ", ".join(methods)
-                return response
+                return _method_refusal(request, methods)
             request.access_token = None
             raw = bearer(request)
             if raw is not None:
@@ -143,7 +146,10 @@ def job_cancel(request, public_id: str):
     return JsonResponse(formatting.job_json(job))
 
 
+@csrf_exempt
 @never_cache
 def openapi(request):
     # Public: it describes the API, which tells nothing of any checkpoint or user.
+    if request.method not in ("GET", "HEAD"):
+        return _method_refusal(request, ("GET", "HEAD"))
     return JsonResponse(openapi_document(base_url=settings.PORTAL_BASE_URL))

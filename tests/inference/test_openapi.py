@@ -100,6 +100,8 @@ def test_it_is_a_valid_openapi_document_of_every_path_under_api(client, openapi)
     document = openapi.document
     # Served to anyone (it describes the API, nobody's data), and described in itself.
     openapi.check(client.get("/api/openapi.json"), "/api/openapi.json", "get")
+    posted = client.post("/api/openapi.json", "{}", content_type="application/json")  # a script's mistake: JSON, not HTML
+    assert posted.status_code == 405 and posted["Allow"] == "GET, HEAD" and posted.json()["error"]["code"] == "method_not_allowed"
     validate_openapi(document)  # the OpenAPI 3.1 schema, through jsonschema
     assert document["openapi"].startswith("3.1")
     for name, schema in document["components"]["schemas"].items():
