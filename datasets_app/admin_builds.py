@@ -12,6 +12,7 @@ from django.urls import path, reverse
 
 from datasets_app import builds, resource_settings
 from datasets_app.admin import refused_as_forbidden  # datasets_app.admin imports this module last, after defining it
+from datasets_app.formats import SOURCE_FORMATS
 from datasets_app.models import Build, Exclusion, Resource, RestrictedConfig
 from datasets_app.services import GovernanceError
 
@@ -21,7 +22,7 @@ class BuildForm(forms.ModelForm):
     version_name = forms.CharField(max_length=64, help_text="e.g. v2.0; the version stays invisible until the build is published.")
     source_paths = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), label="Sources",
                                    help_text="One per line: a JSONL (.gz too), Parquet, CSV or text file or folder the workers can read, or s3://bucket/prefix.")
-    format = forms.ChoiceField(choices=[(f, f) for f in ("auto", "jsonl", "parquet", "csv", "text")], initial="auto")
+    format = forms.ChoiceField(choices=[(f, f) for f in SOURCE_FORMATS], initial="auto")
     text_column = forms.CharField(initial="text")
     id_column = forms.CharField(required=False)
     language_column = forms.CharField(required=False)

@@ -15,7 +15,6 @@ makes it visible only when every shard is stored.
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import socket
 from dataclasses import asdict, fields
@@ -28,27 +27,25 @@ from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+import sizes
 from datasets_app.authz import CommandLineOperator, acting_user, actor_trail
+from datasets_app.formats import SOURCE_FORMATS
 from datasets_app.models import Build, Exclusion, Resource, Version, slug_validator
 from datasets_app.services import GovernanceError, _require_governance
 from datasets_app.source_roots import source_check
 from portal.audit import audit_record
 
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B|B)?\s*$", re.IGNORECASE)
-_UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12, "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
 _SOURCE_KEYS = ("uri", "format", "text_column", "id_column", "language_column", "source_name", "keep_columns")
-_FORMATS = ("auto", "jsonl", "parquet", "csv", "text")
 MIN_SHARD_SIZE = 64 * 1024
 LOG_LIMIT = 20_000  # characters of log kept on the build
 
 
 def parse_size(text: str) -> int:
-    """'256MiB', '1GB', '65536' -> bytes; a clear error otherwise."""
-    match = _SIZE.match(str(text))
-    if not match:
-        raise GovernanceError(f"{text!r} is not a size: write e.g. 256MiB, 1GiB or 500MB.")
-    number, unit = match.groups()
-    size = int(float(number) * _UNITS[(unit or "b").lower()])
+    """'256MiB', '1GB', '65536' -> bytes (the units of the repository's sizes module); a clear error otherwise."""
+    try:
+        size = sizes.parse_size(text)
+    except ValueError as error:
+        raise GovernanceError(str(error)) from None
     if size < MIN_SHARD_SIZE:
         raise GovernanceError(f"A shard size of {text} is too small: use at least 64KiB (256MiB is the default).")
     return size
@@ -63,8 +60,8 @@ def source_spec(data: dict):
         raise GovernanceError(f"Unknown source setting(s): {', '.join(sorted(unknown))}.")
     if not str(data.get("uri", "")).strip():
         raise GovernanceError("A source needs a path: a local file or folder, or s3://bucket/prefix.")
-    if data.get("format", "auto") not in _FORMATS:
-        raise GovernanceError(f"Unknown source format {data.get('format')!r}: use one of {', '.join(_FORMATS)}.")
+    if data.get("format", "auto") not in SOURCE_FORMATS:
+        raise GovernanceError(f"Unknown source format {data.get('format')!r}: use one of {', '.join(SOURCE_FORMATS)}.")
     return SourceSpec(**{k: v for k, v in data.items() if v is not None and v != ""})
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from datasets_app.formats import MANIFEST_FORMAT, SOURCE_FORMATS
 from datasets_app.shards.dedup import DedupIndex
 from datasets_app.shards.prepare import Filters, Job, Prepared, Preparers
 from datasets_app.shards.sources import FileReader, SourceFile, Wanted, list_files
@@ -84,7 +85,7 @@ def _check(sources: Sequence[SourceSpec], params: BuildParams, out_dir: Path) ->
         raise BuildError(f"{out_dir} is not empty: build into a new directory.")
     keep: dict[str, pa.DataType] = {}
     for spec in sources:
-        if spec.format not in ("auto", "jsonl", "parquet", "csv", "text"):
+        if spec.format not in SOURCE_FORMATS:
             raise BuildError(f"Source {spec.uri}: unknown format {spec.format!r}.")
         if spec.language_column is None and not params.default_language:
             raise BuildError(f"Source {spec.uri} has no language column: set language_column or default_language.")
@@ -289,7 +290,7 @@ class _Build:
         (self.out_dir / "README.md").write_text(
             card_text(configs=configs, files=self.shards, schema=self.schema, params=params, counts=counts), encoding="utf-8")
         write_json(self.out_dir / "manifest.json", {
-            "format": "dataset-shards/1", "configs": configs, "counts": counts, "params": params, "sources": sources,
+            "format": MANIFEST_FORMAT, "configs": configs, "counts": counts, "params": params, "sources": sources,
             "schema": [{"name": field.name, "type": str(field.type)} for field in self.schema],
             "files": [{"path": f.path, "config": f.config, "rows": f.rows, "size": f.size, "sha256": f.sha256} for f in self.shards],
         })

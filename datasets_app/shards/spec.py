@@ -6,11 +6,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 MiB = 1024 * 1024
 
-Format = Literal["auto", "jsonl", "parquet", "csv", "text"]
 KEEP_TYPES = ("string", "int64", "float64", "bool")
 # Output columns every shard has, before the kept columns of the sources.
 BASE_COLUMNS = ("id", "text", "language", "source")
@@ -35,7 +33,7 @@ class SourceSpec:
     """
 
     uri: str
-    format: Format = "auto"
+    format: str = "auto"  # one of datasets_app.formats.SOURCE_FORMATS
     text_column: str = "text"
     id_column: str | None = None
     language_column: str | None = None

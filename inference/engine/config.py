@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
+
+import sizes
 
 from .errors import EngineError
 
-_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
-          "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40, "k": 2**10, "m": 2**20, "g": 2**30}
-
-
 def parse_size(text: str) -> int:
-    """'1.5GiB' -> 1610612736. Binary (KiB, MiB, GiB) and decimal (KB, MB, GB) units; a bare number is bytes."""
-    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", str(text))
-    if not match or match.group(2).lower() not in _UNITS:
-        raise EngineError(f"cannot read the size {text!r}; write it like 1.5GiB, 800MiB or 2000000000")
-    return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
+    """'1.5GiB' -> 1610612736, in the units of the repository's sizes module."""
+    try:
+        return sizes.parse_size(text)
+    except ValueError as error:
+        raise EngineError(str(error)) from None
 
 
 def format_size(n: int | float) -> str:

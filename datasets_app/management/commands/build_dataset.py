@@ -3,6 +3,7 @@ import sys
 from django.core.management.base import BaseCommand, CommandError
 
 from datasets_app import builds
+from datasets_app.formats import SOURCE_FORMATS
 from datasets_app.management.commands._common import add_actor_argument, command_line_operator, resource_by_id
 from datasets_app.models import Build
 from datasets_app.services import GovernanceError
@@ -17,7 +18,7 @@ class Command(BaseCommand):
         parser.add_argument("version", help="version name, e.g. v1.0")
         parser.add_argument("--source", action="append", required=True, metavar="PATH",
                             help="JSONL (.gz too), Parquet, CSV or text file or folder, or s3://bucket/prefix; repeat for several")
-        parser.add_argument("--format", default="auto", choices=["auto", "jsonl", "parquet", "csv", "text"])
+        parser.add_argument("--format", default="auto", choices=SOURCE_FORMATS)
         parser.add_argument("--text-column", default="text")
         parser.add_argument("--id-column")
         parser.add_argument("--language-column")
