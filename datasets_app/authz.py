@@ -34,6 +34,12 @@ def _day(value) -> str:
     return date_format(timezone.localtime(value), "j F Y")
 
 
+def sentence(text: str) -> str:
+    """A reviewer's free text as a sentence ending in a full stop, so the next sentence does not run on."""
+    text = text.strip()
+    return text if not text or text[-1] in ".!?" else text + "."
+
+
 def restricted_configs(resource: Resource) -> dict[str, str]:
     """{config name: its stricter conditions} for the resource's restricted configs."""
     return dict(resource.restricted_configs.values_list("name", "conditions"))
@@ -146,7 +152,7 @@ def _can_download(user, resource: Resource) -> Decision:
             request_url, latest,
         )
     if latest is not None and latest.status == Grant.Status.REVOKED:
-        reason = f" Reason: {latest.end_reason}" if latest.end_reason else ""
+        reason = f" Reason: {sentence(latest.end_reason)}" if latest.end_reason else ""
         return Decision(
             False, "revoked",
             f"Your access to {resource.repo_id} was revoked on {_day(latest.ended_at)}.{reason} "
@@ -157,7 +163,7 @@ def _can_download(user, resource: Resource) -> Decision:
     if rejected is not None and rejected.status == AccessRequest.Status.REJECTED:
         return Decision(
             False, "rejected",
-            f"Your request for {resource.repo_id} was not approved: {rejected.decision_reason} "
+            f"Your request for {resource.repo_id} was not approved: {sentence(rejected.decision_reason)} "
             "You may apply again if you can address this.",
             request_url,
         )

@@ -1,9 +1,11 @@
 from django import template
 
+from datasets_app.authz import sentence as _sentence
 from datasets_app.languages import config_label as _config_label
 
 register = template.Library()
 config_label = register.filter("config_label", _config_label)
+sentence = register.filter("sentence", _sentence)
 
 
 @register.filter

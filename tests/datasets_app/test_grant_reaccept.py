@@ -3,9 +3,10 @@ from django.urls import reverse
 
 from datasets_app.authz import can_download, downloadable_resources
 from datasets_app.models import Grant, LicenseVersion
+from datasets_app.publishing import version_publish
 from datasets_app.services import GovernanceError, grant_reaccept, license_version_publish
 from portal.models import AuditEvent
-from tests.conftest import apply, client_for
+from tests.conftest import apply, client_for, write_release
 from tests.datasets_app.conftest import actions_since, assert_audit_chain_intact, last_seq, mail_to, shown_messages
 
 V2_TEXT = "Test Data License 2.0\n\nUse for research; do not re-identify anyone; cite the corpus paper."
@@ -127,3 +128,33 @@ def test_it_refuses_a_reused_version_number_or_an_empty_text(cast, version, text
         license_version_publish(license=cast.license_version.license, version=version, text=text, actor=cast.admin)
     cast.resource_a.refresh_from_db()
     assert cast.resource_a.license_version == cast.license_version
+
+
+def _state(page: str) -> str:
+    return " ".join(page.split('id="grant-state">', 1)[1].split("</p>", 1)[0].replace("<p", "\n<p").split())
+
+
+def test_it_tells_the_holder_of_a_revoked_or_expired_grant_it_ended_instead_of_that_it_stays_valid(client, cast, v2):
+    revoked = client_for(client, cast, "revoked").get(reaccept_url(cast.grants["revoked"])).content.decode()
+    assert "stays valid" not in revoked and 'name="accept"' not in revoked
+    assert _state(revoked).startswith(f"Your access to test/corpus-a was revoked on {cast.grants['revoked'].ended_at:%-d %B %Y}. "
+                                      "Reason: Redistributed the data. Accepting the new license does not restore it.")
+    assert ">Apply again</a>" in revoked
+
+    expired = client_for(client, cast, "expired").get(reaccept_url(cast.grants["expired"])).content.decode()
+    assert "stays valid" not in expired and 'name="accept"' not in expired
+    assert f"expired on {cast.grants['expired'].expires_at:%-d %B %Y}. Accepting the new license does not renew it" in _state(expired)
+    assert ">Request renewal</a>" in expired
+
+
+def test_it_says_a_revoked_users_access_was_revoked_not_that_it_is_not_there_yet(client, cast, release_storage, tmp_path):
+    version = version_publish(resource=cast.resource_a, name="v1", source=str(write_release(tmp_path / "v1", {"README.md": b"# A\n"})), actor=cast.admin)
+    # A reason typed without a full stop still ends its sentence before "You may apply again".
+    Grant.objects.filter(pk=cast.grants["revoked"].pk).update(end_reason="Redistributed the data")
+    page = client_for(client, cast, "revoked").get(version.get_absolute_url()).content.decode()
+
+    assert "yet" not in page.split("<h1>", 1)[1].split("</h1>", 1)[0]
+    assert "<h1>Your access was revoked</h1>" in page and "Reason: Redistributed the data. You may apply again" in page
+    assert ">Apply again</a>" in page
+    mine = client.get(reverse("my_access")).content.decode()
+    assert f"revoked {cast.grants['revoked'].ended_at:%-d %b %Y}" in mine
