@@ -66,7 +66,7 @@ def takedown_form(request):
             form.add_error(None, f"{error} Your text is kept below.")
             return render(request, "datasets_app/takedown/form.html", {"form": form}, status=429)
         except GovernanceError as error:
-            form.add_error(None, str(error))
+            form.add_error(error.field, str(error))
         else:
             # A fixed window from the first request: add() starts it, incr() counts without a race.
             cache.add(_rate_key(ip), 0, RATE_WINDOW)

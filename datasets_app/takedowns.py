@@ -113,6 +113,12 @@ def version_keeps_urls(version: Version) -> bool:
     return keeps
 
 
+def url_lookup_possible(resource: Resource) -> bool:
+    """Whether a URL alone can find content: some published version keeps its records' URLs. A request
+    giving only a URL is refused on submission and on acceptance otherwise (the README says so)."""
+    return any(version_keeps_urls(version) for version in published_versions(resource))
+
+
 def versions_without_urls(*, takedown: Takedown) -> list[Version]:
     """The published versions a takedown's URL cannot be looked up in: their records keep no URL."""
     if not takedown.url.strip():
@@ -173,6 +179,10 @@ def takedown_submit(
         raise GovernanceError(f"{resource.repo_id} is a model checkpoint, not a dataset: choose the dataset the content is in.")
     if not (record_id or url or excerpt):
         raise GovernanceError("Identify the content: give its record id, the URL it was taken from, or an excerpt of its text.")
+    if url and not (record_id or excerpt) and not url_lookup_possible(resource):
+        raise GovernanceError(
+            f"{resource.repo_id} keeps no URL for its records, so a URL alone cannot find the content: "
+            "give its record id or an excerpt of its text as well.", field="url")
     if not reason.strip():
         raise GovernanceError("Say why the content should be removed: the custodians decide on that reason.")
     for value, label in ((contact_name, "Your name"), (contact_email, "Your e-mail")):
@@ -267,7 +277,7 @@ def _accept(takedown: Takedown, *, reviewer, note: str, scanned: dict[int, list[
             "general to be removed as it stands. Reject it, asking the requester for the record ids or a longer excerpt."
         )
     only_url = not takedown.record_id and not takedown.excerpt.strip()
-    if only_url and not matches and not any(version_keeps_urls(v) for v in published_versions(takedown.resource)):
+    if only_url and not matches and not url_lookup_possible(takedown.resource):
         raise GovernanceError(
             f"Takedown #{takedown.pk} gives only a URL and nothing was found to exclude. Reject it, asking the "
             "requester for the record id or an excerpt of the text, so that builds can recognise the content: "

@@ -61,6 +61,12 @@ def submit(resource, **fields) -> Takedown:
     return takedown_submit(resource=resource, **values)
 
 
+def received_before_the_url_rule(resource, url: str) -> Takedown:
+    """A URL-only request received before takedown_submit refused those no version can look up."""
+    return Takedown.objects.create(resource=resource, url=url, contact_name="Jo Doe", contact_email="jo@example.net",
+                                   reason="It quotes a private letter of mine.")
+
+
 def detail_url(takedown) -> str:
     return reverse("takedown_detail", kwargs={"pk": takedown.pk})
 
@@ -301,8 +307,19 @@ def test_it_excludes_an_excerpt_found_nowhere_yet_by_its_hash(cast):
     assert not takedown.affected_versions.exists()
 
 
+def test_it_refuses_a_url_alone_where_no_version_keeps_urls_as_the_readme_says(client, cast):
+    with pytest.raises(GovernanceError, match="test/corpus-a keeps no URL for its records, so a URL alone cannot find") as refused:
+        submit(cast.resource_a, url="https://blog.example.net/letter")
+    assert refused.value.field == "url"
+
+    page = client.post(FORM, form_data(record_id="", url="https://blog.example.net/letter")).content.decode()
+    url_field = page.split('for="id_url"', 1)[1].split('for="id_excerpt"', 1)[0]
+    assert "give its record id or an excerpt of its text as well" in url_field
+    assert not Takedown.objects.exists()
+
+
 def test_it_refuses_to_accept_a_url_alone_and_says_what_to_do(cast):
-    takedown = submit(cast.resource_a, url="https://blog.example.net/letter")
+    takedown = received_before_the_url_rule(cast.resource_a, "https://blog.example.net/letter")
 
     with pytest.raises(GovernanceError, match="gives only a URL and nothing was found to exclude. Reject it, asking"):
         takedown_accept(takedown=takedown, reviewer=cast.reviewer_a, note="Found it.")
@@ -478,7 +495,7 @@ def test_it_finds_every_record_of_a_page_by_its_url_and_later_builds_drop_the_pa
 def test_it_tells_the_custodian_which_versions_keep_no_url_to_look_one_up_in(client, cast, built, tmp_path):
     v1, _, rows = built  # built without a url column
     page = page_of(rows[0])
-    takedown = submit(cast.resource_a, url=page)
+    takedown = received_before_the_url_rule(cast.resource_a, page)
     reviewer = client_for(client, cast, "reviewer_a")
 
     assert "not looked up everywhere" in reviewer.get(QUEUE).content.decode()
