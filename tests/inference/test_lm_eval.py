@@ -1,7 +1,8 @@
 """lm-evaluation-harness, unchanged, against the live portal: its `local-completions` model (the
 OpenAI-compatible completions, with the portal's own tokenizer endpoints instead of a tokenizer
-downloaded from a hub) on a small UDHR task of ours, held against its `hf` model on the same fp32
-checkpoint read from disk. A real Celery worker runs the jobs on the test database."""
+downloaded from a hub) on two small UDHR tasks of ours (tests/inference/udhr_task.py), held against its
+`hf` model on the same fp32 checkpoint read from disk. A real Celery worker runs the jobs on the test
+database."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from tests.inference.conftest_jobs import _own_inference_cache, model  # noqa: F
 from tests.inference.test_openai_api import (  # noqa: F401 (fixtures)
     MODEL, WAIT, api, ids_of, reference_greedy, start_inference_worker,
 )
-from tests.inference.udhr_task import write_udhr_tasks
+from tests.inference.udhr_task import ARTICLES, CHOICES, LANGUAGES, write_udhr_tasks
 from tests.test_worker import worker_queue  # noqa: F401 (a fixture)
 
 BATCH = 16  # prompts per completion request: one job each
@@ -75,10 +76,11 @@ def test_it_evaluates_through_the_portal_as_the_hf_model_does_on_the_same_checkp
     jobs = InferenceJob.objects.filter(user=cast.granted, via="openai")
     assert {(job.status, job.params["echo"], job.params["max_new_tokens"], job.params["logprobs"]) for job in jobs} == {
         ("done", True, 1, 1)}
-    assert sum(len(job.params["prompts"]) for job in jobs) == requests == 32 * 4 + 32
-    assert jobs.count() == requests // BATCH
+    docs = len(LANGUAGES) * len(ARTICLES)
+    assert sum(len(job.params["prompts"]) for job in jobs) == requests == docs * CHOICES + docs
+    assert jobs.count() == -(-requests // BATCH)
 
-    assert remote_scores.keys() == local_scores.keys() and len(remote_scores) == 64
+    assert remote_scores.keys() == local_scores.keys() and len(remote_scores) == 2 * docs
     for key, (arguments, choices, acc) in remote_scores.items():
         local_arguments, local_choices, local_acc = local_scores[key]
         assert arguments == local_arguments

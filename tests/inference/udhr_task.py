@@ -1,5 +1,5 @@
 """Two small lm-evaluation-harness tasks of our own, built at run time from the UDHR corpus, over the
-first paragraph of articles 1-4 in eight languages (Latin, Cyrillic, Arabic, Han and Devanagari
+first paragraph of articles 1-3 in eight languages (Latin, Cyrillic, Arabic, Han and Devanagari
 text, characters that byte-level tokens split):
 
 - portal_udhr_language (multiple choice): which language is this passage in? Four languages named
@@ -27,7 +27,7 @@ LANGUAGE_TASK, NEXT_TASK = "portal_udhr_language", "portal_udhr_next"
 # UDHR file key -> the language's own name.
 LANGUAGES = {"eng": "English", "fra": "Français", "spa": "Español", "rus": "Русский", "arb": "العربية",
              "cmn_hans": "中文", "hin": "हिन्दी", "yor": "Yorùbá"}
-ARTICLES = ("article-1", "article-2", "article-3", "article-4")
+ARTICLES = ("article-1", "article-2", "article-3")
 CHOICES = 4
 PASSAGE_CHARS = 60  # short prompts, so that the tasks run in seconds on the tiny model
 
