@@ -21,6 +21,11 @@ pytestmark = pytest.mark.browser
 CONFIGS = ["aa", "ab", "ace", "af", "ak", "am", "ar", "ast", "az-Cyrl", "az-Latn", "be", "bg", "br", "ca", "cy", "de",
            "el", "en", "eo", "es", "eu", "fa", "fi", "fr", "ga", "he", "hi", "ja", "ko", "sr-Latn", "und", "zh-Hans", "zh-Hant"]
 
+LONG_AFFILIATION = ("Institut für Maschinelle Sprachverarbeitung und Computerlinguistik der Universität Stuttgart, "
+                    "Abteilung Grundlagen-der-Sprachtechnologie-und-Mehrsprachigkeitsforschung")
+LONG_EMAIL = "stranger.with-a-rather-long-institutional-address@ims.computerlinguistik.uni-stuttgart.de"
+LONG_POSITION = "Wissenschaftliche-Mitarbeiterin-und-Doktorandin (Postdoctoral Research Associate)"
+
 
 @pytest.fixture
 def release(cast, release_storage, tmp_path):
@@ -65,6 +70,12 @@ def _approve_french_only(page, cast, shot, access_request) -> None:
     sign_in(page, "reviewer_a", totp_secret=cast.totp_secrets["reviewer_a"])
     page.goto(reverse("review_detail", kwargs={"pk": access_request.pk}))
     assert page.inner_text("#scope") == f"only Arabic (ar), French (fr) (2 of the {len(CONFIGS)} configs of test/corpus-a)"
+    # The applicant card wraps a long affiliation, position and address instead of clipping them.
+    card = page.locator(".card", has=page.get_by_role("heading", name="Applicant"))
+    for text in (LONG_AFFILIATION, LONG_POSITION, LONG_EMAIL):
+        assert card.get_by_text(text).is_visible()
+    assert card.evaluate("c => c.scrollWidth <= c.clientWidth && [...c.querySelectorAll('dd')].every("
+                         "d => d.getBoundingClientRect().right <= c.getBoundingClientRect().right)")
     select = "select[name=configs]"
     assert page.locator(f"{select} option").all_inner_texts() == ["Arabic (ar)", "French (fr)"]
     _pick(page, select, "French")
@@ -78,6 +89,10 @@ def _approve_french_only(page, cast, shot, access_request) -> None:
 
 
 def test_it_lets_people_pick_languages_by_name_and_download_what_was_approved(cast, release, new_page, shot):
+    profile = cast.stranger.profile
+    profile.affiliation, profile.position = LONG_AFFILIATION, LONG_POSITION
+    profile.save()
+    cast.stranger.emailaddress_set.update(email=LONG_EMAIL)
     researcher, reviewer = new_page(), new_page()
     sign_in(researcher, "stranger")
     _request_two_languages(researcher, cast, shot)
