@@ -170,6 +170,77 @@ def release_storage(settings, tmp_path) -> Path:
     return media
 
 
+@pytest.fixture
+def release_files() -> dict[str, bytes]:
+    """What a custodian publishes: a README, two configs in the Hub layout, one big shard."""
+    from tests.datasets_app.downloads import BIG_SIZE, release_bytes
+
+    return {
+        "README.md": b"# Corpus A\n\nShards of the test corpus, one folder per language.\n",
+        "data/en/part-00000.jsonl": b"".join(b'{"id": %d, "text": "hello"}\n' % i for i in range(2000)),
+        "data/fr/part-00000.parquet": release_bytes(1, BIG_SIZE),
+    }
+
+
+@pytest.fixture
+def release_folder(tmp_path, release_files) -> Path:
+    return write_release(tmp_path / "release-v1.0", release_files)
+
+
+@pytest.fixture
+def local_storage(release_storage) -> Path:
+    return release_storage
+
+
+@pytest.fixture
+def published(cast, local_storage, release_folder):
+    """resource_a@v1.0, published from the release folder into local storage."""
+    from datasets_app.publishing import version_publish
+
+    return version_publish(resource=cast.resource_a, name="v1.0", source=str(release_folder), actor=cast.admin)
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint():
+    """moto's S3-compatible server over real HTTP, one for the session (each test makes its own bucket)."""
+    import logging
+
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one log line per request otherwise
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def s3(settings, moto_endpoint):
+    """A fresh bucket per test as the release storage, configured the way portal/settings.py does from S3_* variables."""
+    import uuid
+    from types import SimpleNamespace
+
+    import boto3
+
+    bucket = f"release-{uuid.uuid4().hex[:12]}"
+    client = boto3.client("s3", endpoint_url=moto_endpoint, aws_access_key_id="test-key",
+                          aws_secret_access_key="test-secret", region_name="us-east-1")
+    client.create_bucket(Bucket=bucket)
+    settings.STORAGES = {
+        "default": {
+            "BACKEND": "storages.backends.s3.S3Storage",
+            "OPTIONS": {
+                "bucket_name": bucket, "endpoint_url": moto_endpoint, "region_name": "us-east-1",
+                "access_key": "test-key", "secret_key": "test-secret", "location": "",
+                "default_acl": None, "file_overwrite": False, "querystring_auth": True,
+            },
+        },
+        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    }
+    return SimpleNamespace(client=client, bucket=bucket, endpoint=moto_endpoint)
+
+
 def write_release(root: Path, files: dict[str, bytes]) -> Path:
     """Write {relative path: bytes} under root, the way a custodian's release folder looks."""
     for path, data in files.items():

@@ -1,8 +1,6 @@
-"""Fixtures for the download tests: a release folder, local storage, a published version,
-and real HTTP clients (curl, wget) run as subprocesses.
-
-Import the fixtures you use into the test module; the cast comes from tests/conftest.py.
-"""
+"""Helpers of the download tests: release bytes, digests, download records, and real HTTP clients
+(curl, wget) run as subprocesses. The fixtures (release_files, release_folder, local_storage,
+published) live in tests/conftest.py, beside the cast."""
 
 from __future__ import annotations
 
@@ -12,11 +10,6 @@ import random
 import subprocess
 from pathlib import Path
 
-import pytest
-
-from tests.conftest import write_release
-
-from datasets_app.publishing import version_publish
 from datasets_app.models import DownloadEvent
 
 # Big enough that a rate-limited client is still mid-way after a second; small enough to be quick.
@@ -37,32 +30,6 @@ def sha256_file(path: Path) -> str:
         while chunk := handle.read(1 << 20):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-@pytest.fixture
-def release_files() -> dict[str, bytes]:
-    """What a custodian publishes: a README, two configs in the Hub layout, one big shard."""
-    return {
-        "README.md": b"# Corpus A\n\nShards of the test corpus, one folder per language.\n",
-        "data/en/part-00000.jsonl": b"".join(b'{"id": %d, "text": "hello"}\n' % i for i in range(2000)),
-        "data/fr/part-00000.parquet": release_bytes(1, BIG_SIZE),
-    }
-
-
-@pytest.fixture
-def release_folder(tmp_path, release_files) -> Path:
-    return write_release(tmp_path / "release-v1.0", release_files)
-
-
-@pytest.fixture
-def local_storage(release_storage) -> Path:
-    return release_storage
-
-
-@pytest.fixture
-def published(cast, local_storage, release_folder):
-    """resource_a@v1.0, published from the release folder into local storage."""
-    return version_publish(resource=cast.resource_a, name="v1.0", source=str(release_folder), actor=cast.admin)
 
 
 def file_of(version, path: str):

@@ -14,7 +14,7 @@ from datasets_app.publishing import version_publish
 from datasets_app.services import GovernanceError
 from portal.models import AuditEvent
 from tests.datasets_app.conftest import actions_since, assert_audit_chain_intact, last_seq
-from tests.datasets_app.conftest_downloads import download_mark, downloads_since
+from tests.datasets_app.downloads import download_mark, downloads_since
 
 BASE = "https://portal.example.org"
 FILES = {

@@ -19,7 +19,7 @@ from datasets_app.models import DownloadEvent, Grant, Resource
 from datasets_app.publishing import version_publish
 from tests.conftest import ROLES, write_release
 from tests.datasets_app.conftest import actions_since, assert_audit_chain_intact, last_seq
-from tests.datasets_app.conftest_downloads import download_mark, downloads_since
+from tests.datasets_app.downloads import download_mark, downloads_since
 
 FILES = {"README.md": b"# A\n", "data/fr/train-00000.parquet": b"PAR1" * 100}
 

@@ -16,9 +16,8 @@ from datasets_app import links
 from datasets_app.models import AccessToken
 from datasets_app.tokens import access_token_create, access_token_revoke
 from tests.conftest import client_for
-from tests.datasets_app.conftest_downloads import (  # noqa: F401 (fixtures)
-    BIG_SIZE, curl, download_mark, downloads_since, file_of, local_storage, published, release_files, release_folder, run, sha256_file,
-    sha256_hex,
+from tests.datasets_app.downloads import (
+    BIG_SIZE, curl, download_mark, downloads_since, file_of, run, sha256_file, sha256_hex,
 )
 
 BIG = "data/fr/part-00000.parquet"

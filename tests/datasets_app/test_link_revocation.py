@@ -23,9 +23,7 @@ from datasets_app.tokens import access_token_create
 from portal.models import AuditEvent
 from tests.conftest import PASSWORD, ROLES, client_for, write_release
 from tests.datasets_app.conftest import actions_since, assert_audit_chain_intact, last_seq, shown_messages
-from tests.datasets_app.conftest_downloads import (  # noqa: F401 (fixtures)
-    curl, download_mark, downloads_since, file_of, local_storage, parse_headers, published, release_files, release_folder,
-)
+from tests.datasets_app.downloads import curl, download_mark, downloads_since, file_of, parse_headers
 
 URLS = "/resources/test/corpus-a/versions/v1.0/urls.txt"
 README = "README.md"

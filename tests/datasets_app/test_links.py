@@ -19,10 +19,7 @@ from hypothesis import strategies as st
 from datasets_app import links, services
 from datasets_app.models import Grant
 from tests.conftest import client_for
-from tests.datasets_app.conftest_downloads import (  # noqa: F401 (fixtures)
-    BIG_SIZE, curl, download_mark, downloads_since, file_of, local_storage, parse_headers, published,
-    release_files, release_folder,
-)
+from tests.datasets_app.downloads import BIG_SIZE, curl, download_mark, downloads_since, file_of, parse_headers
 
 BIG = "data/fr/part-00000.parquet"
 

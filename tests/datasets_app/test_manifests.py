@@ -159,7 +159,7 @@ def test_it_rechecks_access_on_every_request_to_a_manifest_link(cast, built):
 def test_it_passes_the_readme_cluster_recipe_with_a_grant_of_some_configs(cast, built, live_server, tmp_path):
     """curl urls.txt and SHA256SUMS with a token, wget -c -x -nH --cut-dirs=2 -i, sha256sum -c: the
     manifest of the covered configs lands as manifest.json beside their shards and checks."""
-    from tests.datasets_app.conftest_downloads import curl, run
+    from tests.datasets_app.downloads import curl, run
 
     scope(cast.grants["granted"], all_configs=False, configs=["ar", "fr"])
     _, raw = access_token_create(user=cast.granted, name="node", scopes=["read"], days=1)

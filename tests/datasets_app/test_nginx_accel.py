@@ -16,9 +16,8 @@ from urllib.parse import urlsplit
 import pytest
 
 from datasets_app import links, services
-from tests.datasets_app.conftest_downloads import (  # noqa: F401 (fixtures)
-    BIG_SIZE, curl, download_mark, downloads_since, file_of, local_storage, parse_headers, published,
-    release_files, release_folder, run, sha256_file,
+from tests.datasets_app.downloads import (
+    BIG_SIZE, curl, download_mark, downloads_since, file_of, parse_headers, run, sha256_file,
 )
 
 NGINX = shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx",) if os.path.exists(p)), None)

@@ -12,7 +12,7 @@ from datasets_app.models import Grant, RestrictedConfig
 from datasets_app.publishing import version_publish
 from datasets_app.tokens import access_token_create
 from tests.conftest import write_release
-from tests.datasets_app.conftest_downloads import curl, file_of, local_storage, published, release_files, release_folder, run  # noqa: F401
+from tests.datasets_app.downloads import curl, file_of, run
 
 BASE = "/resources/test/corpus-a/versions/v1.0/"
 BROWSER = {"HTTP_ACCEPT": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"}

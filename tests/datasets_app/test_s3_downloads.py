@@ -4,60 +4,27 @@ short-lived presigned GET, and refusals that happen before any redirect."""
 
 from __future__ import annotations
 
-import logging
 import time
-import uuid
-from types import SimpleNamespace
 from urllib.parse import parse_qs, urlsplit
 
-import boto3
 import pytest
 from django.test import Client
-from moto.server import ThreadedMotoServer
 
 from datasets_app import links, services
 from datasets_app.models import File
 from datasets_app.publishing import version_publish
 from tests.conftest import client_for
-from tests.datasets_app.conftest_downloads import (  # noqa: F401 (fixtures)
-    BIG_SIZE, curl, download_mark, downloads_since, file_of, parse_headers, release_files, release_folder, sha256_file,
-    sha256_hex,
+from tests.datasets_app.downloads import (
+    BIG_SIZE, curl, download_mark, downloads_since, file_of, parse_headers, sha256_file, sha256_hex,
 )
 
 BIG = "data/fr/part-00000.parquet"
 PRESIGN_TTL = 300
 
 
-@pytest.fixture(scope="session")
-def moto_endpoint():
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one log line per request otherwise
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
-
-
-@pytest.fixture
-def s3(settings, moto_endpoint):
-    """A fresh bucket per test, configured the way portal/settings.py does from S3_* variables."""
-    bucket = f"release-{uuid.uuid4().hex[:12]}"
-    client = boto3.client("s3", endpoint_url=moto_endpoint, aws_access_key_id="test-key",
-                          aws_secret_access_key="test-secret", region_name="us-east-1")
-    client.create_bucket(Bucket=bucket)
-    settings.STORAGES = {
-        "default": {
-            "BACKEND": "storages.backends.s3.S3Storage",
-            "OPTIONS": {
-                "bucket_name": bucket, "endpoint_url": moto_endpoint, "region_name": "us-east-1",
-                "access_key": "test-key", "secret_key": "test-secret", "location": "",
-                "default_acl": None, "file_overwrite": False, "querystring_auth": True,
-            },
-        },
-        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
-    }
+@pytest.fixture(autouse=True)
+def _presign_ttl(settings):
     settings.S3_PRESIGN_TTL = PRESIGN_TTL
-    return SimpleNamespace(client=client, bucket=bucket, endpoint=moto_endpoint)
 
 
 def object_keys(s3, prefix: str = "") -> list[str]:

@@ -18,7 +18,7 @@ from datasets_app.tokens import access_token_create
 from portal.models import AuditEvent
 from tests.conftest import client_for, write_release
 from tests.datasets_app.conftest import actions_since, assert_audit_chain_intact, last_seq, shown_messages
-from tests.datasets_app.conftest_downloads import download_mark, downloads_since
+from tests.datasets_app.downloads import download_mark, downloads_since
 
 URLS = "/resources/test/corpus-a/versions/v1/urls.txt"
 SUMS = "/resources/test/corpus-a/versions/v1/SHA256SUMS"

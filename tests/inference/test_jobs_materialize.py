@@ -13,7 +13,6 @@ from datasets_app.publishing import version_publish
 from inference.engine.checkpoint import Checkpoint
 from inference.errors import JobError
 from inference.materialize import checkpoint_dir, version_file
-from tests.datasets_app.test_s3_downloads import moto_endpoint, s3  # noqa: F401 (fixtures)
 from tests.inference.conftest_jobs import _own_inference_cache, model  # noqa: F401 (fixtures)
 
 

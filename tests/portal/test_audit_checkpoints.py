@@ -23,7 +23,6 @@ from portal.audit_checkpoints import audit_checkpoint_latest, checkpoint_key
 from portal.celery import app as celery_app
 from portal.models import AuditEvent
 from tests.conftest import stop_process_group, subprocess_database_url
-from tests.datasets_app.test_s3_downloads import moto_endpoint  # noqa: F401 (fixture)
 from tests.portal.test_audit import _seed, _tamper
 from tests.portal.test_settings import manage
 from tests.test_worker import start_worker, worker_queue  # noqa: F401 (fixture)

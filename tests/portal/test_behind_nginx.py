@@ -14,9 +14,7 @@ from django.core.cache import cache
 from datasets_app.models import Takedown
 from portal.models import AuditEvent
 from tests.conftest import PASSWORD
-from tests.datasets_app.conftest_downloads import (  # noqa: F401 (fixtures)
-    curl, download_mark, downloads_since, file_of, local_storage, published, release_files, release_folder,
-)
+from tests.datasets_app.downloads import curl, download_mark, downloads_since
 from tests.datasets_app.test_nginx_accel import BIG, _link, nginx, pytestmark  # noqa: F401 (fixture, nginx skip)
 
 A, B = "127.0.0.2", "127.0.0.3"

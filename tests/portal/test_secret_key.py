@@ -12,7 +12,7 @@ from django.test import override_settings
 
 from datasets_app import links
 from tests.conftest import client_for
-from tests.datasets_app.conftest_downloads import file_of, local_storage, published, release_files, release_folder  # noqa: F401
+from tests.datasets_app.downloads import file_of
 
 ROOT = Path(__file__).resolve().parents[2]
 # The key every checkout used to share, before the embedded default made its own.

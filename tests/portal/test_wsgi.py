@@ -9,10 +9,7 @@ import os
 from datasets_app import links, storage
 from portal.wsgi import PortalApplication
 from tests.conftest import client_for
-from tests.datasets_app.conftest_downloads import (  # noqa: F401 (fixtures)
-    curl, download_mark, downloads_since, file_of, local_storage, parse_headers, published,
-    release_files, release_folder,
-)
+from tests.datasets_app.downloads import curl, download_mark, downloads_since, file_of, parse_headers
 
 BIG = "data/fr/part-00000.parquet"
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import csv
 import gzip
 import json
-import logging
 import uuid
 
 import boto3
@@ -14,7 +13,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import zstandard
-from moto.server import ThreadedMotoServer
 
 from datasets_app.shards import BuildCancelled, BuildError, BuildParams, SourceSpec, build_shards
 from tests.datasets_app.shards.conftest import KEEP, udhr_spec, write_jsonl
@@ -120,16 +118,6 @@ def test_it_names_the_row_of_bad_csv_and_parquet_values(tmp_path):
                           out_dir=tmp_path / "o2", params=BuildParams(on_error="skip", default_language="fr"))
     assert [(r.file, r.line, r.reason) for r in result.reject_sample] == [
         ("bad.parquet", 1, "'text' is an integer, expected a string"), ("bad.parquet", 2, "'text' is an integer, expected a string")]
-
-
-@pytest.fixture(scope="module")
-def moto_endpoint():
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
 
 
 def test_it_reads_s3_sources_over_http(tmp_path, moto_endpoint, udhr_records, udhr_build):
