@@ -1,4 +1,5 @@
 from django import template
+from django_countries import countries
 
 from datasets_app.authz import sentence as _sentence
 from datasets_app.languages import config_label as _config_label
@@ -6,6 +7,12 @@ from datasets_app.languages import config_label as _config_label
 register = template.Library()
 config_label = register.filter("config_label", _config_label)
 sentence = register.filter("sentence", _sentence)
+
+
+@register.filter
+def country_name(code: str) -> str:
+    """A country question's answer (stored as its ISO code) by name, as the profile shows it."""
+    return countries.name(code) or code
 
 
 @register.filter

@@ -83,6 +83,17 @@ def test_it_shows_the_profile_the_answers_and_the_history_on_the_detail_page(cli
     assert 'value="approve"' in page and 'value="reject"' in page and 'value="changes"' in page
 
 
+def test_it_names_the_country_a_question_was_answered_with_as_the_profile_does(client, cast):
+    pending = cast.requests["pending"]
+    AccessRequest.objects.filter(pk=pending.pk).update(answers=[
+        {"question_id": 0, "question": "Country where the data will be processed", "kind": "country", "answer": "PT"}])
+
+    page = client_for(client, cast, "reviewer_a").get(detail_url(pending)).content.decode()
+
+    assert "<dt>Country where the data will be processed</dt><dd>Portugal</dd>" in page
+    assert "<dt>Country</dt><dd>France</dd>" in page
+
+
 def test_it_approves_with_the_expiry_the_reviewer_chose(client, cast):
     day = timezone.localdate() + timedelta(days=30)
     client_for(client, cast, "reviewer_a")

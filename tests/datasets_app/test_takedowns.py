@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 
 import pytest
@@ -228,6 +229,8 @@ def test_it_finds_a_record_by_id_and_accepting_excludes_flags_and_tells_each_hol
     reviewer = client_for(client, cast, "reviewer_a")
     page = reviewer.get(detail_url(takedown)).content.decode()
     assert target["id"] in page.split('id="scan"', 1)[1]
+    words = " ".join(re.sub("<[^>]+>", " ", page).split())
+    assert f"Received sent {timezone.localtime(takedown.created_at):%-d %b %Y}" in words and "Received received" not in words
     seq = last_seq()
 
     with send_mail_on_commit():
