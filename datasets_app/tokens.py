@@ -8,6 +8,7 @@ from datetime import timedelta
 from functools import wraps
 
 from django.conf import settings
+from django.core.cache import cache
 from django.db import transaction
 from django.utils import timezone
 
@@ -76,11 +77,25 @@ def access_token_authenticate(raw: str, *, scope: str, request=None) -> AccessTo
     if scope not in token.scopes:
         raise TokenError(403, f"The access token {token.prefix}… lacks the '{scope}' scope. Create a token with it.")
     now = timezone.now()
+    path = request.path if request else ""
     with transaction.atomic():
         AccessToken.objects.filter(pk=token.pk).update(last_used_at=now)
-        audit_record(action="token_used", actor=token.user, target=token, request=request,
-                     data={"prefix": token.prefix, "scope": scope, "path": request.path if request else ""})
+        if _first_use_in_window(token, scope, path):
+            audit_record(action="token_used", actor=token.user, target=token, request=request,
+                         data={"prefix": token.prefix, "scope": scope, "path": path, "window_s": settings.TOKEN_USE_AUDIT_SECONDS})
     return token
+
+
+def _first_use_in_window(token, scope: str, path: str) -> bool:
+    """One token_used event per token, scope and path in TOKEN_USE_AUDIT_SECONDS: a script calling
+    /api/tokenize thousands of times an hour would otherwise bury the trail (what it runs is audited
+    on its own: jobs, link lists, downloads). Records every use when the cache is down."""
+    if settings.TOKEN_USE_AUDIT_SECONDS == 0:
+        return True
+    try:
+        return cache.add(f"token-used:{token.token_hash[:32]}:{scope}:{path}", 1, settings.TOKEN_USE_AUDIT_SECONDS)
+    except Exception:  # noqa: BLE001 (any cache failure: record rather than lose the event)
+        return True
 
 
 def bearer(request) -> str | None:

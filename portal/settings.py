@@ -366,6 +366,8 @@ ACCESS_TOKEN_MAX_DAYS = env_int("ACCESS_TOKEN_MAX_DAYS", 365, minimum=1)
 DOWNLOAD_REFUSALS_AUDITED = env_int("DOWNLOAD_REFUSALS_AUDITED", 20, minimum=1)
 DOWNLOAD_REFUSALS_AUDITED_TOTAL = env_int("DOWNLOAD_REFUSALS_AUDITED_TOTAL", 1000, minimum=1)
 DOWNLOAD_REFUSALS_WINDOW = env_duration("DOWNLOAD_REFUSALS_WINDOW", "1h", minimum=60, maximum=86400)
+# An access token's use is an audit event once per token, scope and path in this window (0: every call).
+TOKEN_USE_AUDIT_SECONDS = env_int("TOKEN_USE_AUDIT_SECONDS", 60, minimum=0)
 
 # --- Inference ------------------------------------------------------------------------------
 # Where workers put checkpoint files (links into MEDIA_ROOT for local storage, downloads from S3).

@@ -320,3 +320,19 @@ def test_it_refuses_to_issue_a_bad_token(cast, args, pattern):
 
     assert re.fullmatch(pattern, str(error.value)), str(error.value)
     assert not AccessToken.objects.exists() and actions_since(seq) == []
+
+
+def test_it_audits_a_tokens_use_once_per_path_in_a_window_however_often_a_script_calls(cast, published, settings):
+    _, raw = access_token_create(user=cast.granted, name="evaluation node", scopes=["read"], days=1)
+    node, seq = Client(), last_seq()
+
+    for _ in range(5):
+        assert node.get(URLS, headers=bearer(raw)).status_code == 200
+    assert node.get(SUMS, headers=bearer(raw)).status_code == 200
+
+    used = [e.data["path"] for e in AuditEvent.objects.filter(seq__gt=seq, action="token_used").order_by("seq")]
+    assert used == [URLS, SUMS]
+    assert actions_since(seq).count("link_list_issued") == 5  # what the calls did is recorded each time
+    settings.TOKEN_USE_AUDIT_SECONDS = 0
+    node.get(URLS, headers=bearer(raw))
+    assert AuditEvent.objects.filter(seq__gt=seq, action="token_used").count() == 3
