@@ -14,6 +14,7 @@ from django.utils.safestring import SafeString, mark_safe
 
 from datasets_app import storage as store
 from datasets_app.charts import language_chart_svg
+from datasets_app.languages import language_name
 from datasets_app.manifests import stored_manifest, stored_manifest_data
 from datasets_app.models import Version
 
@@ -42,7 +43,8 @@ def version_overview(version: Version) -> Overview | None:
     configs, schema, counts = (manifest.get(k, {}) for k in ("configs", "schema", "counts"))
     stats = {name: (c["rows"], c["text_bytes"]) for name, c in configs.items()}
     # The chart is escaped markup built from published data (see datasets_app.charts).
-    return Overview(version, configs, schema, counts, mark_safe(language_chart_svg(stats)))
+    names = {name: language_name(name) for name in configs}  # "French (fr)"; und says it is undetermined
+    return Overview(version, configs, schema, counts, mark_safe(language_chart_svg(stats, names=names)))
 
 
 def sample_rows(version: Version, config: str) -> list[dict]:

@@ -13,6 +13,7 @@ from datasets_app.languages import UNDETERMINED_LABEL, config_choices, config_la
 from datasets_app.publishing import version_publish
 from portal.shared import udhr_corpus
 from tests.conftest import client_for, write_release
+from tests.datasets_app.test_builds import build_command, udhr_sample
 
 CONFIGS = ["fr", "ar", "zh-Hans", "und"]
 
@@ -84,3 +85,19 @@ def test_it_names_the_covered_languages_on_the_download_page_and_counts_the_rest
     assert "Your access covers 2 of the 4 configs of this version." in page
     uncovered = page.split('id="uncovered">', 1)[1].split("</p>", 1)[0]
     assert "The other 2 configs of this version are not covered by your access" in uncovered and "ar, zh-Hans" in uncovered
+
+
+def test_it_charts_und_as_undetermined_and_counts_with_thousands_separators(cast, release_storage, tmp_path, client):
+    if not udhr_corpus().exists():
+        pytest.skip(f"{udhr_corpus()} is not here (it lives in the shared corpora folder)")
+    languages = ("und", "fr", "ar", "zh-Hans", "he", "en", "ru", "de", "es", "pt", "ja", "hi", "it", "nl", "pl", "tr", "ko")
+    source, rows = udhr_sample(tmp_path, languages=languages)
+    build_command("test/corpus-a", "v2.0", source, id_column="id", language_column="lang", shard_size="64KiB")
+
+    page = client.get("/resources/test/corpus-a/").content.decode()
+
+    svg = page[page.index("<svg"):page.index("</svg>")]
+    assert "Undetermined language</tspan>" in svg and "French</tspan>" in svg
+    summary = " ".join(page.split('id="config-summary">', 1)[1].split("</p>", 1)[0].replace('<span class="mono">', "").replace("</span>", "").split())
+    assert len(rows) >= 1000 and summary.startswith(f"{len({r['lang'] for r in rows})} configs, {len(rows):,} records in v2.0.")
+    assert "Each config is a language, except und (undetermined): texts whose language is not identified." in summary

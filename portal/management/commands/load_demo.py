@@ -109,8 +109,10 @@ class Command(BaseCommand):
                                 profile={"full_name": "Rosa Researcher", "affiliation": "University of Lisbon", "country": "PT", "position": "PhD student"})
 
         corpus, _ = Resource.objects.get_or_create(namespace="bigscience", slug="roots-udhr", defaults={
-            "kind": Resource.Kind.DATASET, "title": "UDHR multilingual corpus (464 translations)",
-            "summary": "The Universal Declaration of Human Rights in 464 translations, one config per language.",
+            "kind": Resource.Kind.DATASET, "title": "UDHR multilingual corpus",
+            # One figure, named as the pages name it: configs (430 language tags, and und for the translations without one).
+            "summary": "The Universal Declaration of Human Rights in 431 configs: one per language, and und for texts "
+                       "whose language is not identified.",
             "description": "Paragraph-level text of the Universal Declaration of Human Rights in hundreds of languages and "
                            "40+ scripts, including right-to-left and CJK scripts. Access is reviewed by the data governance committee.",
             "access_policy": Resource.Policy.GATED_MANUAL, "license_version": data_v1, "default_grant_days": 365,
