@@ -129,7 +129,7 @@ def language_chart_svg(
     shown, rest = entries[:top], entries[top:]
     rows = [_language_row(code, records, text_bytes, names.get(code)) for code, records, text_bytes in shown]
     if rest:
-        label = f"{format_count(len(rest))} other {_plural(len(rest), 'language')}"
+        label = _languages([e[0] for e in rest], other=True)
         rows.append(
             _Row(
                 code=None,
@@ -140,12 +140,12 @@ def language_chart_svg(
                 others=len(rest),
             )
         )
-    totals = (len(entries), sum(e[1] for e in entries), sum(e[2] for e in entries))
+    totals = (_languages([e[0] for e in entries]), sum(e[1] for e in entries), sum(e[2] for e in entries))
     return _chart_svg(rows, totals, width=width, top=top)
 
 
 def _chart_svg(rows: list[_Row], totals: tuple[int, int, int], *, width: int, top: int) -> str:
-    n_languages, n_records, n_bytes = totals
+    languages, n_records, n_bytes = totals
     named = [r for r in rows if r.code is not None]
     has_others = len(named) < len(rows)
     # Scales come from the named languages only: the "other languages" row is a sum of
@@ -164,7 +164,7 @@ def _chart_svg(rows: list[_Row], totals: tuple[int, int, int], *, width: int, to
 
     uid = _chart_id(rows, width, top)
     summary = (
-        f"{format_count(n_languages)} {_plural(n_languages, 'language')}, "
+        f"{languages}, "
         f"{format_count(n_records)} {_plural(n_records, 'record')}, {format_bytes(n_bytes)} of text"
     )
     title = f"Language distribution: {summary}"
@@ -173,7 +173,7 @@ def _chart_svg(rows: list[_Row], totals: tuple[int, int, int], *, width: int, to
         shown += f" and the other {format_count(rows[-1].others)} together"
     desc = (
         f"Records and UTF-8 text bytes for {shown}; each bar is scaled to the largest language. "
-        f"Totals: {format_count(n_languages)} {_plural(n_languages, 'language')}, "
+        f"Totals: {languages}, "
         f"{format_count(n_records)} {_plural(n_records, 'record')}, "
         f"{format_count(n_bytes)} {_plural(n_bytes, 'byte')} ({format_bytes(n_bytes)})."
     )
@@ -389,6 +389,16 @@ def _fit(text: str, max_em: float) -> str:
     while end > 0 and unicodedata.combining(text[end]):
         end -= 1
     return text[:end].rstrip(" ,;:([-") + _ELLIPSIS
+
+
+def _languages(codes: list[str], *, other: bool = False) -> str:
+    """"430 languages and und (undetermined)": `und` tags text whose language nobody identified,
+    so it is named for what it is rather than counted as one more language."""
+    n = sum(code != "und" for code in codes)
+    words = f"{format_count(n)} {'other ' if other else ''}{_plural(n, 'language')}"
+    if "und" not in codes:
+        return words
+    return f"{words} and und (undetermined)" if n else "und (undetermined)"
 
 
 def _plural(n: int, word: str) -> str:
