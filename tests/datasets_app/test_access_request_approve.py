@@ -183,7 +183,7 @@ def test_it_approves_only_the_configs_the_reviewer_keeps_and_tells_the_applicant
     assert event.data["narrowed_from"] == {"all_configs": True, "configs": ["he"]}
     assert_audit_chain_intact()
     [to_applicant] = [m for m in mailoutbox if m.to == [cast.pending.email]]
-    assert "approved only these configs of those you asked for: ar, he" in to_applicant.body
+    assert "approved only these configs of those you asked for: Arabic (ar), Hebrew (he)" in to_applicant.body
 
 
 @pytest.mark.parametrize("configs, message", [
