@@ -34,6 +34,7 @@ def test_it_builds_in_the_admin_and_shows_the_languages_to_a_researcher(cast, re
     assert custodian.inner_text("#build-status") == "Published"
     assert custodian.get_attribute("#build-bar", "value") == "100"
     assert "published test/corpus-a@v2.0" in custodian.inner_text("#build-log")
+    assert custodian.inner_text("#build-configs") == "8 of 8"
     shot(custodian, "builds-02-done")
     assert Build.objects.get().status == Build.Status.SUCCEEDED
 
@@ -42,6 +43,7 @@ def test_it_builds_in_the_admin_and_shows_the_languages_to_a_researcher(cast, re
     researcher.goto("/resources/test/corpus-a/")
     chart = researcher.locator(".chart svg")
     assert chart.is_visible() and "8 languages" in chart.locator("> title").text_content()
+    assert "Arabic" in chart.text_content() and "Swahili" in chart.text_content()  # named, not only coded
     researcher.select_option("#samples select[name=config], form select[name=config]", "ar")
     researcher.wait_for_url("**config=ar*")
     arabic = next(row["text"] for row in rows if row["lang"] == "ar")
