@@ -2,11 +2,13 @@ from django import template
 from django_countries import countries
 
 from datasets_app.authz import sentence as _sentence
+from datasets_app.languages import config_choices
 from datasets_app.languages import config_label as _config_label
 
 register = template.Library()
 config_label = register.filter("config_label", _config_label)
 sentence = register.filter("sentence", _sentence)
+config_options = register.filter("config_options", config_choices)  # (code, label) sorted by label, as the forms list them
 
 
 @register.filter

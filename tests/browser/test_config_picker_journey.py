@@ -6,6 +6,8 @@ Screenshots go to tests/artifacts/configs-*.png for a person to look at.
 
 from __future__ import annotations
 
+from urllib.parse import parse_qs, urlsplit
+
 import pytest
 from django.urls import reverse
 
@@ -51,8 +53,9 @@ def _request_two_languages(page, cast, shot) -> None:
     labels = page.locator(f"{select} option").all_inner_texts()
     assert labels[:3] == ["Abkhazian (ab)", "Acehnese (ace)", "Afar (aa)"] and UNDETERMINED_LABEL in labels
     assert _count(page, select) == f"0 of {len(CONFIGS)} selected"
-    page.check("input[name=scope][value=some]")
+    assert page.is_checked("input[name=scope][value=all]")
     _pick(page, select, "fren")
+    assert page.is_checked("input[name=scope][value=some]")  # choosing configs is asking for only those
     assert page.locator(f"{select} option:not([hidden])").all_inner_texts() == ["French (fr)"]
     assert _count(page, select) == f"1 of {len(CONFIGS)} selected · 1 match"
     _pick(page, select, "arabic")  # case-insensitive; adds to the choice so far
@@ -114,3 +117,21 @@ def test_it_lets_people_pick_languages_by_name_and_download_what_was_approved(ca
     researcher.get_by_role("button", name="Show these languages").click()
     researcher.wait_for_url("**?config=fr")
     assert "data/fr/part-00000.jsonl" in researcher.inner_text("#files")
+
+
+def test_it_still_filters_downloads_by_language_without_javascript(cast, release, browser, live_server, shot):
+    context = browser.new_context(base_url=live_server.url, java_script_enabled=False, viewport={"width": 1280, "height": 800})
+    try:
+        page = context.new_page()
+        sign_in(page, "granted")
+        page.goto(release.get_absolute_url())
+        assert page.locator(".picker-bar").count() == 0  # no script, no search box: the plain multi-select
+        assert page.locator("#config-select option").all_inner_texts()[:2] == ["Abkhazian (ab)", "Acehnese (ace)"]  # by name
+        page.select_option("#config-select", ["und", "zh-Hans"])
+        page.get_by_role("button", name="Show these languages").click()
+        page.wait_for_url(lambda url: sorted(parse_qs(urlsplit(url).query).get("config", [])) == ["und", "zh-Hans"])
+        files = page.inner_text("#files")
+        assert "data/und/part-00000.jsonl" in files and "data/zh-Hans/part-00000.jsonl" in files and "data/fr/" not in files
+        shot(page, "configs-04-download-without-javascript")
+    finally:
+        context.close()

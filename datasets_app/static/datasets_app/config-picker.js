@@ -45,7 +45,13 @@
       options.forEach(function (o) { o.selected = false; });
       select.dispatchEvent(new Event("change", { bubbles: true }));
     });
-    select.addEventListener("change", update);
+    // On the request form, choosing configs means "only the configs I choose": say so for the reader,
+    // who would otherwise submit "every config" with a choice that is ignored.
+    var some = select.form && select.form.querySelector("input[name=scope][value=some]");
+    select.addEventListener("change", function () {
+      if (some && options.some(function (o) { return o.selected; })) some.checked = true;
+      update();
+    });
     update();
   }
 
