@@ -50,7 +50,9 @@ run: demo
 test: install-dev
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-check: install
+# ruff (ruff.toml: undefined and unused names, not style), then Django's system checks.
+check: install-dev
+	$(BIN)/ruff check .
 	$(BIN)/python manage.py check
 
 clean:

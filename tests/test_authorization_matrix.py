@@ -98,9 +98,9 @@ class World:
 
 
 def _publish(resource, files: dict[str, bytes], folder: Path, actor) -> Version:
-    for path, content in files.items():
-        (folder / path).parent.mkdir(parents=True, exist_ok=True)
-        (folder / path).write_bytes(content)
+    for name, content in files.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(content)
     return version_publish(resource=resource, name=m.RELEASE, source=str(folder), actor=actor)
 
 

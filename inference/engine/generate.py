@@ -309,7 +309,7 @@ class Engine:
             steps = 0
             for step in range(max_new_tokens):
                 if step:
-                    logits = self._forward(tok[:, None], valid, T0 + step - 1, kv)
+                    logits = self._forward(tok[:, None], valid, T0 + step - 1, kv)  # noqa: F821 (the token step 0 sampled below)
                     steps += 1
                 if return_logits:
                     step_logits.append(logits.cpu())

@@ -20,8 +20,9 @@ def user_for(cast, role):
 @pytest.fixture
 def world(cast):
     """The cast's resources plus every other state a decision can hinge on."""
-    registered = Resource.objects.create(namespace="test", slug="members", kind=Resource.Kind.DATASET, title="Members",
-                                         access_policy=Resource.Policy.REGISTERED)
+    # A registered-only resource; tests find it by its slug.
+    Resource.objects.create(namespace="test", slug="members", kind=Resource.Kind.DATASET, title="Members",
+                            access_policy=Resource.Policy.REGISTERED)
     auto = Resource.objects.create(namespace="test", slug="auto", kind=Resource.Kind.CHECKPOINT, title="Auto",
                                    access_policy=Resource.Policy.GATED_AUTO, license_version=cast.license_version)
     unlicensed = Resource.objects.create(namespace="test", slug="unlicensed", kind=Resource.Kind.DATASET, title="Unlicensed",

@@ -9,7 +9,6 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from django.contrib.auth.models import Permission
 from django.utils import timezone
 
 from datasets_app import resource_settings
@@ -17,7 +16,7 @@ from datasets_app.authz import CommandLineOperator
 from datasets_app.models import Build, License, LicenseVersion, Version
 from datasets_app.services import GovernanceError, license_version_publish
 from portal.models import AuditEvent
-from tests.conftest import client_for, make_user, mfa_login
+from tests.conftest import client_for, mfa_login
 from tests.datasets_app.conftest import actions_since, assert_audit_chain_intact, last_seq, event, staff
 
 V2_TEXT = "Test Data License 2.0\n\nUse for research; do not re-identify anyone; cite the corpus paper."

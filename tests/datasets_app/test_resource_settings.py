@@ -6,7 +6,6 @@ for a change are refused, in the admin and in the service alike."""
 from __future__ import annotations
 
 import pytest
-from django.contrib.auth.models import Permission
 from django.urls import reverse
 
 from datasets_app import resource_settings
@@ -14,7 +13,7 @@ from datasets_app.authz import can_download
 from datasets_app.models import AccessQuestion, Exclusion, Resource, RestrictedConfig
 from datasets_app.services import GovernanceError, license_version_publish
 from portal.models import AuditEvent
-from tests.conftest import client_for, make_user, mfa_login
+from tests.conftest import client_for, mfa_login
 from tests.datasets_app.conftest import actions_since, assert_audit_chain_intact, last_seq, mail_to, event, staff
 
 V2_TEXT = "Test Data License 2.0\n\nUse for research; do not re-identify anyone; cite the corpus paper."
