@@ -82,12 +82,14 @@ class Profile:
 
 
 # bloom-560m bf16 is 1.06 GiB (0.49 GiB of tied embeddings, 24 blocks of 24 MiB). A 1.0 GiB budget
-# with the 32-slot, 128-token KV cache (0.375 GiB) leaves 4 blocks resident and streams 20; the cap
-# of 1.6 GiB could not hold the model beside that cache and the process (torch, Django, Celery).
-FULL = Profile(shape="bloom-560m", dtype="bf16", budget="1.0GiB", cap=int(1.6 * GiB), jobs=32, new_tokens=64,
-               prompt_tokens=32, sequential=8, score_requests=512, concurrency=32, poisson_jobs=40, poisson_rate=0.5,
+# with the 32-slot, 128-token KV cache (0.375 GiB) leaves 4 blocks resident and streams 20. The cap of
+# 2.0 GiB could not hold the model beside that cache and the worker process (torch's code and
+# activations, Django, Celery: 0.6 GiB); at 1.6 GiB the worker's pool process was killed for memory
+# (its anonymous memory alone reached 1.6 GB, 0.15 GB more than the in-process sides).
+FULL = Profile(shape="bloom-560m", dtype="bf16", budget="1.0GiB", cap=int(2.0 * GiB), jobs=32, new_tokens=64,
+               prompt_tokens=32, sequential=4, score_requests=512, concurrency=32, poisson_jobs=24, poisson_rate=0.25,
                poisson_lengths=(8, 16, 32, 64))
-QUICK = Profile(shape="tiny", dtype="fp32", budget="20.3MiB", cap=int(1.6 * GiB), jobs=8, new_tokens=8, prompt_tokens=16,
+QUICK = Profile(shape="tiny", dtype="fp32", budget="20.3MiB", cap=int(2.0 * GiB), jobs=8, new_tokens=8, prompt_tokens=16,
                 sequential=2, score_requests=64, concurrency=8, poisson_jobs=8, poisson_rate=2.0, poisson_lengths=(4, 8, 16))
 
 
@@ -110,6 +112,15 @@ def side(args) -> dict:
         result = engine.generate(w["prompts"], max_new_tokens=w["new_tokens"])
         out["tokens"] = [c.token_ids for c in result.completions]
         out["ttft_s"] = result.stats.ttft_s
+    elif args.side == "continuous":  # the runner's engine path without the portal: the 32 admitted at once
+        batch = ContinuousBatch(engine, max_slots=slots, max_seq_len=w["max_seq_len"])
+        batch.admit([SequenceRequest(key=str(i), prompt_ids=p, max_new_tokens=w["new_tokens"]) for i, p in enumerate(w["prompts"])])
+        out["tokens"] = [[] for _ in w["prompts"]]
+        while batch.active_keys():
+            for event in batch.step():
+                if event.token_id is not None:
+                    out["tokens"][int(event.key)].append(event.token_id)
+        out["passes"] = batch.steps
     elif args.side == "sequential":
         out["tokens"], out["per_sequence_s"] = [], []
         for prompt in w["prompts"][:w["sequential"]]:
@@ -302,10 +313,12 @@ class Worker:
             with open(self.log, errors="replace") as f:
                 f.seek(since)
                 text = f.read()
+            # A pool process killed (out of memory, say) leaves its jobs running until their lease expires.
+            lost = text.count("WorkerLostError") + text.count("exited with 'signal 9")
             if "inference run of version" in text[after - since:]:
                 ended = [ln for ln in text.splitlines() if "inference run of version" in ln and " ended: " in ln]
                 runs = [[int(n) for n in ln.split(" ended: ")[1].replace(",", "").split() if n.isdigit()] for ln in ended]
-                return {"runner_runs": len(runs), "runner_passes": sum(r[0] for r in runs), "runner_jobs_done": sum(r[1] for r in runs),
+                return {"worker_processes_lost": lost, "runner_runs": len(runs), "runner_passes": sum(r[0] for r in runs), "runner_jobs_done": sum(r[1] for r in runs),
                         "runner_jobs_failed": sum(r[2] for r in runs), "runner_max_batch": max(r[4] for r in runs)}
             time.sleep(0.5)
         return {}
@@ -529,6 +542,9 @@ def summarize(cfg: Profile, work: dict, sides: dict, api: dict) -> dict:
               "sequential_32_s_scaled": statistics.mean(seq["per_sequence_s"]) * cfg.jobs, "sequential_tokens_per_s": seq_tok_s,
               "api_vs_sequential_throughput": api_tok_s / seq_tok_s, "api_time_vs_batch_time": a["wall_s"] / batch["wall_s"],
               "batch_vs_sequential_throughput": batch_tokens / batch["wall_s"] / seq_tok_s,
+              "continuous_wall_s": sides["continuous"]["wall_s"], "continuous_passes": sides["continuous"]["passes"],
+              "api_time_vs_continuous_time": a["wall_s"] / sides["continuous"]["wall_s"],
+              "continuous_tokens_identical_to_batch": sum(t == batch["tokens"][i] for i, t in enumerate(sides["continuous"]["tokens"])),
               "api_tokens_identical_to_batch": sum(api_tokens[i] == t for i, t in enumerate(batch["tokens"])),
               "sequential_tokens_identical_to_batch": sum(t == batch["tokens"][i] for i, t in enumerate(seq["tokens"])),
               "api_queued_median_s": statistics.median(r["queued_s"] for r in a["records"] if r.get("queued_s") is not None),
@@ -580,6 +596,9 @@ def tables(report: dict) -> str:
         f"{a['api_vs_sequential_throughput']:.1f}x seq, {a['api_time_vs_batch_time']:.2f}x batch time", api["a"], worker_blocks)
     row("(a)", "engine, one batch", a["batch_wall_s"], f"{a['batch_tokens_per_s']:.1f} tok/s",
         f"{a['batch_vs_sequential_throughput']:.1f}x seq", sides["batch"])
+    cont = sides["continuous"]
+    row("(a)", "engine, continuous batch (the runner's engine path)", a["continuous_wall_s"],
+        f"{sum(map(len, cont['tokens'])) / cont['wall_s']:.1f} tok/s", f"{a['batch_wall_s'] / a['continuous_wall_s']:.2f}x batch", cont)
     row("(a)", f"engine, sequential ({a['sequential_measured']} of {a['jobs']}, scaled)", a["sequential_32_s_scaled"],
         f"{a['sequential_tokens_per_s']:.2f} tok/s", "1.0x", sides["sequential"])
     row("(b)", f"API: lm-eval, num_concurrent {b['concurrency']}", b["api_wall_s"], f"{b['api_requests_per_s']:.1f} req/s",
@@ -596,13 +615,17 @@ def tables(report: dict) -> str:
                    f"{c['runner_passes_' + mode]} | {gib(api[key].get('cgroup_peak_bytes'))} |")
     out.append("")
     out.append(f"(a) greedy tokens identical to the in-process batch: API {a['api_tokens_identical_to_batch']} of {a['jobs']}, "
-               f"sequential {a['sequential_tokens_identical_to_batch']} of {a['sequential_measured']}; runner passes "
+               f"continuous {a['continuous_tokens_identical_to_batch']} of {a['jobs']}, "
+               f"sequential {a['sequential_tokens_identical_to_batch']} of {a['sequential_measured']}; passes: continuous batch "
+               f"{a['continuous_passes']}, runner "
                f"{a['runner_passes']} (most sequences a pass {a['runner_max_batch']}), median time queued {a['api_queued_median_s']:.2f} s")
     for name in ("api", "floor"):
         d = b[f"{name}_vs_engine_results"]
         out.append(f"(b) {name} vs score(): is_greedy agrees {d['is_greedy_agree']} of {d['n']}, log-likelihood |diff| "
                    f"median {d['median_abs_diff']:.3g}, max {d['max_abs_diff']:.3g}")
     out.append(f"(b) passes: runner {b['runner_passes']}, score() {b['engine_passes']}, floor {b['floor_passes']}")
+    lost = {k: v.get("worker_processes_lost") for k, v in api.items() if isinstance(v, dict) and "worker_processes_lost" in v}
+    out.append(f"worker pool processes lost (killed) per phase: {lost}")
     out.append("")
     for key, goal in GOALS.items():
         value = s["achieved"][key]
@@ -618,7 +641,7 @@ def main() -> int:
     p.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "jobs.json")
     p.add_argument("--admin-db-url", default=os.environ.get("BENCH_ADMIN_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"),
                    help="PostgreSQL URL allowed to CREATE/DROP DATABASE (env BENCH_ADMIN_DATABASE_URL)")
-    p.add_argument("--side", choices=["batch", "sequential", "score", "echo"], help=argparse.SUPPRESS)
+    p.add_argument("--side", choices=["batch", "continuous", "sequential", "score", "echo"], help=argparse.SUPPRESS)
     p.add_argument("--workload", help=argparse.SUPPRESS)
     p.add_argument("--setup", type=Path, help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -654,7 +677,7 @@ def main() -> int:
         workload = Path(tempfile.mkdtemp(prefix="bench-jobs-work-")) / "workload.json"
         cleanup.push("remove the workload", lambda: __import__("shutil").rmtree(workload.parent, ignore_errors=True))
         workload.write_text(json.dumps(work))
-        sides = {name: run_side(cfg, name, ckpt, workload) for name in ("batch", "sequential", "score", "echo")}
+        sides = {name: run_side(cfg, name, ckpt, workload) for name in ("batch", "continuous", "sequential", "score", "echo")}
         api = measure_api(cfg, ckpt, work, args.admin_db_url, cleanup)
     except KeyboardInterrupt as error:
         print(f"stopped: {error}", file=sys.stderr)
