@@ -256,11 +256,19 @@ def file_download(request, token, path):
     if file is None:
         return _refusal(request, claims, path)
 
+    return serve_redeemed(request, file)
+
+
+def serve_redeemed(request, file, *, presign_ttl: int | None = None):
+    """The bytes of a file whose access was checked and recorded (download_redeem): a presigned
+    redirect on S3 (living `presign_ttl`, S3_PRESIGN_TTL by default), nginx's X-Accel-Redirect, or
+    the bytes with ranges. Signed links and the Hub endpoints (hub_views) both serve through it."""
     etag = f'"{file.sha256}"'
     disposition = content_disposition_header(as_attachment=True, filename=file.filename)
     storage = store.release_storage()
     if store.is_s3(storage):
-        url = store.presigned_url(file.storage_key, filename_header=disposition, content_type=file.content_type, ttl=settings.S3_PRESIGN_TTL, storage=storage)
+        url = store.presigned_url(file.storage_key, filename_header=disposition, content_type=file.content_type,
+                                  ttl=presign_ttl or settings.S3_PRESIGN_TTL, storage=storage)
         response = HttpResponseRedirect(url)
         response["Cache-Control"] = "private, no-store"
         return response

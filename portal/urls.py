@@ -15,4 +15,6 @@ urlpatterns = [
     path("playground/", include("inference.playground_urls")),
     path("api/", include("inference.urls")),
     path("", include("datasets_app.urls")),
+    # The Hugging Face Hub protocol (/api/{models,datasets}/..., /.../resolve/...): last, so it shadows no page.
+    path("", include("datasets_app.hub_urls")),
 ]

@@ -1,0 +1,254 @@
+"""The Hub protocol (datasets_app.hub_views) against the real clients, huggingface_hub and its `hf`
+command, run as a researcher runs them: a separate Python process pointed at the live server with
+HF_ENDPOINT and a portal token, its caches under the test's folder, nothing reaching the internet."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from django.utils import timezone
+
+from datasets_app import services
+from datasets_app.models import AccessRequest, DownloadEvent
+from datasets_app.tokens import access_token_create
+from tests.conftest import apply
+from tests.datasets_app.downloads import BIG_SIZE, download_mark, downloads_since, sha256_file
+
+REPO = "test/corpus-a"
+BIG = "data/fr/part-00000.parquet"
+ROOT = Path(__file__).resolve().parents[2]
+
+# Run in the client's process before the script: what every script reports with.
+PRELUDE = """
+import json
+def report(**values):
+    print("RESULT " + json.dumps(values, default=str))
+def refusal(call):
+    try:
+        call()
+    except Exception as error:
+        response = getattr(error, "response", None)
+        return {"type": type(error).__name__, "status": getattr(response, "status_code", None), "message": str(error),
+                "server_message": getattr(error, "server_message", None)}
+    return None
+"""
+
+
+def hub_python(script: str, *, endpoint: str, home: Path, token: str | None = None, timeout: float = 240,
+               args: tuple = ()) -> dict:
+    """Run `script` (or, with args, a command) as a client process; the values its report() printed."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("HF_")}
+    env.update({
+        "HF_ENDPOINT": endpoint, "HF_HOME": str(home / "hf"), "HF_HUB_CACHE": str(home / "hf" / "hub"),
+        "HF_DATASETS_CACHE": str(home / "hf" / "datasets"), "HF_HUB_OFFLINE": "0", "HF_DATASETS_OFFLINE": "0",
+        "HF_HUB_DISABLE_TELEMETRY": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1", "HF_HUB_DISABLE_UPDATE_CHECK": "1",
+        # A loaded test machine answers slowly; the clients' default of 10 s is for the Hub.
+        "HF_HUB_ETAG_TIMEOUT": "120", "HF_HUB_DOWNLOAD_TIMEOUT": "120", "NO_PROXY": "*", "no_proxy": "*",
+        "PYTHONPATH": str(ROOT),
+    })
+    if token:
+        env["HF_TOKEN"] = token
+    command = list(args) if args else [sys.executable, "-c", PRELUDE + script]
+    result = subprocess.run(command, cwd=home, capture_output=True, text=True, timeout=timeout, env=env)
+    assert result.returncode == 0, f"{command[:3]} exited {result.returncode}:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
+    lines = [line for line in result.stdout.splitlines() if line.startswith("RESULT ")]
+    return json.loads(lines[-1][len("RESULT "):]) if lines else {"stdout": result.stdout, "stderr": result.stderr}
+
+
+def read_token(user) -> str:
+    return access_token_create(user=user, name="cluster", scopes=["read"], days=30)[1]
+
+
+@pytest.fixture
+def hub(live_server, tmp_path):
+    home = tmp_path / "node"
+    home.mkdir()
+
+    def run(script: str, *, home: Path = home, **kwargs) -> dict:
+        home.mkdir(exist_ok=True)
+        return hub_python(script, endpoint=live_server.url, home=home, **kwargs)
+
+    run.home, run.endpoint = home, live_server.url
+    return run
+
+
+def test_it_downloads_files_with_hf_hub_download_and_records_each_request(cast, published, hub, release_files):
+    mark = download_mark()
+    got = hub(f"""
+from huggingface_hub import hf_hub_download
+paths = {{name: hf_hub_download({REPO!r}, name, repo_type="dataset") for name in ("README.md", {BIG!r})}}
+pinned = hf_hub_download({REPO!r}, "README.md", repo_type="dataset", revision={published.revision!r})
+named = hf_hub_download({REPO!r}, "README.md", repo_type="dataset", revision="v1.0")
+report(paths=paths, pinned=pinned, named=named)
+""", token=read_token(cast.granted))
+
+    assert Path(got["paths"]["README.md"]).read_bytes() == release_files["README.md"]
+    assert Path(got["paths"][BIG]).read_bytes() == release_files[BIG] and len(release_files[BIG]) == BIG_SIZE
+    # The cache files a version under its revision id, whichever name the client asked by.
+    assert f"/snapshots/{published.revision}/" in got["pinned"] and f"/snapshots/{published.revision}/" in got["named"]
+    records = downloads_since(mark)
+    assert {(e.method, e.path) for e in records} >= {("HEAD", "README.md"), ("GET", "README.md"), ("HEAD", BIG), ("GET", BIG)}
+    assert {(e.username, e.version, e.grant_id) for e in records} == {("granted", "v1.0", cast.grants["granted"].pk)}
+
+
+def test_it_snapshots_a_dataset_listing_only_what_the_grant_covers(cast, published, hub, release_files):
+    # pending asked for en only and is approved for it: fr's shard is not theirs to see.
+    AccessRequest.objects.filter(pk=cast.requests["pending"].pk).update(all_configs=False, configs=["en"])
+    services.access_request_approve(access_request=AccessRequest.objects.get(pk=cast.requests["pending"].pk),
+                                    reviewer=cast.reviewer_a, expires_at=timezone.now() + timedelta(days=30))
+    script = f"""
+from huggingface_hub import HfApi, snapshot_download
+api = HfApi()
+folder = snapshot_download({REPO!r}, repo_type="dataset", local_dir="snapshot")
+info = api.dataset_info({REPO!r})
+tree = [f.path for f in api.list_repo_tree({REPO!r}, repo_type="dataset", recursive=True)]
+top = [f.path for f in api.list_repo_tree({REPO!r}, repo_type="dataset")]
+paths = [f.path for f in api.get_paths_info({REPO!r}, ["README.md", "data", {BIG!r}], repo_type="dataset")]
+report(folder=folder, sha=info.sha, siblings=sorted(s.rfilename for s in info.siblings), tree=tree, top=top, paths=paths,
+       fr=refusal(lambda: api.hf_hub_download({REPO!r}, {BIG!r}, repo_type="dataset")))
+"""
+    everything = hub(script, token=read_token(cast.granted))
+    folder = Path(everything["folder"])
+    assert {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file() and ".cache" not in p.parts} == set(release_files)
+    assert all((folder / name).read_bytes() == data for name, data in release_files.items())
+    assert everything["sha"] == published.revision and everything["siblings"] == sorted(release_files)
+    assert everything["tree"] == ["data", "data/en", "data/fr", "README.md", "data/en/part-00000.jsonl", BIG]
+    assert everything["top"] == ["data", "README.md"] and everything["paths"] == ["data", "README.md", BIG]
+    assert everything["fr"] is None
+
+    # Another machine: the client would otherwise answer from the files it cached above.
+    partial = hub(script, token=read_token(cast.pending), home=hub.home / "elsewhere")
+    assert partial["siblings"] == ["README.md", "data/en/part-00000.jsonl"]
+    assert partial["tree"] == ["data", "data/en", "README.md", "data/en/part-00000.jsonl"]
+    assert partial["paths"] == ["data", "README.md"]
+    assert {p.name for p in Path(partial["folder"]).rglob("*") if p.is_file() and ".cache" not in p.parts} == {"README.md", "part-00000.jsonl"}
+    assert partial["fr"]["type"] == "GatedRepoError" and partial["fr"]["status"] == 403
+    assert "does not cover the fr config" in partial["fr"]["message"]
+
+
+def refusals_script(tokens: dict[str, str], revision: str) -> str:
+    return f"""
+from huggingface_hub import HfApi, hf_hub_download
+import itertools
+tokens = {tokens!r}
+caches = itertools.count()
+def get(name="README.md", token=None, repo={REPO!r}, revision=None):
+    # A cache of its own per call: a refused client falls back to a file another call cached.
+    return lambda: hf_hub_download(repo, name, repo_type="dataset", token=token, revision=revision,
+                                   cache_dir=f"cache-{{next(caches)}}")
+report(
+    anonymous=refusal(get(token=False)),
+    bad_token=refusal(get(token="rpt_not-a-token")),
+    **{{role: refusal(get(token=token)) for role, token in tokens.items()}},
+    info=refusal(lambda: HfApi(token=tokens["stranger"]).dataset_info({REPO!r})),
+    unknown_repo=refusal(get(token=tokens["granted"], repo="test/no-such-corpus")),
+    as_model=refusal(lambda: hf_hub_download({REPO!r}, "README.md", token=tokens["granted"])),
+    unknown_revision=refusal(get(token=tokens["granted"], revision="v9")),
+    unknown_file=refusal(get("no-such-file.txt", token=tokens["granted"])),
+    pinned_ok=refusal(get(token=tokens["granted"], revision={revision!r})),
+)
+"""
+
+
+def test_it_refuses_with_the_hub_errors_and_says_what_to_do(cast, published, hub, live_server):
+    tokens = {role: read_token(cast.users[role]) for role in ("granted", "stranger", "pending", "revoked", "rejected")}
+
+    got = hub(refusals_script(tokens, published.revision))
+
+    request_url = f"{live_server.url}/resources/test/corpus-a/request/"
+    assert got["anonymous"]["type"] == "GatedRepoError" and got["anonymous"]["status"] == 401
+    assert f"{live_server.url}/access/tokens/" in got["anonymous"]["message"] and "HF_TOKEN" in got["anonymous"]["message"]
+    assert got["bad_token"]["type"] == "GatedRepoError" and got["bad_token"]["status"] == 401
+    assert "This access token is not valid" in got["bad_token"]["message"]
+    assert got["granted"] is None and got["pinned_ok"] is None
+    for role, words in {"stranger": "read its license and request access", "pending": "is waiting for review",
+                        "revoked": "was revoked on", "rejected": "was not approved"}.items():
+        assert got[role]["type"] == "GatedRepoError" and got[role]["status"] == 403, role
+        assert words in got[role]["server_message"], (role, got[role])
+    assert request_url in got["stranger"]["server_message"]
+    assert got["info"]["type"] == "GatedRepoError" and got["info"]["status"] == 403
+    assert got["unknown_repo"]["type"] == "RepositoryNotFoundError" and got["as_model"]["type"] == "RepositoryNotFoundError"
+    assert got["unknown_revision"]["type"] == "RevisionNotFoundError" and "use main" in got["unknown_revision"]["message"]
+    assert got["unknown_file"]["type"] == "RemoteEntryNotFoundError"
+
+
+def test_it_asks_to_reaccept_a_changed_license_at_its_page(cast, published, hub, live_server):
+    token = read_token(cast.granted)
+    services.license_version_publish(license=cast.license_version.license, version="2.0", text="New terms.", actor=cast.admin)
+
+    got = hub(f"""
+from huggingface_hub import hf_hub_download
+report(only=refusal(lambda: hf_hub_download({REPO!r}, "README.md", repo_type="dataset")))
+""", token=token)
+
+    assert got["only"]["type"] == "GatedRepoError" and got["only"]["status"] == 403
+    assert "changed to version 2.0" in got["only"]["server_message"]
+    assert f"{live_server.url}/access/grants/{cast.grants['granted'].pk}/reaccept/" in got["only"]["server_message"]
+
+
+def test_it_reads_ranges_through_hf_file_system(cast, published, hub, release_files):
+    data = release_files[BIG]
+    got = hub(f"""
+from huggingface_hub import HfFileSystem
+fs = HfFileSystem()
+path = "datasets/{REPO}/{BIG}"
+with fs.open(path, "rb", block_size=4096) as handle:
+    handle.seek(1_000_000)
+    middle = handle.read(300).hex()
+    handle.seek(-100, 2)
+    tail = handle.read().hex()
+report(middle=middle, tail=tail, head=fs.cat_file(path, start=0, end=64).hex(), size=fs.info(path)["size"],
+       ls=sorted(fs.ls("datasets/{REPO}/data", detail=False)))
+""", token=read_token(cast.granted))
+
+    assert bytes.fromhex(got["middle"]) == data[1_000_000:1_000_300]
+    assert bytes.fromhex(got["tail"]) == data[-100:] and bytes.fromhex(got["head"]) == data[:64]
+    assert got["size"] == len(data) and got["ls"] == [f"datasets/{REPO}/data/en", f"datasets/{REPO}/data/fr"]
+    assert DownloadEvent.objects.filter(path=BIG, method="GET").exclude(byte_range="").exists()
+
+
+def test_it_serves_ranges_and_refuses_past_the_end(cast, published, live_server, release_files):
+    from tests.datasets_app.downloads import curl, parse_headers
+
+    token = read_token(cast.granted)
+    url = f"{live_server.url}/datasets/{REPO}/resolve/main/{BIG}"
+    auth = f"Authorization: Bearer {token}"
+    part = curl("-f", "-H", auth, "-r", "10-19", url).stdout
+    status, headers = parse_headers(curl("-I", "-H", auth, url).stdout)
+    past = parse_headers(curl("-D", "-", "-o", "/dev/null", "-H", auth, "-r", f"{BIG_SIZE}-", url).stdout)
+
+    assert part == release_files[BIG][10:20]
+    assert status == 200 and headers["x-repo-commit"] == published.revision and "location" not in headers
+    assert headers["etag"] == f'"{published.files.get(path=BIG).sha256}"' and headers["content-length"] == str(BIG_SIZE)
+    assert past[0] == 416 and past[1]["content-range"] == f"bytes */{BIG_SIZE}"
+
+
+def test_it_downloads_a_gated_checkpoint_with_the_hf_command_and_the_engine_runs_it(cast, hub, local_storage, tmp_path):
+    from datasets_app.models import Resource
+    from datasets_app.publishing import version_publish
+    from inference.engine.demo import make_demo_checkpoint
+
+    checkpoint = make_demo_checkpoint(tmp_path / "tiny", shape="tiny", dtype="fp32", seed=1)
+    resource = Resource.objects.create(namespace="test", slug="polyglot-tiny", kind=Resource.Kind.CHECKPOINT, title="Tiny",
+                                       access_policy=Resource.Policy.GATED_MANUAL, license_version=cast.license_version)
+    resource.reviewers.add(cast.reviewer_a)
+    services.access_request_approve(access_request=apply(cast.granted, resource), reviewer=cast.reviewer_a,
+                                    expires_at=timezone.now() + timedelta(days=30))
+    version = version_publish(resource=resource, name="v1", source=str(checkpoint), actor=cast.admin)
+    hf = str(Path(sys.executable).with_name("hf"))
+
+    hub("", token=read_token(cast.granted), args=(hf, "download", "test/polyglot-tiny", "--local-dir", "ckpt"))
+    ran = hub("", args=(sys.executable, "-m", "inference.engine", "generate", "--checkpoint", "ckpt", "--prompt", "Tous les",
+                        "--max-new-tokens", "4", "--memory-budget", "1GiB", "--json"))
+
+    fetched = hub.home / "ckpt"
+    for file in version.files.all():
+        assert sha256_file(fetched / file.path) == file.sha256, file.path
+    completion = json.loads(ran["stdout"])["completions"][0]
+    assert completion["prompt"] == "Tous les" and len(completion["token_ids"]) == 4
