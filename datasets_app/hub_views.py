@@ -196,6 +196,7 @@ def tree(request, kind, namespace, slug, revision, path=""):
     prefix = f"{path}/" if path else ""
     files = [f for f in repo.files() if f.path.startswith(prefix)]
     if not files:
+        _refuse_hidden(request, repo, repo.version.files.filter(path__startswith=prefix))
         raise HubError(404, "EntryNotFound", f"{repo.resource.repo_id}@{repo.version.name} has no folder {path!r} "
                                              "among the files your access covers.", commit=repo.sha)
     folders = {p for p in _folders(files) if p.startswith(prefix)}
@@ -215,8 +216,19 @@ def paths_info(request, kind, namespace, slug, revision):
     asked = {p.strip("/") for p in request.POST.getlist("paths")}
     files = repo.files()
     folders = _folders(files)
+    missing = asked - folders - {f.path for f in files}
+    _refuse_hidden(request, repo, [f for f in repo.version.files.all() if f.path in missing or any(
+        f.path.startswith(f"{p}/") for p in missing)])
     entries = [_folder_entry(repo, p) for p in sorted(asked & folders)] + [_file_entry(f) for f in files if f.path in asked]
     return JsonResponse(entries, safe=False, headers={"X-Repo-Commit": repo.sha})
+
+
+def _refuse_hidden(request, repo: Repo, files) -> None:
+    """Asked by name for what only configs the grant does not cover hold (`load_dataset(repo, "en")` with a
+    grant of fr): say so and where to request them, rather than let the client report a missing file."""
+    hidden = next((f for f in files if not repo.covers(f.config)), None)
+    if hidden is not None:
+        raise _refusal(request, request.user, repo.resource, can_download(request.user, repo.resource, config=hidden.config))
 
 
 # --- E4: resolve ---------------------------------------------------------------------------------

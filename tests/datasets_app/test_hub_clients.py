@@ -109,9 +109,11 @@ folder = snapshot_download({REPO!r}, repo_type="dataset", local_dir="snapshot")
 info = api.dataset_info({REPO!r})
 tree = [f.path for f in api.list_repo_tree({REPO!r}, repo_type="dataset", recursive=True)]
 top = [f.path for f in api.list_repo_tree({REPO!r}, repo_type="dataset")]
-paths = [f.path for f in api.get_paths_info({REPO!r}, ["README.md", "data", {BIG!r}], repo_type="dataset")]
+paths = [f.path for f in api.get_paths_info({REPO!r}, ["README.md", "data", "data/en/part-00000.jsonl"], repo_type="dataset")]
 report(folder=folder, sha=info.sha, siblings=sorted(s.rfilename for s in info.siblings), tree=tree, top=top, paths=paths,
-       fr=refusal(lambda: api.hf_hub_download({REPO!r}, {BIG!r}, repo_type="dataset")))
+       fr=refusal(lambda: api.hf_hub_download({REPO!r}, {BIG!r}, repo_type="dataset")),
+       fr_info=refusal(lambda: api.get_paths_info({REPO!r}, [{BIG!r}], repo_type="dataset")),
+       fr_tree=refusal(lambda: list(api.list_repo_tree({REPO!r}, "data/fr", repo_type="dataset"))))
 """
     everything = hub(script, token=read_token(cast.granted))
     folder = Path(everything["folder"])
@@ -119,17 +121,20 @@ report(folder=folder, sha=info.sha, siblings=sorted(s.rfilename for s in info.si
     assert all((folder / name).read_bytes() == data for name, data in release_files.items())
     assert everything["sha"] == published.revision and everything["siblings"] == sorted(release_files)
     assert everything["tree"] == ["data", "data/en", "data/fr", "README.md", "data/en/part-00000.jsonl", BIG]
-    assert everything["top"] == ["data", "README.md"] and everything["paths"] == ["data", "README.md", BIG]
-    assert everything["fr"] is None
+    assert everything["top"] == ["data", "README.md"] and everything["paths"] == ["data", "README.md", "data/en/part-00000.jsonl"]
+    assert everything["fr"] is None and everything["fr_info"] is None and everything["fr_tree"] is None
 
     # Another machine: the client would otherwise answer from the files it cached above.
     partial = hub(script, token=read_token(cast.pending), home=hub.home / "elsewhere")
     assert partial["siblings"] == ["README.md", "data/en/part-00000.jsonl"]
     assert partial["tree"] == ["data", "data/en", "README.md", "data/en/part-00000.jsonl"]
-    assert partial["paths"] == ["data", "README.md"]
+    assert partial["paths"] == ["data", "README.md", "data/en/part-00000.jsonl"]
     assert {p.name for p in Path(partial["folder"]).rglob("*") if p.is_file() and ".cache" not in p.parts} == {"README.md", "part-00000.jsonl"}
     assert partial["fr"]["type"] == "GatedRepoError" and partial["fr"]["status"] == 403
     assert "does not cover the fr config" in partial["fr"]["message"]
+    # Asked for by name, the fr config's files are refused with the same words, not reported missing.
+    for asked in ("fr_info", "fr_tree"):
+        assert partial[asked]["type"] == "GatedRepoError" and "does not cover the fr config" in partial[asked]["message"]
 
 
 def refusals_script(tokens: dict[str, str], revision: str) -> str:
