@@ -237,6 +237,9 @@ def _open_file(w):
 _DOWNLOAD_A_PAGE = by_role(403, anonymous=Redirect(LOGIN), granted=200)
 _DOWNLOAD_A_TEXT = by_role(Status(403, TEXT), anonymous=Status(401, TEXT), granted=Status(200, TEXT))
 _SIGNED_IN = frozenset(set(ALL_ROLES) - {"anonymous"})
+_HUB_A = by_role(Status(403, JSON), anonymous=Status(401, JSON), granted=Status(200, JSON))
+_HUB_DATASET_A = lambda w: {"kind": "datasets", **_A(w)}  # noqa: E731
+_HUB_MODEL_OPEN = lambda w: {"kind": "models", **_OPEN(w)}  # noqa: E731
 
 
 RULES: dict[str, Rule | tuple[Rule, ...]] = {
@@ -343,6 +346,54 @@ RULES: dict[str, Rule | tuple[Rule, ...]] = {
         "only the granted researcher (whose grant leaves out A's restricted config) gets it, everyone else is "
         "refused with the reason, as for a file of A.",
         kwargs_by_role=_manifest_link),
+    # --- the Hugging Face Hub protocol (datasets_app/hub_views.py) ---------------------------------
+    # huggingface_hub and datasets send a token; a browser's session counts the same. Who sees A's files
+    # follows can_download like the links; refusals are JSON with the Hub's X-Error-Code (GatedRepo: 401 to
+    # send a token, 403 with what to do), and what is not published is not found, for everyone.
+    "hub_repo_info": (
+        Rule(_HUB_A, "Repo info lists A's files: the same rule as its links.", kwargs=_HUB_DATASET_A, label="gated A"),
+        Rule(by_role(Status(200, JSON)), "An open checkpoint is for everyone.", kwargs=_HUB_MODEL_OPEN, label="open"),
+        Rule(by_role(Status(404, JSON)), "A is a dataset: as a model it does not exist (RepoNotFound), before any access check.",
+             kwargs=lambda w: {**_HUB_DATASET_A(w), "kind": "models"}, label="A as a model"),
+    ),
+    "hub_repo_info_revision": (
+        Rule(_HUB_A, "Pinned to A's published revision id: the same rule.",
+             kwargs=lambda w: {**_HUB_DATASET_A(w), "revision": w.release_a.revision}, label="A's revision"),
+        Rule({**_HUB_A, "granted": Status(404, JSON)},
+             "An unpublished draft is no revision (RevisionNotFound), told only to who may download A.",
+             kwargs=lambda w: {**_HUB_DATASET_A(w), "revision": w.version.name}, label="draft of A"),
+    ),
+    "hub_tree": (
+        Rule(_HUB_A, "A's file listing: the same rule as its links.", kwargs=lambda w: {**_HUB_DATASET_A(w), "revision": "main"},
+             label="gated A"),
+        Rule(by_role(Status(200, JSON)), "An open checkpoint's listing is for everyone.",
+             kwargs=lambda w: {**_HUB_MODEL_OPEN(w), "revision": "main"}, label="open"),
+    ),
+    "hub_tree_path": (
+        Rule(_HUB_A, "A folder of A: the same rule.",
+             kwargs=lambda w: {**_HUB_DATASET_A(w), "revision": "main", "path": "data/fr"}, label="A's data/fr"),
+        Rule({**_HUB_A, "granted": Status(404, JSON)}, "A folder A does not have (EntryNotFound), told only to who may download A.",
+             kwargs=lambda w: {**_HUB_DATASET_A(w), "revision": "main", "path": "no-such-folder"}, label="missing folder"),
+    ),
+    "hub_paths_info": Rule(by_role(405), "POST only (the clients' form of paths); the method is refused first.",
+                           kwargs=lambda w: {**_HUB_DATASET_A(w), "revision": "main"}),
+    "hub_dataset_resolve": (
+        Rule({**_HUB_A, "granted": Status(200, NDJSON)}, "A shard of A: only the granted researcher gets the bytes.",
+             kwargs=lambda w: {**_A(w), "revision": "main", "path": A_SHARD}, label="A's shard"),
+        Rule(_HUB_A | {"granted": Status(403, JSON)},
+             "A's manifest.json lists every config, restricted he included, which the granted researcher's grant does not "
+             "name: refused to them too, as through a link.",
+             kwargs=lambda w: {**_A(w), "revision": "main", "path": _stored_manifest_a(w).path},
+             label="A's manifest"),
+        Rule(by_role(Status(404, JSON)), "The open resource is a checkpoint: no dataset of that name.",
+             kwargs=lambda w: {**_OPEN(w), "revision": "main", "path": OPEN_FILE}, label="open as a dataset"),
+    ),
+    "hub_model_resolve": (
+        Rule(by_role(Status(200, JSON)), "An open checkpoint's file is for everyone, signed in or not.",
+             kwargs=lambda w: {**_OPEN(w), "revision": "main", "path": OPEN_FILE}, label="open"),
+        Rule(by_role(Status(404, JSON)), "A is a dataset: as a model it does not exist.",
+             kwargs=lambda w: {**_A(w), "revision": "main", "path": A_SHARD}, label="A as a model"),
+    ),
     "token_list": Rule(_OWN, "One's own tokens (no user id in the URL); any signed-in user may make tokens for "
                              "scripts, which act as them and can download no more than they can."),
     "token_revoke": Rule(by_role(405, anonymous=Redirect(LOGIN)),
