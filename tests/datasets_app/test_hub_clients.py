@@ -123,6 +123,10 @@ report(folder=folder, sha=info.sha, siblings=sorted(s.rfilename for s in info.si
     assert everything["tree"] == ["data", "data/en", "data/fr", "README.md", "data/en/part-00000.jsonl", BIG]
     assert everything["top"] == ["data", "README.md"] and everything["paths"] == ["data", "README.md", "data/en/part-00000.jsonl"]
     assert everything["fr"] is None and everything["fr_info"] is None and everything["fr_tree"] is None
+    # The README's recipe: the hf command, pinned to the version by name.
+    hub("", token=read_token(cast.granted), args=(str(Path(sys.executable).with_name("hf")), "download", REPO,
+                                                 "--repo-type", "dataset", "--revision", "v1.0", "--local-dir", "cli"))
+    assert all((hub.home / "cli" / name).read_bytes() == data for name, data in release_files.items())
 
     # Another machine: the client would otherwise answer from the files it cached above.
     partial = hub(script, token=read_token(cast.pending), home=hub.home / "elsewhere")
