@@ -21,7 +21,8 @@ REPO = "api/<hubkind:kind>/<str:namespace>/<str:slug>"
 
 urlpatterns = [
     path(REPO, hub_views.repo_info, name="hub_repo_info"),
-    path(f"{REPO}/revision/<str:revision>", hub_views.repo_info, name="hub_repo_info_revision"),
+    # A branch such as refs/pr/1 arrives as refs%2Fpr%2F1, which Django decodes: answered RevisionNotFound.
+    path(f"{REPO}/revision/<path:revision>", hub_views.repo_info, name="hub_repo_info_revision"),
     path(f"{REPO}/tree/<str:revision>", hub_views.tree, name="hub_tree"),
     path(f"{REPO}/tree/<str:revision>/<path:path>", hub_views.tree, name="hub_tree_path"),
     path(f"{REPO}/paths-info/<str:revision>", hub_views.paths_info, name="hub_paths_info"),

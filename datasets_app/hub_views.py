@@ -40,9 +40,10 @@ MAIN = "main"
 
 
 class HubError(Exception):
-    def __init__(self, status: int, code: str, message: str, *, commit: str = ""):
+    def __init__(self, status: int, code: str, message: str, *, commit: str = "", reason: str = ""):
         super().__init__(message)
         self.status, self.code, self.commit = status, code, commit
+        self.reason = reason or code  # the portal's own code (authz.Decision.code), for the audit trail
 
     def response(self) -> HttpResponse:
         response = JsonResponse({"error": header_text(str(self))}, status=self.status)
@@ -94,7 +95,8 @@ def _user(request):
     try:
         token = access_token_authenticate(raw, scope="read", request=request)
     except TokenError as error:
-        raise HubError(error.status, "GatedRepo", f"{error} ({_absolute(request, reverse('token_list'))})") from None
+        raise HubError(error.status, "GatedRepo", f"{error} ({_absolute(request, reverse('token_list'))})",
+                       reason=error.code) from None
     request.user, request.access_token = token.user, token
     return token.user
 
@@ -131,9 +133,10 @@ def _refusal(request, user, resource: Resource, decision: Decision) -> HubError:
     """GatedRepo: 401 asking for a token when there is no account, 403 saying what to do otherwise."""
     if not user.is_authenticated:
         return HubError(401, "GatedRepo", f"{resource.repo_id} is gated: send a portal access token with the read scope "
-                                          f"(HF_TOKEN or token=), created at {_absolute(request, reverse('token_list'))}")
+                                          f"(HF_TOKEN or token=), created at {_absolute(request, reverse('token_list'))}",
+                        reason=decision.code)
     action = f" {_absolute(request, decision.action_url)}" if decision.action_url else ""
-    return HubError(403, "GatedRepo", decision.message + action)
+    return HubError(403, "GatedRepo", decision.message + action, reason=decision.code)
 
 
 # --- Describing files ------------------------------------------------------------------------------
@@ -237,7 +240,13 @@ def _refuse_hidden(request, repo: Repo, files) -> None:
 @require_safe
 @hub_view
 def resolve(request, kind, namespace, slug, revision, path):
-    repo = _repo(request, kind, namespace, slug, revision)
+    try:
+        repo = _repo(request, kind, namespace, slug, revision)
+    except HubError as error:
+        if error.status in (401, 403):  # refused downloads are audited like refused links, within the same bounds
+            download_refusal_record(request=request, reason=error.reason, status=error.status, resource=f"{namespace}/{slug}",
+                                    link={"kind": "hub", "revision": revision[:64], "path": path[:200]})
+        raise
     file = repo.version.files.filter(path=path).first()
     if file is None:
         raise HubError(404, "EntryNotFound", f"{repo.resource.repo_id}@{repo.version.name} has no file {path!r}.",
@@ -246,7 +255,7 @@ def resolve(request, kind, namespace, slug, revision, path):
         decision = can_download(request.user, repo.resource, config=file.config)
         error = _refusal(request, request.user, repo.resource, decision)
         download_refusal_record(request=request, reason=decision.code, status=error.status, resource=repo.resource.repo_id,
-                                link={"kind": "hub", "file_id": file.pk, "path": path[:200]})
+                                link={"kind": "hub", "revision": revision[:64], "file_id": file.pk, "path": path[:200]})
         raise error
     user = request.user
     token = getattr(request, "access_token", None)

@@ -17,7 +17,9 @@ from django.utils import timezone
 from datasets_app import services
 from datasets_app.models import AccessRequest, DownloadEvent
 from datasets_app.tokens import access_token_create
+from portal.models import AuditEvent
 from tests.conftest import apply
+from tests.datasets_app.conftest import last_seq
 from tests.datasets_app.downloads import BIG_SIZE, download_mark, downloads_since, sha256_file
 
 REPO = "test/corpus-a"
@@ -159,6 +161,7 @@ report(
     unknown_repo=refusal(get(token=tokens["granted"], repo="test/no-such-corpus")),
     as_model=refusal(lambda: hf_hub_download({REPO!r}, "README.md", token=tokens["granted"])),
     unknown_revision=refusal(get(token=tokens["granted"], revision="v9")),
+    branch=refusal(lambda: HfApi(token=tokens["granted"]).dataset_info({REPO!r}, revision="refs/pr/1")),
     unknown_file=refusal(get("no-such-file.txt", token=tokens["granted"])),
     pinned_ok=refusal(get(token=tokens["granted"], revision={revision!r})),
 )
@@ -167,6 +170,7 @@ report(
 
 def test_it_refuses_with_the_hub_errors_and_says_what_to_do(cast, published, hub, live_server):
     tokens = {role: read_token(cast.users[role]) for role in ("granted", "stranger", "pending", "revoked", "rejected")}
+    seq = last_seq()
 
     got = hub(refusals_script(tokens, published.revision))
 
@@ -184,7 +188,13 @@ def test_it_refuses_with_the_hub_errors_and_says_what_to_do(cast, published, hub
     assert got["info"]["type"] == "GatedRepoError" and got["info"]["status"] == 403
     assert got["unknown_repo"]["type"] == "RepositoryNotFoundError" and got["as_model"]["type"] == "RepositoryNotFoundError"
     assert got["unknown_revision"]["type"] == "RevisionNotFoundError" and "use main" in got["unknown_revision"]["message"]
+    assert got["branch"]["type"] == "RevisionNotFoundError"
     assert got["unknown_file"]["type"] == "RemoteEntryNotFoundError"
+    # Refused downloads are in the audit trail like refused links, with the portal's reason.
+    refused = AuditEvent.objects.filter(seq__gt=seq, action="download_refused")
+    assert sorted(e.data["reason"] for e in refused) == [
+        "login_required", "pending", "rejected", "request_required", "revoked", "unauthenticated"]
+    assert {e.data["link"]["kind"] for e in refused} == {"hub"} and {e.resource for e in refused} == {REPO}
 
 
 def test_it_asks_to_reaccept_a_changed_license_at_its_page(cast, published, hub, live_server):
