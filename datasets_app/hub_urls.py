@@ -20,6 +20,7 @@ register_converter(RepoKind, "hubkind")
 REPO = "api/<hubkind:kind>/<str:namespace>/<str:slug>"
 
 urlpatterns = [
+    path("api/whoami-v2", hub_views.whoami, name="hub_whoami"),
     path(REPO, hub_views.repo_info, name="hub_repo_info"),
     # A branch such as refs/pr/1 arrives as refs%2Fpr%2F1, which Django decodes: answered RevisionNotFound.
     path(f"{REPO}/revision/<path:revision>", hub_views.repo_info, name="hub_repo_info_revision"),

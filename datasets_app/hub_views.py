@@ -275,3 +275,20 @@ def resolve(request, kind, namespace, slug, revision, path):
     for name, value in headers.items():
         response.setdefault(name, value)
     return response
+
+
+# --- Optional: whoami ----------------------------------------------------------------------------
+
+
+@require_safe
+@hub_view
+def whoami(request):
+    """Whose token this is (`hf auth whoami`): the account and the token's name and scopes."""
+    user = _user(request)
+    if not user.is_authenticated:
+        raise HubError(401, "Unauthorized", "Send a portal access token (HF_TOKEN or token=), created at "
+                                            f"{_absolute(request, reverse('token_list'))}")
+    token = getattr(request, "access_token", None)
+    auth = {"type": "access_token", "accessToken": {"displayName": token.name, "role": ",".join(token.scopes)}} if token else {}
+    return JsonResponse({"type": "user", "id": str(user.pk), "name": user.get_username(), "fullname": user.profile.full_name,
+                         "orgs": [], "auth": auth})

@@ -350,6 +350,8 @@ RULES: dict[str, Rule | tuple[Rule, ...]] = {
     # huggingface_hub and datasets send a token; a browser's session counts the same. Who sees A's files
     # follows can_download like the links; refusals are JSON with the Hub's X-Error-Code (GatedRepo: 401 to
     # send a token, 403 with what to do), and what is not published is not found, for everyone.
+    "hub_whoami": Rule(by_role(Status(200, JSON), anonymous=Status(401, JSON)),
+                       "`hf auth whoami`: the account of the token (or session) asking, no one else's; anonymous: send a token."),
     "hub_repo_info": (
         Rule(_HUB_A, "Repo info lists A's files: the same rule as its links.", kwargs=_HUB_DATASET_A, label="gated A"),
         Rule(by_role(Status(200, JSON)), "An open checkpoint is for everyone.", kwargs=_HUB_MODEL_OPEN, label="open"),

@@ -197,6 +197,14 @@ def test_it_refuses_with_the_hub_errors_and_says_what_to_do(cast, published, hub
     assert {e.data["link"]["kind"] for e in refused} == {"hub"} and {e.resource for e in refused} == {REPO}
 
 
+def test_it_tells_hf_auth_whoami_whose_token_it_is(cast, hub):
+    hf = str(Path(sys.executable).with_name("hf"))
+
+    got = hub("", token=read_token(cast.granted), args=(hf, "auth", "whoami", "--format", "json"))
+
+    assert json.loads(got["stdout"])["user"] == "granted"
+
+
 def test_it_asks_to_reaccept_a_changed_license_at_its_page(cast, published, hub, live_server):
     token = read_token(cast.granted)
     services.license_version_publish(license=cast.license_version.license, version="2.0", text="New terms.", actor=cast.admin)
