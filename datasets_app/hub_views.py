@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from datetime import timezone as dt_timezone
+from functools import wraps
 
 from django.conf import settings
 from django.http import HttpResponse, JsonResponse
@@ -55,13 +56,13 @@ class HubError(Exception):
 def hub_view(view):
     """A Hub endpoint: a HubError becomes the Hub's error answer (header-driven: HEAD has no body)."""
 
+    @wraps(view)
     def wrapper(request, *args, **kwargs):
         try:
             return view(request, *args, **kwargs)
         except HubError as error:
             return error.response()
 
-    wrapper.__name__, wrapper.__doc__ = view.__name__, view.__doc__
     return wrapper
 
 

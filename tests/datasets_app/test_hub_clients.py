@@ -159,6 +159,7 @@ report(
     **{{role: refusal(get(token=token)) for role, token in tokens.items()}},
     info=refusal(lambda: HfApi(token=tokens["stranger"]).dataset_info({REPO!r})),
     unknown_repo=refusal(get(token=tokens["granted"], repo="test/no-such-corpus")),
+    unpublished=refusal(get(token=tokens["granted"], repo="test/corpus-b")),
     as_model=refusal(lambda: hf_hub_download({REPO!r}, "README.md", token=tokens["granted"])),
     unknown_revision=refusal(get(token=tokens["granted"], revision="v9")),
     branch=refusal(lambda: HfApi(token=tokens["granted"]).dataset_info({REPO!r}, revision="refs/pr/1")),
@@ -186,7 +187,9 @@ def test_it_refuses_with_the_hub_errors_and_says_what_to_do(cast, published, hub
         assert words in got[role]["server_message"], (role, got[role])
     assert request_url in got["stranger"]["server_message"]
     assert got["info"]["type"] == "GatedRepoError" and got["info"]["status"] == 403
-    assert got["unknown_repo"]["type"] == "RepositoryNotFoundError" and got["as_model"]["type"] == "RepositoryNotFoundError"
+    # Nothing published under that name (or that kind, or yet: corpus-b has no version) is not found, for everyone.
+    for missing in ("unknown_repo", "as_model", "unpublished"):
+        assert got[missing]["type"] == "RepositoryNotFoundError" and "/catalogue/" in got[missing]["message"], missing
     assert got["unknown_revision"]["type"] == "RevisionNotFoundError" and "use main" in got["unknown_revision"]["message"]
     assert got["branch"]["type"] == "RevisionNotFoundError"
     assert got["unknown_file"]["type"] == "RemoteEntryNotFoundError"
