@@ -81,6 +81,7 @@ def test_it_shows_the_profile_the_answers_and_the_history_on_the_detail_page(cli
     history = page.split("History of this applicant", 1)[1]
     assert "Intended use is outside the license." in history and "reviewer_a" in history
     assert 'value="approve"' in page and 'value="reject"' in page and 'value="changes"' in page
+    assert 'id="scope-count"' not in page  # nothing published yet: no "0 of the 0 configs"
 
 
 def test_it_names_the_country_a_question_was_answered_with_as_the_profile_does(client, cast):
