@@ -18,6 +18,7 @@ import pytest
 from allauth.account.models import EmailAddress
 from allauth.mfa.totp.internal.auth import TOTP, generate_totp_secret
 from django.contrib.auth import get_user_model
+from django.core.cache import cache
 from django.utils import timezone
 
 from datasets_app import services
@@ -27,6 +28,15 @@ from portal.celery import app as celery_app
 LICENSE_TEXT = "Test Data License 1.0\n\nUse for research; do not re-identify anyone; do not redistribute."
 PASSWORD = "correct-horse-battery-staple"
 ROLES = ["admin", "reviewer_a", "reviewer_b", "granted", "pending", "rejected", "revoked", "expired", "stranger", "anonymous"]
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache():
+    """Every test starts with an empty cache: what lives there (refusal counters per address, token-use
+    windows, cached manifests, scan results) outlives each test's database."""
+    cache.clear()
+    yield
+    cache.clear()
 
 
 @pytest.fixture(scope="session")

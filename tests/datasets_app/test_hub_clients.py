@@ -12,7 +12,6 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from django.core.cache import cache
 from django.utils import timezone
 
 from datasets_app import services
@@ -67,12 +66,6 @@ def hub_python(script: str, *, endpoint: str, home: Path, token: str | None = No
 def read_token(user) -> str:
     return access_token_create(user=user, name="cluster", scopes=["read"], days=30)[1]
 
-
-@pytest.fixture(autouse=True)
-def _fresh_refusal_counters():
-    cache.clear()  # the refusal records' per-address counters live in the cache, across tests
-    yield
-    cache.clear()
 
 
 @pytest.fixture

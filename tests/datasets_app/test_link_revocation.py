@@ -11,7 +11,6 @@ from datetime import timedelta
 import pytest
 from allauth.usersessions.models import UserSession
 from django.contrib.auth.models import AnonymousUser
-from django.core.cache import cache
 from django.test import Client, override_settings
 from django.urls import reverse
 from django.utils import timezone
@@ -29,12 +28,6 @@ URLS = "/resources/test/corpus-a/versions/v1.0/urls.txt"
 README = "README.md"
 REVOKED_ALL = "all links of this account were invalidated"
 
-
-@pytest.fixture(autouse=True)
-def _fresh_refusal_counters():
-    cache.clear()  # the refusal records' per-address counters live in the cache, across tests
-    yield
-    cache.clear()
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ import hashlib
 import json
 
 import pytest
-from django.core.cache import cache
 from django.test import Client, RequestFactory
 
 from datasets_app.authz import can_download
@@ -24,12 +23,6 @@ LANGUAGES = ("fr", "ar", "he")
 HEALTH = "Health forum posts: ethics approval required."
 BASE = "/resources/test/corpus-a/versions/v1/"
 
-
-@pytest.fixture(autouse=True)
-def _fresh_cache():
-    cache.clear()  # stored manifests are cached by sha256, across test databases
-    yield
-    cache.clear()
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ from datetime import timedelta
 
 import pytest
 from django.contrib.auth.models import AnonymousUser
-from django.core.cache import cache
 from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
@@ -40,13 +39,6 @@ FORM = reverse("takedown_form")
 QUEUE = reverse("takedown_queue")
 LANGUAGES = ("fr", "en", "ar")
 
-
-@pytest.fixture(autouse=True)
-def _fresh_cache():
-    # The per-address limit and the scan results live in the cache, which outlives each test's database.
-    cache.clear()
-    yield
-    cache.clear()
 
 
 def form_data(**overrides) -> dict:
