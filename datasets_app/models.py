@@ -3,6 +3,7 @@ from __future__ import annotations
 import hashlib
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
 from django.db import models
 from django.db.models import Q
@@ -13,6 +14,30 @@ slug_validator = RegexValidator(
     r"^[a-z0-9](?:[a-z0-9._-]{0,94}[a-z0-9])?$",
     "Use lowercase letters, digits, '.', '_' and '-', starting and ending with a letter or digit.",
 )
+
+
+def portal_path_segments() -> set[str]:
+    """The first segments of the portal's own URLs (d, admin, api, resources, static...), read from the
+    URL conf and the static files' URL."""
+    from django.urls import get_resolver
+
+    segments = {settings.STATIC_URL.strip("/").split("/", 1)[0]} - {""}
+    todo = list(get_resolver().url_patterns)
+    while todo:
+        pattern = todo.pop()
+        first = str(pattern.pattern).lstrip("^").split("/", 1)[0]
+        if not first and hasattr(pattern, "url_patterns"):  # include("...") at the root
+            todo.extend(pattern.url_patterns)
+        elif first and "<" not in first and "(" not in first:
+            segments.add(first)
+    return segments
+
+
+def namespace_validator(value: str) -> None:
+    # The Hub protocol serves a model's files at /<namespace>/<slug>/resolve/...: a namespace that is
+    # one of the portal's own paths would be answered by that page instead.
+    if value in portal_path_segments():
+        raise ValidationError(f"'{value}' is a path of the portal itself (/{value}/...): choose another namespace.")
 
 
 class License(models.Model):
@@ -55,7 +80,7 @@ class Resource(models.Model):
         GATED_AUTO = "gated_auto", "Gated, approved automatically"
         GATED_MANUAL = "gated_manual", "Gated, reviewed by the committee"
 
-    namespace = models.CharField(max_length=100, validators=[slug_validator])
+    namespace = models.CharField(max_length=100, validators=[slug_validator, namespace_validator])
     slug = models.CharField(max_length=100, validators=[slug_validator])
     kind = models.CharField(max_length=16, choices=Kind.choices)
     title = models.CharField(max_length=200)

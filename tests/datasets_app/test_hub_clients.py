@@ -283,3 +283,17 @@ def test_it_downloads_a_gated_checkpoint_with_the_hf_command_and_the_engine_runs
         assert sha256_file(fetched / file.path) == file.sha256, file.path
     completion = json.loads(ran["stdout"])["completions"][0]
     assert completion["prompt"] == "Tous les" and len(completion["token_ids"]) == 4
+
+
+@pytest.mark.parametrize("namespace", ["d", "admin", "api", "resources", "datasets", "static"])
+def test_it_refuses_a_namespace_that_is_a_path_of_the_portal_where_hub_urls_would_be_shadowed(cast, namespace):
+    from django.core.exceptions import ValidationError
+
+    from datasets_app.models import Resource
+
+    resource = Resource(namespace=namespace, slug="model", kind=Resource.Kind.CHECKPOINT, title="M",
+                        access_policy=Resource.Policy.OPEN)
+    with pytest.raises(ValidationError, match=f"'{namespace}' is a path of the portal itself"):
+        resource.full_clean()
+    resource.namespace = "bigscience"
+    resource.full_clean()
