@@ -17,8 +17,8 @@ makes it stream most blocks from disk:
 the cgroup) on a PostgreSQL database of the run's own, created and dropped here, with a researcher
 granted the checkpoint through the governance services and an inference-scoped token.
 
-    python bench/jobs/run.py           # full run, ~25 min, writes bench/results/jobs.json
-    python bench/jobs/run.py --quick   # smoke run, ~3 min: tiny shape, few jobs and tokens; prints only
+    python bench/jobs/run.py           # full run, 15-30 min (the machine's load), writes bench/results/jobs.json
+    python bench/jobs/run.py --quick   # smoke run, ~1.5 min: tiny shape, few jobs and tokens; prints only
 
 Each in-process side runs in a fresh process (`run.py --side ...`), which prints one JSON line.
 """
@@ -87,7 +87,7 @@ class Profile:
 # activations, Django, Celery: 0.6 GiB); at 1.6 GiB the worker's pool process was killed for memory
 # (its anonymous memory alone reached 1.6 GB, 0.15 GB more than the in-process sides).
 FULL = Profile(shape="bloom-560m", dtype="bf16", budget="1.0GiB", cap=int(2.0 * GiB), jobs=32, new_tokens=64,
-               prompt_tokens=32, sequential=4, score_requests=512, concurrency=32, poisson_jobs=24, poisson_rate=0.25,
+               prompt_tokens=32, sequential=4, score_requests=512, concurrency=32, poisson_jobs=40, poisson_rate=1.0,
                poisson_lengths=(8, 16, 32, 64))
 QUICK = Profile(shape="tiny", dtype="fp32", budget="20.3MiB", cap=int(2.0 * GiB), jobs=8, new_tokens=8, prompt_tokens=16,
                 sequential=2, score_requests=64, concurrency=8, poisson_jobs=8, poisson_rate=2.0, poisson_lengths=(4, 8, 16))
