@@ -325,10 +325,16 @@ class Worker:
 
     def stop(self) -> None:
         stop_process(self.proc, sig=signal.SIGTERM, grace=10)
-        try:
-            self.cgroup.rmdir()  # the script would have, had it not been stopped with its worker
-        except OSError:
-            pass
+        # The script would have removed its cgroup, had it not been stopped with its worker; the killed
+        # pool process may still be leaving it for a moment.
+        for _ in range(50):
+            try:
+                self.cgroup.rmdir()
+                return
+            except FileNotFoundError:
+                return
+            except OSError:
+                time.sleep(0.2)
 
 
 def api_get(base: str, token: str, path: str) -> dict:
