@@ -114,11 +114,11 @@ def _choice(index: int, prompt: list[int], output: dict, params: dict, decoder: 
               "finish_reason": "stop" if stopped else (output.get("finish_reason") or "length"), "logprobs": None}
     if params.get("logprobs") is not None:
         choice["logprobs"] = _logprobs(prompt, output, echo=echo, decoder=decoder,
-                                       end=len(prompt_text) + len(continuation))
+                                       end=len(prompt_text) + len(continuation) if stopped else None)
     return choice
 
 
-def _logprobs(prompt: list[int], output: dict, *, echo: bool, decoder: _Decoder, end: int) -> dict:
+def _logprobs(prompt: list[int], output: dict, *, echo: bool, decoder: _Decoder, end: int | None) -> dict:
     generated = output.get("token_ids") or []
     everything = prompt + generated
     # Where each token starts in the prompt's text followed by the completion's (OpenAI's convention,
@@ -133,7 +133,9 @@ def _logprobs(prompt: list[int], output: dict, *, echo: bool, decoder: _Decoder,
             entries.append((token_id, prompt_lps[j], prompt_tops[j] if prompt_tops else None, offsets[j]))
     for k, token_id in enumerate(generated):
         offset = offsets[len(prompt) + k]
-        if offset >= end:  # the tokens of a stop string that was cut off the text
+        # The tokens of a stop string cut off the text (only then: a token that completes a character
+        # begun in the prompt starts at the text's end too, and is the continuation's first token).
+        if end is not None and offset >= end:
             break
         entries.append((token_id, output["token_logprobs"][k], tops[k] if tops else None, offset))
     with_tops = bool(tops) or bool(echo and output.get("prompt_top_logprobs"))

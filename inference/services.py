@@ -170,14 +170,16 @@ def job_cancel(*, job: InferenceJob, actor, request=None) -> InferenceJob:
     return job
 
 
-def job_wait(*, job: InferenceJob, timeout: float, poll: float = 0.1) -> InferenceJob:
-    """The job once it has ended, or as it is after `timeout` seconds."""
+def job_wait(*, job: InferenceJob, timeout: float, poll: float = 0.05, max_poll: float = 1.0) -> InferenceJob:
+    """The job once it has ended, or as it is after `timeout` seconds. Reads only its status, at
+    intervals growing from `poll` to `max_poll`: a short scoring job answers within tens of
+    milliseconds, while many callers waiting on long generations do not take the CPU the worker needs."""
     deadline = time.monotonic() + timeout
-    while True:
-        job.refresh_from_db()
-        if job.is_finished or time.monotonic() >= deadline:
-            return job
+    while not InferenceJob.objects.filter(pk=job.pk, status__in=InferenceJob.FINISHED).exists() and time.monotonic() < deadline:
         time.sleep(min(poll, max(0.0, deadline - time.monotonic())))
+        poll = min(max_poll, poll * 1.5)
+    job.refresh_from_db()
+    return job
 
 
 def job_queue_position(job: InferenceJob) -> int | None:

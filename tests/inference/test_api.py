@@ -155,3 +155,22 @@ def test_it_runs_score_and_inspect_jobs_too(cast, model):
                                          "layers": [0, 1], "positions": [-1], "top_k": 3})
     assert inspect.status_code == 201 and inspect.json()["params"]["layers"] == [0, 1]
     assert {j["kind"] for j in client.get("/api/jobs").json()["data"]} == {"score", "inspect"}
+
+
+def test_it_keeps_the_logprob_of_a_new_token_that_completes_a_character_begun_in_the_prompt(cast, model):
+    from inference.formatting import completion_json
+
+    tokenizer = tokenizer_for(model)
+    ids = next(tokenizer.encode(word, add_special_tokens=False).ids for word in ("çà", "ü", "€", "語")
+               if "\ufffd" in tokenizer.decode(tokenizer.encode(word, add_special_tokens=False).ids[:1]))
+    prompt, new = ids[:1], ids[1:2]  # the prompt ends half-way through a character, as a scoring request may
+    job = submit(cast.granted, model, via="openai", prompt=prompt, max_new_tokens=1, echo=True, logprobs=1)[0]
+    (claimed,) = scheduler.jobs_claim(version_id=model.pk, worker="w1", slots=4, lease_seconds=60)
+    scheduler.job_finish(job_id=claimed.pk, worker="w1", outputs=[{
+        "token_ids": new, "finish_reason": "length", "token_logprobs": [-0.5], "top_logprobs": [[[new[0], -0.5]]],
+        "prompt_logprobs": [None], "prompt_top_logprobs": [None]}], prompt_tokens=1, completion_tokens=1)
+    job.refresh_from_db()
+
+    logprobs = completion_json(job, model="test/corpus-a")["choices"][0]["logprobs"]
+
+    assert logprobs["token_logprobs"] == [None, -0.5]  # len(prompt) + 1 entries: lm-evaluation-harness reads the last
