@@ -23,6 +23,11 @@ from tests.test_worker import start_worker, worker_queue  # noqa: F401 (fixture)
 REDIS = "redis://127.0.0.1:6379/0"
 
 
+def _forget_connections() -> None:
+    celery_app._pool = None
+    celery_app.amqp._producer_pool = None  # holds on to the old connection pool otherwise
+
+
 @pytest.fixture
 def runner_redis(worker_queue):
     """This process sends its tasks to Redis, as the workers it starts read them; the test's queue is
@@ -30,12 +35,12 @@ def runner_redis(worker_queue):
     conf = celery_app.conf
     saved = conf.broker_url, conf.broker_transport_options
     conf.broker_url, conf.broker_transport_options = REDIS, {"visibility_timeout": 3600}
-    celery_app._pool = None  # the producer pool was built for the previous broker
+    _forget_connections()  # the pools were built for the previous broker, by any test that sent a task before
     try:
         yield worker_queue
     finally:
         conf.broker_url, conf.broker_transport_options = saved
-        celery_app._pool = None
+        _forget_connections()
         with Connection(REDIS) as connection:
             client = connection.default_channel.client
             client.delete(worker_queue)

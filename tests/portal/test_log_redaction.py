@@ -60,7 +60,7 @@ def test_it_keeps_signed_links_out_of_gunicorns_logs(cast, gunicorn, big_file, t
     paths = _secret_paths(cast, big_file)
     statuses = [_raw(gunicorn, "GET", path, "Range: bytes=0-9\r\nReferer: http://127.0.0.1" + path + "\r\n")[0].split(b" ")[1]
                 for path in paths]
-    assert statuses[:2] == [b"206", b"403"]  # served, and refused (Django warns "Forbidden: <path>")
+    assert statuses[:2] == [b"206", b"403"]  # served, and refused (Django warns "<reason phrase>: <path>")
     # A request line gunicorn cannot parse is quoted whole in its error log.
     port = urlsplit(gunicorn).port
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
@@ -72,7 +72,7 @@ def test_it_keeps_signed_links_out_of_gunicorns_logs(cast, gunicorn, big_file, t
     for path in paths:
         assert _secret(path) not in log, f"{path} is in gunicorn's log:\n{log}"
     assert log.count("/d/[redacted]/data/fr/shard.bin") >= 4  # access lines and referers kept their paths
-    assert "Forbidden: /d/[redacted]/data/fr/shard.bin" in log
+    assert ": /d/[redacted]/data/fr/shard.bin" in log  # Django warns "<reason phrase>: <path>"
     assert "/m/[redacted]/manifest.json" in log
     assert "Invalid request from ip=127.0.0.1" in log
 
@@ -102,4 +102,4 @@ def test_it_keeps_signed_links_out_of_runservers_log(cast, runserver, big_file, 
     for path in paths:
         assert _secret(path) not in log, f"{path} is in runserver's log:\n{log}"
     assert '"GET /d/[redacted]/data/fr/shard.bin HTTP/1.1" 206' in log
-    assert "Forbidden: /d/[redacted]/data/fr/shard.bin" in log
+    assert ": /d/[redacted]/data/fr/shard.bin" in log  # Django warns "<reason phrase>: <path>"
