@@ -26,6 +26,7 @@ urlpatterns = [
     path(f"{REPO}/revision/<path:revision>", hub_views.repo_info, name="hub_repo_info_revision"),
     path(f"{REPO}/tree/<str:revision>", hub_views.tree, name="hub_tree"),
     path(f"{REPO}/tree/<str:revision>/<path:path>", hub_views.tree, name="hub_tree_path"),
+    path(f"{REPO}/commits/<str:revision>", hub_views.commits, name="hub_commits"),
     path(f"{REPO}/paths-info/<str:revision>", hub_views.paths_info, name="hub_paths_info"),
     path("datasets/<str:namespace>/<str:slug>/resolve/<str:revision>/<path:path>", hub_views.resolve,
          {"kind": "datasets"}, name="hub_dataset_resolve"),

@@ -16,7 +16,10 @@ no git blob ids, and the id of the LFS pointer follows from the sha256 and size,
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
+import json
 from dataclasses import dataclass
 from datetime import timezone as dt_timezone
 from functools import wraps
@@ -209,7 +212,46 @@ def tree(request, kind, namespace, slug, revision, path=""):
         files = [f for f in files if f.path.count("/") < depth]
         folders = {p for p in folders if p.count("/") < depth}
     entries = [_folder_entry(repo, p) for p in sorted(folders)] + [_file_entry(f) for f in files]
-    return JsonResponse(entries, safe=False, headers={"X-Repo-Commit": repo.sha})
+    return _page(request, repo, entries)
+
+
+def _page(request, repo: Repo, entries: list[dict]) -> JsonResponse:
+    """One page of a listing, HUB_TREE_PAGE_SIZE entries from the request's cursor, with a Link to the next
+    page as the Hub sends it (the clients follow it). The cursor is the position in the listing, bound to
+    the version it was issued for: a version's files never change once published."""
+    start = 0
+    cursor = request.GET.get("cursor")
+    if cursor is not None:
+        try:
+            state = json.loads(base64.urlsafe_b64decode(cursor.encode() + b"=" * (-len(cursor) % 4)))
+            start = int(state["o"])
+            if state["v"] != repo.sha or not 0 <= start <= len(entries):
+                raise ValueError
+        except (ValueError, KeyError, TypeError, binascii.Error, UnicodeDecodeError):
+            raise HubError(400, "BadRequest", "This listing's cursor is not one the portal issued for this version: "
+                                              "list the folder again from its first page.", commit=repo.sha) from None
+    end = start + settings.HUB_TREE_PAGE_SIZE
+    response = JsonResponse(entries[start:end], safe=False, headers={"X-Repo-Commit": repo.sha})
+    if end < len(entries):
+        token = base64.urlsafe_b64encode(json.dumps({"v": repo.sha, "o": end}).encode()).decode().rstrip("=")
+        query = request.GET.copy()
+        query["cursor"] = token
+        response["Link"] = f'<{_absolute(request, request.path)}?{query.urlencode()}>; rel="next"'
+    return response
+
+
+@require_safe
+@hub_view
+def commits(request, kind, namespace, slug, revision):
+    """The history up to a revision: each published version of the resource is a commit, newest first
+    (huggingface_hub's list_repo_commits; older HfFileSystem versions resolve revisions with it)."""
+    repo = _repo(request, kind, namespace, slug, revision)
+    history = Version.objects.filter(resource=repo.resource, published_at__isnull=False,
+                                     published_at__lte=repo.version.published_at).order_by("-published_at")
+    entries = [{"id": version.revision, "title": f"{repo.resource.repo_id} {version.name}",
+                "message": f"Published version {version.name} of {repo.resource.repo_id}.",
+                "authors": [], "date": _day(version.published_at)} for version in history]
+    return _page(request, repo, entries)
 
 
 @csrf_exempt  # token-authenticated; it changes nothing

@@ -359,6 +359,8 @@ S3_PRESIGN_TTL = env_duration("S3_PRESIGN_TTL", "10m", minimum=10, maximum=7 * 8
 # The Hub clients (huggingface_hub, datasets) reuse the presigned URL a resolve GET redirects to when
 # they resume, so it must outlive a whole download of the largest shard (datasets_app.hub_views).
 HUB_PRESIGN_TTL = env_duration("HUB_PRESIGN_TTL", "12h", minimum=60, maximum=7 * 86400)
+# Entries per page of a Hub tree listing (the Hub's own page size); clients follow the Link header.
+HUB_TREE_PAGE_SIZE = env_int("HUB_TREE_PAGE_SIZE", 1000, minimum=1)
 # With nginx in front: the internal location that maps to MEDIA_ROOT (e.g. /_protected/).
 DOWNLOAD_ACCEL_REDIRECT = env_str("DOWNLOAD_ACCEL_REDIRECT", "")
 if DOWNLOAD_ACCEL_REDIRECT and not (DOWNLOAD_ACCEL_REDIRECT.startswith("/") and DOWNLOAD_ACCEL_REDIRECT.endswith("/")):

@@ -377,6 +377,12 @@ RULES: dict[str, Rule | tuple[Rule, ...]] = {
         Rule({**_HUB_A, "granted": Status(404, JSON)}, "A folder A does not have (EntryNotFound), told only to who may download A.",
              kwargs=lambda w: {**_HUB_DATASET_A(w), "revision": "main", "path": "no-such-folder"}, label="missing folder"),
     ),
+    "hub_commits": (
+        Rule(_HUB_A, "A's history (its published versions): the same rule as its links.",
+             kwargs=lambda w: {**_HUB_DATASET_A(w), "revision": "main"}, label="gated A"),
+        Rule(by_role(Status(200, JSON)), "An open checkpoint's history is for everyone.",
+             kwargs=lambda w: {**_HUB_MODEL_OPEN(w), "revision": "main"}, label="open"),
+    ),
     "hub_paths_info": Rule(by_role(405), "POST only (the clients' form of paths); the method is refused first.",
                            kwargs=lambda w: {**_HUB_DATASET_A(w), "revision": "main"}),
     "hub_dataset_resolve": (

@@ -312,3 +312,30 @@ def test_it_refuses_a_namespace_that_is_a_path_of_the_portal_where_hub_urls_woul
         resource.full_clean()
     resource.namespace = "bigscience"
     resource.full_clean()
+
+
+def test_it_pages_long_listings_and_the_clients_follow_the_link(cast, published, hub, release_files, settings, live_server):
+    from tests.datasets_app.downloads import curl, parse_headers
+
+    settings.HUB_TREE_PAGE_SIZE = 2
+    token = read_token(cast.granted)
+    got = hub(f"""
+from huggingface_hub import HfApi, snapshot_download
+api = HfApi()
+report(tree=[f.path for f in api.list_repo_tree({REPO!r}, repo_type="dataset", recursive=True)],
+       folder=snapshot_download({REPO!r}, repo_type="dataset", local_dir="paged"),
+       commits=[(c.commit_id, c.title) for c in api.list_repo_commits({REPO!r}, repo_type="dataset")])
+""", token=token)
+
+    # Six entries, three pages of two, the same listing as unpaged.
+    assert got["tree"] == ["data", "data/en", "data/fr", "README.md", "data/en/part-00000.jsonl", BIG]
+    assert all((Path(got["folder"]) / name).read_bytes() == data for name, data in release_files.items())
+    assert got["commits"] == [[published.revision, f"{REPO} v1.0"]]
+    # A cursor the portal did not issue (or issued for another version) says to start again.
+    auth = f"Authorization: Bearer {token}"
+    first = parse_headers(curl("-D", "-", "-o", "/dev/null", "-H", auth,
+                               f"{live_server.url}/api/datasets/{REPO}/tree/main?recursive=1").stdout)
+    assert first[0] == 200 and 'rel="next"' in first[1]["link"] and "cursor=" in first[1]["link"]
+    bad = parse_headers(curl("-D", "-", "-o", "/dev/null", "-H", auth,
+                             f"{live_server.url}/api/datasets/{REPO}/tree/main?recursive=1&cursor=eyJvIjogMn0").stdout)
+    assert bad[0] == 400 and "list the folder again" in bad[1]["x-error-message"]
