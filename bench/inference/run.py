@@ -25,6 +25,7 @@ import mmap
 import os
 import platform
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -42,10 +43,8 @@ GOALS = {"capped_b1_vs_streaming_limit": 0.9, "capped_b16_vs_accelerate": 1.4, "
 # ours_budget: the cap less what the process needs outside its budget: torch alone is ~0.15 GiB of
 # anonymous memory, then activations, logits and library code pages, 0.25-0.3 GiB in all at batch 32.
 # Batch 32 needs 2.09 GiB at least (embeddings 0.96 GiB, its KV cache 0.94 GiB, two read buffers).
-FULL = {"shape": "bloom-1b7", "prompt": 128, "new": 32, "limit": int(2.5 * GiB), "ours_budget": "2.1GiB",
-        "accelerate_cpu": "1536MiB", "curve": [1, 4, 16, 32], "batches": [1, 16], "timeout": 600}
-QUICK = {"shape": "bloom-560m", "prompt": 32, "new": 8, "limit": int(1.5 * GiB), "ours_budget": "1.0GiB",
-         "accelerate_cpu": "640MiB", "curve": [1, 4], "batches": [1, 4], "timeout": 300}
+FULL = {"shape": "bloom-1b7", "prompt": 128, "new": 32, "limit": int(2.5 * GiB), "ours_budget": "2.1GiB", "curve": [1, 4, 16, 32], "batches": [1, 16], "timeout": 600}
+QUICK = {"shape": "bloom-560m", "prompt": 32, "new": 8, "limit": int(1.5 * GiB), "ours_budget": "1.0GiB", "curve": [1, 4], "batches": [1, 4], "timeout": 300}
 
 
 # -- worker side: one engine, one batch size, one JSON line ------------------------------------------
@@ -174,8 +173,14 @@ def warm(paths) -> None:
                 pass
 
 
-def direct_bandwidth(paths) -> float:
-    """Sequential read of every file with O_DIRECT, 16 MiB at a time: bytes per second."""
+def direct_bandwidth(paths, passes: int = 3) -> float:
+    """The disk's sequential bandwidth: the median of `passes` reads of the files with O_DIRECT (one
+    pass varied 3x within a run on a shared machine), in bytes per second."""
+    return statistics.median(direct_pass(paths) for _ in range(passes))
+
+
+def direct_pass(paths) -> float:
+    """One sequential read of every file with O_DIRECT, 16 MiB at a time: bytes per second."""
     evict(paths)
     buf = mmap.mmap(-1, 16 * 2**20)
     total, t = 0, time.perf_counter()
@@ -195,7 +200,7 @@ def run_worker(cfg, ckpt: Path, engine: str, batch: int, *, capped: bool, budget
     limit = limit or cfg["limit"]
     extra = {"load_average": os.getloadavg()[0], "cap_bytes": limit if capped else None, "budget": budget}
     if capped:
-        # the disk's speed drifts on a shared machine: each capped run gets its own measurement
+        # the disk's speed drifts on a shared machine: each capped run gets its own measurement (a median)
         extra["direct_read_bandwidth"] = direct_bandwidth(files)
         evict(files + [p for p in offload_dir.rglob("*") if p.is_file()])
     else:
@@ -208,16 +213,22 @@ def run_worker(cfg, ckpt: Path, engine: str, batch: int, *, capped: bool, budget
     label = f"{f'capped {limit / GiB:.2f}GiB' if capped else 'warm'} {engine} b{batch}"
     print(f"  {label} ...", end="", flush=True, file=sys.stderr)
     t = time.perf_counter()
+    timeout = timeout or cfg["timeout"]
+    # A session of its own: on a timeout the whole group goes (the cgroup wrapper and the Python worker
+    # under it), or the worker would keep a core busy under the next measurement.
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO,
+                            start_new_session=True)
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout or cfg["timeout"], env=env, cwd=REPO)
+        stdout, stderr = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        print(f" timed out after {timeout or cfg['timeout']} s", file=sys.stderr)
-        return {"engine": engine, "batch": batch, "error": f"timed out after {timeout or cfg['timeout']} s", **extra}
-    line = next((ln for ln in reversed(proc.stdout.splitlines()) if ln.startswith("{")), None)
+        kill_group(proc)
+        print(f" timed out after {timeout} s", file=sys.stderr)
+        return {"engine": engine, "batch": batch, "error": f"timed out after {timeout} s", **extra}
+    line = next((ln for ln in reversed(stdout.splitlines()) if ln.startswith("{")), None)
     result = json.loads(line) if proc.returncode == 0 and line else {
         "engine": engine, "batch": batch, "error": f"exit status {proc.returncode}" + (" (killed: out of memory?)" if proc.returncode in (137, -9) else ""),
-        "stderr_tail": proc.stderr.strip().splitlines()[-3:]}
-    for token in proc.stderr.split():
+        "stderr_tail": stderr.strip().splitlines()[-3:]}
+    for token in stderr.split():
         if token.startswith("cgroup_peak_bytes="):
             result["cgroup_peak_bytes"] = int(token.split("=")[1])
         if token.startswith("limit_hits="):
@@ -226,6 +237,26 @@ def run_worker(cfg, ckpt: Path, engine: str, batch: int, *, capped: bool, budget
     result.update(extra)
     print(f" {result.get('decode_tok_s', 0):.2f} tok/s" if "error" not in result else f" {result['error']}", file=sys.stderr)
     return result
+
+
+def kill_group(proc: subprocess.Popen) -> None:
+    """Kill a timed-out run's process group, then remove the cgroup its wrapper made (named after the
+    wrapper's pid) once the killed worker has left it."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.communicate()
+    cgroup = Path(f"/sys/fs/cgroup/memory/capped-{proc.pid}")
+    for _ in range(50):
+        try:
+            cgroup.rmdir()
+            return
+        except FileNotFoundError:
+            return
+        except OSError:
+            time.sleep(0.2)
+    print(f"  (cgroup {cgroup} could not be removed)", file=sys.stderr)
 
 
 def fmt(x, spec=".2f", unit=""):
@@ -268,8 +299,9 @@ def table(results: list[dict], bandwidth: float) -> str:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true")
-    p.add_argument("--repeats", type=int, default=2, help="runs per point for ours (capped and warm) and the warm baselines; "
-                   "the median is reported (the capped baselines run once: each takes minutes)")
+    p.add_argument("--repeats", type=int, default=3, help="runs per point for ours (capped and warm) and the warm baselines; "
+                   "the run with the median decode rate is reported, the lower middle one for an even count "
+                   "(the capped baselines run once: each takes minutes)")
     p.add_argument("--checkpoint", type=Path, help="default: build one in the temp dir (reused between runs)")
     p.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "inference.json")
     p.add_argument("--worker", choices=["ours", "accelerate", "transformers"], help=argparse.SUPPRESS)
@@ -321,7 +353,9 @@ def measure(args, cfg, ckpt: Path, files: list[Path], offload_dir: Path) -> int:
     for b in cfg["curve"]:
         add("capped", "ours", b, capped=True, budget=cfg["ours_budget"], repeats=args.repeats)
     for b in cfg["batches"]:
-        add("capped", "accelerate", b, capped=True, budget=cfg["accelerate_cpu"])
+        # The same budget as ours: accelerate's max_memory for the CPU (what it keeps resident; the rest it
+        # offloads to its folder), under the same cgroup cap.
+        add("capped", "accelerate", b, capped=True, budget=cfg["ours_budget"])
     for b in cfg["batches"]:
         # A model larger than the cap thrashes the page cache; give it a bounded time to show it.
         r = add("capped", "transformers", b, capped=True, budget="-", timeout=cfg["timeout"] // 2)
@@ -329,7 +363,7 @@ def measure(args, cfg, ckpt: Path, files: list[Path], offload_dir: Path) -> int:
             break  # the model does not fit under the cap; a larger batch will not either
     for b in cfg["batches"]:
         add("warm", "ours", b, capped=False, budget="64GiB", repeats=args.repeats)
-        add("warm", "accelerate", b, capped=False, budget=cfg["accelerate_cpu"], repeats=args.repeats)
+        add("warm", "accelerate", b, capped=False, budget="64GiB", repeats=args.repeats)
         add("warm", "transformers", b, capped=False, budget="-", repeats=args.repeats)
     bandwidths.append(direct_bandwidth(files))
     bandwidths += [r["direct_read_bandwidth"] for r in results if r.get("direct_read_bandwidth")]
