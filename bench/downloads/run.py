@@ -326,12 +326,13 @@ def portal_env(*, tmp: Path, db_url: str, base_url: str, secret: str, accel: str
 
 
 def start_gunicorn(*, name: str, env: dict, port: int, workers: int, tmp: Path, cleanup: Cleanup,
-                   app: str = "portal.wsgi", probe: str = "/") -> subprocess.Popen:
+                   app: str = "portal.wsgi", probe: str = "/", access_log: str = "/dev/null") -> subprocess.Popen:
     log = tmp / f"{name}.log"
     # The production configuration (gunicorn.conf.py: gthread workers, sendfile), only
-    # the worker count and the port set here; the access log is off as for nginx.
+    # the worker count and the port set here; the access log is off as for nginx, unless
+    # a benchmark counts requests from it (bench/hub).
     cmd = [str(GUNICORN), "-c", str(REPO / "gunicorn.conf.py"), app, "--workers", str(workers),
-           "--bind", f"127.0.0.1:{port}", "--chdir", str(REPO), "--access-logfile", "/dev/null"]
+           "--bind", f"127.0.0.1:{port}", "--chdir", str(REPO), "--access-logfile", access_log]
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=open(log, "ab"), stderr=subprocess.STDOUT, start_new_session=True)
     # SIGINT is gunicorn's quick shutdown (SIGTERM waits for requests up to 30 s).
     cleanup.push(f"stop {name}", lambda: stop_process(proc, sig=signal.SIGINT))
