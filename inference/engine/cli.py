@@ -41,6 +41,15 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available")
     g.add_argument("--io", choices=["direct", "buffered"], default="direct", help="how streamed blocks are read (default direct: O_DIRECT)")
     g.add_argument("--threads", type=int, help="torch compute threads (default: torch's choice)")
+    g.add_argument("--compute-dtype", choices=["auto", "bf16", "fp16", "fp32"], default="auto",
+                   help="what the blocks compute in; auto: the checkpoint's dtype, or fp32 on a CPU without native bf16")
+
+    q = sub.add_parser("quantize", help="write an int8 or int4 copy of a checkpoint, which streams a half or a quarter of the bytes")
+    q.add_argument("--checkpoint", required=True, type=Path, help="the unquantized checkpoint directory")
+    q.add_argument("--bits", required=True, type=int, help="8 (per output channel) or 4 (per group of weights)")
+    q.add_argument("--out", required=True, type=Path, help="a new or empty directory")
+    q.add_argument("--group-size", type=int, default=64, help="with --bits 4: weights per scale and zero point (default 64)")
+    q.add_argument("--max-shard-size", default="2GiB", help="largest output shard (default 2GiB)")
 
     d = sub.add_parser("make-demo-checkpoint", help="a checkpoint with real shapes, random weights and a trained tokenizer")
     d.add_argument("out", type=Path)
@@ -92,7 +101,7 @@ def _generate(args) -> int:
     tokenizer = load_tokenizer(args.checkpoint) if args.checkpoint.is_dir() else None
     longest = max(len(tokenizer.encode(p, add_special_tokens=False).ids) for p in prompts) if tokenizer else 0
     engine = Engine(args.checkpoint, memory_budget=budget, max_batch_size=len(prompts), device=args.device, io=args.io,
-                    max_seq_len=longest + args.max_new_tokens)
+                    max_seq_len=longest + args.max_new_tokens, compute_dtype=args.compute_dtype)
     try:
         result = engine.generate(prompts, max_new_tokens=args.max_new_tokens, temperature=args.temperature or 0.0,
                                  top_p=args.top_p if args.top_p is not None else 1.0, seed=args.seed,
@@ -112,12 +121,25 @@ def _generate(args) -> int:
     return 0
 
 
+def _quantize(args) -> int:
+    if args.bits not in (8, 4):
+        raise EngineError(f"--bits must be 8 or 4, not {args.bits}")
+    from .quantize import quantize_checkpoint
+
+    report = quantize_checkpoint(args.checkpoint, args.out, bits=args.bits, group_size=args.group_size,
+                                 max_shard_size=args.max_shard_size)
+    print(report.summary())
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:
         args = _parser().parse_args(argv)
         if args.command == "generate":
             return _generate(args)
+        if args.command == "quantize":
+            return _quantize(args)
         from .demo import make_demo_checkpoint
 
         out = make_demo_checkpoint(args.out, shape=args.shape, dtype=args.dtype, seed=args.seed, corpus=args.corpus)

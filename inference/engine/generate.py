@@ -9,6 +9,8 @@
 
 from __future__ import annotations
 
+import math
+import platform
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -16,9 +18,53 @@ import torch
 from .checkpoint import Checkpoint, load_tokenizer
 from .config import format_size, parse_size
 from .errors import EngineError, PromptError
-from .offload import BlockStream, Files, Layout, TORCH_DTYPES, load_resident, plan_placement
+from .offload import BlockStream, ComputeWeights, Files, Layout, TORCH_DTYPES, load_resident, plan_placement
 
 PREFILL_TOKENS = 512  # tokens per block call in a prefill: bounds activations outside the budget; matmuls stay large
+COMPUTE_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+# /proc/cpuinfo flags worth recording with a benchmark: what the matmul and conversion kernels can use
+_CPU_FLAGS = ("avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "avx512_fp16", "avx_vnni",
+              "amx_tile", "amx_bf16", "amx_int8", "amx_fp16", "asimd", "asimdhp", "fphp", "sve", "sve2", "bf16", "i8mm")
+
+
+def cpu_info() -> dict:
+    """This CPU: its model, the flags that decide how fast it computes in each dtype, torch's vector
+    capability, and whether it does bf16 / fp16 arithmetic natively.
+
+    torch.backends.cpu.get_cpu_capability() names the vector width only (AVX2, AVX512, SVE256...), not
+    bf16 support, so the kernel's flags decide: avx512_bf16 or amx_bf16 on x86, bf16 on Arm. Without
+    them torch emulates bf16 matmuls, tens of times slower than fp32. Benchmarks record this with
+    their results."""
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key in ("model name", "Model Name") and model in (platform.processor(), platform.machine()):
+                    model = value.strip()
+                elif key in ("flags", "Features"):
+                    flags = set(value.split())
+                    break  # every core lists the same
+    except OSError:
+        pass
+    return {"model": model, "flags": [f for f in _CPU_FLAGS if f in flags],
+            "torch_capability": torch.backends.cpu.get_cpu_capability(),
+            "native_bf16": bool(flags & {"avx512_bf16", "amx_bf16", "bf16"}),
+            "native_fp16": bool(flags & {"avx512_fp16", "amx_fp16", "asimdhp", "fphp"})}
+
+
+def choose_compute_dtype(requested: str, device: torch.device, stored: torch.dtype) -> torch.dtype:
+    """auto: the checkpoint's dtype, except half precision on a CPU without native arithmetic for it,
+    which computes in fp32 (the weights upcast block by block; bytes streamed stay the same)."""
+    if requested != "auto":
+        if requested not in COMPUTE_DTYPES:
+            raise EngineError(f"compute_dtype must be auto, {', '.join(COMPUTE_DTYPES)}, not {requested!r}")
+        return COMPUTE_DTYPES[requested]
+    if device.type != "cpu" or stored not in (torch.bfloat16, torch.float16):
+        return stored
+    native = cpu_info()["native_bf16" if stored == torch.bfloat16 else "native_fp16"]
+    return stored if native else torch.float32
 
 
 @dataclass
@@ -49,6 +95,7 @@ class RunStats:
     resident_blocks: int
     streamed_blocks: int
     load_s: float
+    compute_dtype: str = ""  # bfloat16, float32...: what the blocks computed in
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -60,7 +107,8 @@ class RunStats:
                 f"{self.read_bandwidth_bytes_per_s / 1e9:.2f} GB/s (reader busy {self.read_busy_fraction:.0%}) | "
                 f"peak RSS {format_size(self.peak_rss_bytes)}, anonymous {format_size(self.peak_anon_rss_bytes)}"
                 f"{f', GPU {format_size(self.peak_device_bytes)}' if self.peak_device_bytes else ''} | "
-                f"blocks resident {self.resident_blocks}, streamed {self.streamed_blocks} | load {self.load_s:.2f} s")
+                f"blocks resident {self.resident_blocks}, streamed {self.streamed_blocks} | load {self.load_s:.2f} s"
+                f"{f' | compute {self.compute_dtype}' if self.compute_dtype else ''}")
 
 
 @dataclass
@@ -109,11 +157,15 @@ class Engine:
     that the budget reserves; generate() refuses larger requests. device: "cuda" when available,
     else "cpu"; on CUDA the budget is GPU memory. io: "direct" (O_DIRECT, bypasses the page cache) or
     "buffered" (page cache, dropped behind the reader) for streamed blocks.
+
+    compute_dtype: "auto" (see choose_compute_dtype), "bf16", "fp16" or "fp32": what the blocks, the
+    activations and the KV cache compute in. Weights stay as stored (in the checkpoint's dtype, or int8 /
+    int4 for a quantized checkpoint) and are converted block by block at compute time.
     """
 
     def __init__(self, checkpoint, *, memory_budget: int | str, max_batch_size: int = 1,
                  max_seq_len: int | None = None, device: str | None = None, n_buffers: int = 2,
-                 io: str = "direct"):
+                 io: str = "direct", compute_dtype: str = "auto"):
         if io not in ("direct", "buffered"):
             raise EngineError(f"io must be direct or buffered, not {io!r}")
         if n_buffers < 2:
@@ -128,20 +180,35 @@ class Engine:
         if self.device.type == "cuda" and self.device.index is None:
             # the reader thread sets its device explicitly, which needs an index
             self.device = torch.device("cuda", torch.cuda.current_device())
-        self.dtype = TORCH_DTYPES[ckpt.dtype]
+        self.storage_dtype = TORCH_DTYPES[ckpt.dtype]  # of the embeddings, norms, biases (and unquantized weights)
+        self.dtype = choose_compute_dtype(compute_dtype, self.device, self.storage_dtype)  # activations, KV cache
         self.max_batch_size = max_batch_size
         self.max_seq_len = min(max_seq_len or cfg.context_length, cfg.context_length)
         budget = parse_size(memory_budget) if isinstance(memory_budget, str) else int(memory_budget)
 
         global_layout = Layout.of(ckpt.entries(ckpt.global_names))
         block_layouts = [Layout.of(ckpt.entries(names)) for names in ckpt.block_names]
+        fixed, scratch = global_layout.nbytes, 0
+        if self.dtype != self.storage_dtype:
+            # the norms get a compute-dtype copy; the embeddings stay, the head converts them a chunk at a time
+            C, V = cfg.hidden_size, cfg.vocab_size
+            fixed += sum(math.prod(shape) for role, (_, _, shape) in global_layout.views.items()
+                         if role not in ("wte", "lm_head")) * self.dtype.itemsize
+            scratch += min(V, max(1, self.arch.HEAD_CHUNK_BYTES // (C * self.dtype.itemsize))) * C * self.dtype.itemsize
+        convert = block_layouts and (ckpt.quantization is not None or self.dtype != self.storage_dtype)
+        block_args = (block_layouts[0].views, ckpt.quantization, self.arch.QUANTIZED, self.dtype) if convert else None
+        if convert:
+            scratch += ComputeWeights.nbytes(*block_args, cuda=self.device.type == "cuda")
         self.placement = plan_placement(
-            budget=budget, fixed_bytes=global_layout.nbytes, kv_cache_bytes=self.kv_cache_bytes(max_batch_size, self.max_seq_len),
+            budget=budget, fixed_bytes=fixed, kv_cache_bytes=self.kv_cache_bytes(max_batch_size, self.max_seq_len),
             block_bytes=tuple(lay.nbytes for lay in block_layouts), n_buffers=n_buffers,
-            batch=max_batch_size, seq_len=self.max_seq_len)
+            batch=max_batch_size, seq_len=self.max_seq_len, scratch_bytes=scratch)
 
         self.files = Files(direct=io == "direct")
         self.globals = load_resident(self.files, global_layout, self.device)
+        if self.dtype != self.storage_dtype:
+            self.globals.update({role: t.to(self.dtype) for role, t in self.globals.items() if role not in ("wte", "lm_head")})
+        self.weights = ComputeWeights(*block_args, self.device) if convert else None
         self.blocks: dict[int, dict[str, torch.Tensor]] = {
             i: load_resident(self.files, block_layouts[i], self.device) for i in self.placement.resident}
         streamed = {i: block_layouts[i] for i in self.placement.streamed}
@@ -151,7 +218,7 @@ class Engine:
 
     def kv_cache_bytes(self, batch: int, seq_len: int) -> int:
         c = self.config
-        return c.n_layer * 2 * batch * seq_len * c.hidden_size * TORCH_DTYPES[self.checkpoint.dtype].itemsize
+        return c.n_layer * 2 * batch * seq_len * c.hidden_size * self.dtype.itemsize
 
     def close(self) -> None:
         if self.stream is not None:
@@ -211,6 +278,8 @@ class Engine:
         """A block over the batch, a group of sequences at a time when the prefill is large: its
         activations (the MLP's are 4x the hidden size, the attention's grow with T^2) stay bounded
         outside the budget, while the weights are still read once for the whole batch."""
+        if self.weights is not None:
+            w = self.weights(w)  # dequantized / converted to the compute dtype, once per block and pass
         B, T, _ = x.shape
         rows = max(1, PREFILL_TOKENS // T)
         if B <= rows:
@@ -352,7 +421,8 @@ class Engine:
             reader_stall_s=sstats.stall_seconds if sstats else 0.0,
             peak_rss_bytes=_memory()[0], peak_anon_rss_bytes=peak_anon,
             peak_device_bytes=torch.cuda.max_memory_allocated(dev) if dev.type == "cuda" else 0,
-            resident_blocks=len(self.placement.resident), streamed_blocks=len(self.placement.streamed), load_s=self.load_s)
+            resident_blocks=len(self.placement.resident), streamed_blocks=len(self.placement.streamed), load_s=self.load_s,
+            compute_dtype=str(self.dtype).removeprefix("torch."))
         return Generation(completions, stats, step_logits, token_times)
 
     @staticmethod

@@ -10,10 +10,16 @@ into the buffer the block then computes from; tensors are views into that buffer
 
 On CUDA the ring is pinned host memory, each filled buffer goes to its twin on the GPU on a separate
 copy stream, and events order the copy after the compute that last used the GPU buffer.
+
+Blocks stay as stored, resident or streamed: compressed (int8, int4) or in the checkpoint's dtype. When
+that is not what the block computes with, ComputeWeights turns each block's weights, one block at a
+time, into a buffer of the compute dtype (on the GPU when there is one), which the budget counts like a
+read buffer; so a quantized checkpoint streams a half or a quarter of the bytes.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 import time
@@ -29,7 +35,8 @@ from .errors import BudgetError, CheckpointError
 ALIGN = 4096  # O_DIRECT needs file offsets, lengths and buffer addresses aligned to the logical block size
 CHUNK = 16 * 2**20  # one read call; large enough for full disk bandwidth, small enough for page-cache hints
 DROP_ALIGN = 2 * 2**20
-TORCH_DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "F64": torch.float64}
+TORCH_DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "F64": torch.float64,
+                "I8": torch.int8, "U8": torch.uint8}
 
 
 @dataclass(frozen=True)
@@ -170,10 +177,11 @@ class Placement:
     buffer_bytes: int  # each
     resident: tuple[int, ...]
     streamed: tuple[int, ...]
+    scratch_bytes: int = 0  # a block's weights in the compute dtype, when stored otherwise (ComputeWeights)
 
     @property
     def planned_bytes(self) -> int:
-        return (self.fixed_bytes + self.kv_cache_bytes + self.n_buffers * self.buffer_bytes
+        return (self.fixed_bytes + self.kv_cache_bytes + self.n_buffers * self.buffer_bytes + self.scratch_bytes
                 + sum(self.block_bytes[i] for i in self.resident))
 
     @property
@@ -181,26 +189,29 @@ class Placement:
         return sum(self.block_bytes[i] for i in self.streamed)
 
 
-def minimum_budget(*, fixed_bytes: int, kv_cache_bytes: int, block_bytes: tuple[int, ...], n_buffers: int) -> int:
+def minimum_budget(*, fixed_bytes: int, kv_cache_bytes: int, block_bytes: tuple[int, ...], n_buffers: int,
+                   scratch_bytes: int = 0) -> int:
     if not block_bytes:
         return fixed_bytes + kv_cache_bytes
-    return fixed_bytes + kv_cache_bytes + min(n_buffers * max(block_bytes), sum(block_bytes))
+    return fixed_bytes + kv_cache_bytes + scratch_bytes + min(n_buffers * max(block_bytes), sum(block_bytes))
 
 
 def plan_placement(*, budget: int, fixed_bytes: int, kv_cache_bytes: int, block_bytes: tuple[int, ...],
-                   n_buffers: int, batch: int, seq_len: int) -> Placement:
+                   n_buffers: int, batch: int, seq_len: int, scratch_bytes: int = 0) -> Placement:
     n = len(block_bytes)
-    if fixed_bytes + kv_cache_bytes + sum(block_bytes) <= budget:
-        return Placement(budget, fixed_bytes, kv_cache_bytes, block_bytes, 0, 0, tuple(range(n)), ())
-    need = minimum_budget(fixed_bytes=fixed_bytes, kv_cache_bytes=kv_cache_bytes, block_bytes=block_bytes, n_buffers=n_buffers)
+    if fixed_bytes + kv_cache_bytes + scratch_bytes + sum(block_bytes) <= budget:
+        return Placement(budget, fixed_bytes, kv_cache_bytes, block_bytes, 0, 0, tuple(range(n)), (), scratch_bytes)
+    need = minimum_budget(fixed_bytes=fixed_bytes, kv_cache_bytes=kv_cache_bytes, block_bytes=block_bytes, n_buffers=n_buffers,
+                          scratch_bytes=scratch_bytes)
     if budget < need:
+        scratch = f", and the compute-dtype copy of one block's weights {format_size(scratch_bytes)}" if scratch_bytes else ""
         raise BudgetError(
             f"memory budget {format_size(budget)} is too small: the embeddings and norms take {format_size(fixed_bytes)}, "
-            f"the KV cache for {batch} sequence(s) of {seq_len} tokens {format_size(kv_cache_bytes)}, and {n_buffers} block "
-            f"read buffers {format_size(n_buffers * max(block_bytes))}; give at least --memory-budget "
+            f"the KV cache for {batch} sequence(s) of {seq_len} tokens {format_size(kv_cache_bytes)}, {n_buffers} block "
+            f"read buffers {format_size(n_buffers * max(block_bytes))}{scratch}; give at least --memory-budget "
             f"{-(-need // 2**20)}MiB (or fewer sequences / new tokens)")
     buf = max(block_bytes)
-    room = budget - fixed_bytes - kv_cache_bytes - n_buffers * buf
+    room = budget - fixed_bytes - kv_cache_bytes - scratch_bytes - n_buffers * buf
     n_res = 0
     for b in sorted(block_bytes):
         if b > room:
@@ -213,7 +224,7 @@ def plan_placement(*, budget: int, fixed_bytes: int, kv_cache_bytes: int, block_
     # resident blocks compute, and no long run of resident compute leaves it idle with a full ring.
     streamed = tuple(sorted({(j * n) // s for j in range(s)}))
     resident = tuple(i for i in range(n) if i not in streamed)
-    return Placement(budget, fixed_bytes, kv_cache_bytes, block_bytes, n_buffers, buf, resident, streamed)
+    return Placement(budget, fixed_bytes, kv_cache_bytes, block_bytes, n_buffers, buf, resident, streamed, scratch_bytes)
 
 
 @dataclass
@@ -317,3 +328,75 @@ class BlockStream:
             sem.release()
         self._thread.join()
         self._thread = None
+
+
+class ComputeWeights:
+    """A block's weights in the compute dtype, for blocks stored otherwise: quantized (dequantized here)
+    or in another float dtype (converted here: bf16 weights computed in fp32 on a CPU without native
+    bf16). One block's worth, refilled block after block; tensors already in the compute dtype (a
+    quantized bf16 checkpoint's biases and norms, computed in bf16) are used where they are.
+
+    Calling it with the same block dict twice in a row refills nothing: each dict the engine holds
+    (a resident block, or one ring slot's views of one block) always holds that block's bytes, so a
+    batch of several groups pays for a block's dequantization once per pass.
+    """
+
+    def __init__(self, views: dict[str, tuple[int, str, tuple[int, ...]]], quant, quantized: tuple[str, ...],
+                 dtype: torch.dtype, device: torch.device):
+        from .quantize import work_bytes
+
+        self.quant, self.quantized = quant, quantized if quant is not None else ()
+        shapes = self.shapes(views, quant, quantized, dtype)
+        total = sum(math.prod(shape) for shape in shapes.values())
+        self.buf = torch.empty(total, dtype=dtype, device=device)
+        self.out, pos = {}, 0
+        for role, shape in shapes.items():
+            self.out[role] = self.buf[pos:pos + math.prod(shape)].view(shape)
+            pos += math.prod(shape)
+        n_in = max((shapes[r][1] for r in self.quantized), default=0)
+        self.work = (torch.empty(work_bytes(n_in, cuda=device.type == "cuda") // 4, dtype=torch.float32, device=device)
+                     if self.quantized and dtype != torch.float32 else None)
+        self._src: dict | None = None
+        self._ready: dict[str, torch.Tensor] = {}
+
+    @staticmethod
+    def shapes(views, quant, quantized, dtype) -> dict[str, tuple[int, ...]]:
+        """Role -> shape of the tensors that need converting: the quantized weights (at their real shape)
+        and every float tensor of another dtype."""
+        out = {}
+        for role, (_, stored, shape) in views.items():
+            if quant is not None and role in quantized:
+                out[role] = (shape[0], shape[1] * 2) if quant.bits == 4 else shape
+            elif quant is not None and role.rsplit("_", 1)[0] in quantized:
+                continue  # a scale or zero point
+            elif TORCH_DTYPES[stored] != dtype:
+                out[role] = shape
+        return out
+
+    @classmethod
+    def nbytes(cls, views, quant, quantized, dtype, *, cuda: bool) -> int:
+        """What the budget reserves for it: the converted block, and the fp32 slice dequantization works in."""
+        from .quantize import work_bytes
+
+        shapes = cls.shapes(views, quant, quantized, dtype)
+        n = sum(math.prod(s) for s in shapes.values()) * dtype.itemsize
+        q = [shapes[r][1] for r in quantized if quant is not None and r in shapes]
+        return n + (work_bytes(max(q), cuda=cuda) if q and dtype != torch.float32 else 0)
+
+    def __call__(self, w: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        if w is self._src:
+            return self._ready
+        from .quantize import dequantize_into
+
+        q = self.quant
+        for role, out in self.out.items():
+            if role in self.quantized:
+                dequantize_into(out, w[role], w[f"{role}_scale"], w.get(f"{role}_zero"), q.group_size, self.work)
+            else:
+                out.copy_(w[role])
+        self._ready = {role: self.out.get(role, t) for role, t in w.items() if role in self.out or not self._aux(role)}
+        self._src = w
+        return self._ready
+
+    def _aux(self, role: str) -> bool:
+        return role.rsplit("_", 1)[0] in self.quantized and role not in self.quantized

@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 
 MODEL_TYPE = "bloom"
+QUANTIZED = ("qkv_w", "proj_w", "fc1_w", "fc2_w")  # the block roles quantize.py compresses: the matmul weights
+HEAD_CHUNK_BYTES = 32 * 2**20  # embedding rows converted at once when the head computes in another dtype
 
 _BLOCK = {
     "ln1_w": "input_layernorm.weight", "ln1_b": "input_layernorm.bias",
@@ -78,8 +80,8 @@ def attention_bias(slopes: torch.Tensor, valid: torch.Tensor, T: int, dtype) -> 
 
 
 def embed(g: dict, ids: torch.Tensor, eps: float) -> torch.Tensor:
-    # ids: [B, T] -> x: [B, T, C]
-    x = F.embedding(ids, g["wte"])
+    # ids: [B, T] -> x: [B, T, C], in the norms' dtype, which is the compute dtype
+    x = F.embedding(ids, g["wte"]).to(g["emb_ln_w"].dtype)
     return F.layer_norm(x, (x.shape[-1],), g["emb_ln_w"], g["emb_ln_b"], eps)
 
 
@@ -107,11 +109,31 @@ def block(w: dict, x: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor
     x = F.linear(attn, w["proj_w"], w["proj_b"]) + residual
     h = F.layer_norm(x, (C,), w["ln2_w"], w["ln2_b"], eps)
     residual = h if cfg.apply_residual_connection_post_layernorm else x
-    h = F.gelu(F.linear(h, w["fc1_w"], w["fc1_b"]), approximate="tanh")  # BLOOM's tanh GELU, fused
+    h = _gelu(F.linear(h, w["fc1_w"], w["fc1_b"]))
     return F.linear(h, w["fc2_w"], w["fc2_b"]) + residual
+
+
+def _gelu(x: torch.Tensor) -> torch.Tensor:
+    """BLOOM's tanh GELU, op for op as transformers computes it: in bf16 each op rounds, and a fused
+    F.gelu(approximate="tanh"), rounding once, moves the logits by several bf16 steps."""
+    # x * 0.5 * (1.0 + tanh(0.79788456 * x * (1 + 0.044715 * x * x))), in place where the order allows
+    inner = (x * 0.044715).mul_(x).add_(1)
+    t = (x * 0.79788456).mul_(inner).tanh_().add_(1.0)
+    return (x * 0.5).mul_(t)
 
 
 def head(g: dict, x: torch.Tensor, eps: float) -> torch.Tensor:
     # x: [B, T, C] -> logits: [B, T, V] in fp32
     x = F.layer_norm(x, (x.shape[-1],), g["ln_f_w"], g["ln_f_b"], eps)
-    return F.linear(x, g.get("lm_head", g["wte"])).float()
+    w = g.get("lm_head", g["wte"])  # [V, C]
+    if w.dtype == x.dtype:
+        return F.linear(x, w).float()
+    # Stored in another dtype than the compute's (bf16 weights, fp32 compute on a CPU without native bf16):
+    # converted a chunk of vocabulary rows at a time, so the whole matrix is never copied.
+    rows = max(1, HEAD_CHUNK_BYTES // (w.shape[1] * x.element_size()))
+    chunk = torch.empty(min(rows, w.shape[0]), w.shape[1], dtype=x.dtype, device=x.device)
+    out = torch.empty(*x.shape[:-1], w.shape[0], dtype=torch.float32, device=x.device)
+    for a in range(0, w.shape[0], rows):
+        n = min(rows, w.shape[0] - a)
+        out[..., a:a + n] = F.linear(x, chunk[:n].copy_(w[a:a + n]))
+    return out
