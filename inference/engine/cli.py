@@ -57,6 +57,10 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--dtype", choices=["bf16", "fp32"], default="bf16")
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--corpus", type=Path, help="optional text to train the tokenizer on (.txt, .jsonl or .jsonl.gz with a text field)")
+
+    from .plan import add_parser as add_plan_parser  # no torch at import: the plan loads it when it measures
+
+    add_plan_parser(sub)
     return p
 
 
@@ -140,6 +144,10 @@ def main(argv: list[str] | None = None) -> int:
             return _generate(args)
         if args.command == "quantize":
             return _quantize(args)
+        if args.command == "plan":
+            from .plan import run as run_plan
+
+            return run_plan(args)
         from .demo import make_demo_checkpoint
 
         out = make_demo_checkpoint(args.out, shape=args.shape, dtype=args.dtype, seed=args.seed, corpus=args.corpus)
