@@ -39,7 +39,10 @@ REPO = Path(__file__).resolve().parents[2]
 VENV_PYTHON = REPO / ".venv" / "bin" / "python"
 CGROUP = (REPO / ".." / "shared" / "tools" / "in-memory-cgroup").resolve()
 GiB = 2**30
-GOALS = {"capped_b1_vs_streaming_limit": 0.9, "capped_b16_vs_accelerate": 1.4, "warm_b1_vs_transformers": 0.95}
+GOALS = {"capped_b1_vs_streaming_limit": 0.9, "capped_b16_vs_accelerate": 1.4, "warm_b1_vs_transformers": 0.95,
+         "warm_b16_vs_transformers": 1.0, "capped_b1_int8_vs_bf16": 1.7, "capped_b1_int4_vs_bf16": 3.0}
+# Our engine on the same checkpoint quantized (python -m inference.engine quantize): engine label -> bits.
+QUANTIZED = {"ours-int8": 8, "ours-int4": 4}
 # ours_budget: the cap less what the process needs outside its budget: torch alone is ~0.15 GiB of
 # anonymous memory, then activations, logits and library code pages, 0.25-0.3 GiB in all at batch 32.
 # Batch 32 needs 2.09 GiB at least (embeddings 0.96 GiB, its KV cache 0.94 GiB, two read buffers).
@@ -118,7 +121,7 @@ def worker(args) -> dict:
         out.update(engine_bytes_read_per_decode_step=s.bytes_read_per_decode_step, read_busy_fraction=s.read_busy_fraction,
                    reader_bandwidth_bytes_per_s=s.read_bandwidth_bytes_per_s, compute_wait_s=s.compute_wait_s,
                    resident_blocks=s.resident_blocks, streamed_blocks=s.streamed_blocks,
-                   planned_bytes=engine.placement.planned_bytes)
+                   planned_bytes=engine.placement.planned_bytes, compute_dtype=str(engine.dtype).removeprefix("torch."))
         engine.close()
     else:
         from transformers import BloomForCausalLM, LogitsProcessor, LogitsProcessorList
@@ -205,7 +208,7 @@ def run_worker(cfg, ckpt: Path, engine: str, batch: int, *, capped: bool, budget
         evict(files + [p for p in offload_dir.rglob("*") if p.is_file()])
     else:
         warm(files)
-    cmd = [str(VENV_PYTHON), __file__, "--worker", engine, "--checkpoint", str(ckpt), "--batch", str(batch),
+    cmd = [str(VENV_PYTHON), __file__, "--worker", "ours" if engine in QUANTIZED else engine, "--checkpoint", str(ckpt), "--batch", str(batch),
            "--budget", budget, "--prompt", str(cfg["prompt"]), "--new", str(cfg["new"]), "--offload-dir", str(offload_dir)]
     if capped:
         cmd = [str(CGROUP), str(limit)] + cmd
@@ -305,6 +308,7 @@ def main() -> int:
     p.add_argument("--checkpoint", type=Path, help="default: build one in the temp dir (reused between runs)")
     p.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "inference.json")
     p.add_argument("--worker", choices=["ours", "accelerate", "transformers"], help=argparse.SUPPRESS)
+    p.add_argument("--no-quantized", action="store_true", help="leave out the int8 and int4 runs")
     p.add_argument("--batch", type=int, help=argparse.SUPPRESS)
     p.add_argument("--budget", help=argparse.SUPPRESS)
     p.add_argument("--prompt", type=int, help=argparse.SUPPRESS)
@@ -324,15 +328,33 @@ def main() -> int:
         print(f"building the {cfg['shape']} demo checkpoint in {ckpt} ...", file=sys.stderr)
         subprocess.run([str(VENV_PYTHON), "-m", "inference.engine", "make-demo-checkpoint", str(ckpt), "--shape", cfg["shape"],
                         "--dtype", "bf16"], check=True, cwd=REPO, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    checkpoints = {"ours": ckpt, "accelerate": ckpt, "transformers": ckpt}
+    for engine, bits in ({} if args.no_quantized else QUANTIZED).items():
+        quantized = ckpt.with_name(f"{ckpt.name}-int{bits}")
+        if not (quantized / "config.json").is_file():
+            print(f"quantizing it to int{bits} in {quantized} ...", file=sys.stderr)
+            shutil.rmtree(quantized, ignore_errors=True)
+            subprocess.run([str(VENV_PYTHON), "-m", "inference.engine", "quantize", "--checkpoint", str(ckpt), "--bits", str(bits),
+                            "--out", str(quantized)], check=True, cwd=REPO, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        checkpoints[engine] = quantized
     files = checkpoint_files(ckpt)
     offload_dir = Path(tempfile.mkdtemp(prefix="bench-inference-"))
     try:
-        return measure(args, cfg, ckpt, files, offload_dir)
+        return measure(args, cfg, checkpoints, files, offload_dir)
     finally:
         shutil.rmtree(offload_dir, ignore_errors=True)
 
 
-def measure(args, cfg, ckpt: Path, files: list[Path], offload_dir: Path) -> int:
+def cpu_info() -> dict:
+    """The CPU's model and the flags that decide the compute dtype (inference.engine's own reading)."""
+    sys.path.insert(0, str(REPO))
+    from inference.engine.generate import cpu_info as engine_cpu_info
+
+    return engine_cpu_info()
+
+
+def measure(args, cfg, checkpoints: dict[str, Path], files: list[Path], offload_dir: Path) -> int:
+    ckpt = checkpoints["ours"]
     load_start = os.getloadavg()
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     bandwidths = [direct_bandwidth(files)]
@@ -342,7 +364,7 @@ def measure(args, cfg, ckpt: Path, files: list[Path], offload_dir: Path) -> int:
 
     def add(setting, engine, batch, repeats=1, **kw):
         """The run with the median decode rate of `repeats` (the machine is shared: one run can be unlucky)."""
-        runs = [run_worker(cfg, ckpt, engine, batch, offload_dir=offload_dir, **kw) for _ in range(repeats)]
+        runs = [run_worker(cfg, checkpoints[engine], engine, batch, offload_dir=offload_dir, **kw) for _ in range(repeats)]
         ok = sorted((r for r in runs if "error" not in r), key=lambda r: r["decode_tok_s"])
         r = ok[(len(ok) - 1) // 2] if ok else runs[0]
         r.update(setting=setting, repeats_decode_tok_s=[x.get("decode_tok_s") for x in runs],
@@ -352,6 +374,10 @@ def measure(args, cfg, ckpt: Path, files: list[Path], offload_dir: Path) -> int:
 
     for b in cfg["curve"]:
         add("capped", "ours", b, capped=True, budget=cfg["ours_budget"], repeats=args.repeats)
+    for engine in checkpoints:
+        if engine in QUANTIZED:
+            for b in cfg["batches"]:
+                add("capped", engine, b, capped=True, budget=cfg["ours_budget"], repeats=args.repeats)
     for b in cfg["batches"]:
         # The same budget as ours: accelerate's max_memory for the CPU (what it keeps resident; the rest it
         # offloads to its folder), under the same cgroup cap.
@@ -382,10 +408,14 @@ def measure(args, cfg, ckpt: Path, files: list[Path], offload_dir: Path) -> int:
         "capped_b1_vs_streaming_limit": b1["decode_tok_s"] / limit_b1 if limit_b1 and "decode_tok_s" in b1 else None,
         "capped_b16_vs_accelerate": ratio(("capped", "ours", big), ("capped", "accelerate", big)),
         "warm_b1_vs_transformers": ratio(("warm", "ours", 1), ("warm", "transformers", 1)),
+        "warm_b16_vs_transformers": ratio(("warm", "ours", big), ("warm", "transformers", big)),
+        "capped_b1_int8_vs_bf16": ratio(("capped", "ours-int8", 1), ("capped", "ours", 1)),
+        "capped_b1_int4_vs_bf16": ratio(("capped", "ours-int4", 1), ("capped", "ours", 1)),
     }
     same = [r for r in results if r["setting"] == "warm" and "tokens" in r and r["batch"] == 1]
     report = {
         "started": started, "host": platform.node(), "cpu_count": os.cpu_count(), "python": platform.python_version(),
+        "cpu": cpu_info(),
         "config": {k: v for k, v in cfg.items()}, "checkpoint": ckpt.name,  # its name only: where it lay is a path of the measuring machine
         "checkpoint_bytes": sum(f.stat().st_size for f in files),
         "load_average_start": load_start, "load_average_end": os.getloadavg(),
