@@ -274,14 +274,18 @@ def read_access(log: Path, offset: int) -> tuple[dict[str, int], dict[str, int],
     return kinds, bad, offset + len(data)
 
 
-def download_records(db_url: str, after: int) -> tuple[dict[str, int], int]:
-    """The portal's download records (DownloadEvent) after id `after`, by method, and the last id."""
+def records(db_url: str, table: str, column: str, after: int) -> tuple[dict[str, int], int]:
+    """Rows of the portal's `table` after id `after`, counted by `column`, and the last id: the download records
+    (DownloadEvent, by method) and the audit trail's events (by action), which the server writes as it serves."""
     import psycopg
 
     with psycopg.connect(db_url) as conn:
-        rows = conn.execute("SELECT method, count(*), max(id) FROM datasets_app_downloadevent WHERE id > %s GROUP BY method",
+        rows = conn.execute(f'SELECT "{column}", count(*), max(id) FROM "{table}" WHERE id > %s GROUP BY "{column}"',
                             (after,)).fetchall()
-    return {method: count for method, count, _ in rows}, max([after] + [last for _, _, last in rows])
+    return {key: count for key, count, _ in rows}, max([after] + [last for _, _, last in rows])
+
+
+DOWNLOADS, AUDIT = ("datasets_app_downloadevent", "method"), ("portal_auditevent", "action")
 
 
 # --- Checking bytes -------------------------------------------------------------------------------------
@@ -341,13 +345,14 @@ def measure(client: Client, *, work: Path, expected: dict[str, str], total: int,
     out = work / f"{client.name.replace(' ', '_')}-{len(client.runs)}"
     out.mkdir()
     offset = access_log.stat().st_size
-    _, mark = download_records(db_url, 0)
+    (_, mark), (_, audit_mark) = records(db_url, *DOWNLOADS, 0), records(db_url, *AUDIT, 0)
     args = [a.replace("{out}", str(out)) for a in client.args]
     with ServerMeter(client.metered, db_name=client.db_name) as meter:
         outcome = run_client(args, cwd=out, env=client.env, timeout=timeout)
     time.sleep(0.3)  # gunicorn writes an access line after the response has gone
     kinds, bad, _ = read_access(access_log, offset)
-    records, _ = download_records(db_url, mark)
+    downloads, _ = records(db_url, *DOWNLOADS, mark)
+    audited, _ = records(db_url, *AUDIT, audit_mark)
     problems = verify(out, expected) if outcome.returncode == 0 else [f"exit status {outcome.returncode}: {outcome.stderr[-500:]}"]
     shutil.rmtree(out, ignore_errors=True)
     for leftover in (work / f"{out.name}.stdout", work / f"{out.name}.stderr"):
@@ -357,7 +362,8 @@ def measure(client: Client, *, work: Path, expected: dict[str, str], total: int,
         "wall_s": round(outcome.wall_s, 3), "mb_per_s": round(total / MB / outcome.wall_s, 1),
         "client_peak_rss_mib": round(outcome.client_peak_rss / 2**20, 1), "client_cpu_s": round(outcome.client_cpu_s, 2),
         "server_peak_rss_mib": round(meter.peak / 2**20, 1), "server_cpu_s": round(meter.cpu, 2),
-        "requests": dict(sorted(kinds.items())), "failed_requests": bad, "download_records": records,
+        "requests": dict(sorted(kinds.items())), "failed_requests": bad, "download_records": downloads,
+        "audit_events": audited,
         "errors": problems[:10], "error_count": len(problems), "load_average_1m": round(os.getloadavg()[0], 2),
         **{k: round(v, 3) if isinstance(v, float) else v for k, v in outcome.extra.items()},
     }
@@ -388,6 +394,11 @@ def summarize(client: Client, files: int) -> dict:
         out["call_s"] = round(statistics.median(r["call_s"] for r in runs), 3)
         out["import_s"] = round(statistics.median(r["import_s"] for r in runs), 3)
     if client.source == "portal":
+        audit: dict[str, int] = {}
+        for run in runs:
+            for action, n in run["audit_events"].items():
+                audit[action] = max(audit.get(action, 0), n)
+        out["audit_events"] = audit  # by action, the most of any run
         recorded = [sum(r["download_records"].values()) for r in runs]
         served = [sum(n for k, n in r["requests"].items() if k.startswith(("resolve", "link"))) for r in runs]
         out["every_request_recorded"] = recorded == served
@@ -552,7 +563,10 @@ def markdown(report: dict) -> str:
     rows += ["", f"snapshot_download: the call alone {ours['call_s']:.2f} s (import {ours['import_s']:.2f} s), "
                  f"{ours['call_throughput_vs_wget']:.2f}x wget -i; {ours['throughput_vs_aria2c']:.2f}x aria2c's throughput. "
                  f"Fetching the lists: urls.txt {s['list_fetch_s']['urls.txt'] * 1e3:.0f} ms, "
-                 f"?client=aria2 {s['list_fetch_s']['urls.txt?client=aria2'] * 1e3:.0f} ms (not in the wall times).", "", "Goals:"]
+                 f"?client=aria2 {s['list_fetch_s']['urls.txt?client=aria2'] * 1e3:.0f} ms (not in the wall times).",
+             "Audit events written during one run (the most of any run): " + "; ".join(
+                 f"{name}: {', '.join(f'{a} {n}' for a, n in sorted(r['audit_events'].items())) or 'none'}"
+                 for name, r in report["clients"].items() if r["source"] == "portal") + ".", "", "Goals:"]
     rows += [f"- {'met' if ok else 'MISSED'}: {goal}" for goal, ok in report["goals"].items()]
     rows += ["", f"Run took {report.get('run_seconds', '?')} s."]
     return "\n".join(rows)
