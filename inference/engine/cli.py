@@ -1,4 +1,4 @@
-"""python -m inference.engine generate ... | make-demo-checkpoint ...
+"""python -m inference.engine generate ... | make-demo-checkpoint ... | perplexity ...
 
 Every error a user can cause (missing files, another architecture, a corrupt shard, an empty or too long
 prompt, a budget too small) ends the command with one line on stderr and exit status 2.
@@ -51,12 +51,31 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("--group-size", type=int, default=64, help="with --bits 4: weights per scale and zero point (default 64)")
     q.add_argument("--max-shard-size", default="2GiB", help="largest output shard (default 2GiB)")
 
-    d = sub.add_parser("make-demo-checkpoint", help="a checkpoint with real shapes, random weights and a trained tokenizer")
+    d = sub.add_parser("make-demo-checkpoint", help="a checkpoint with real shapes, random or trained weights and a trained tokenizer")
     d.add_argument("out", type=Path)
-    d.add_argument("--shape", required=True, choices=["tiny", "bloom-560m", "bloom-1b7"])
+    d.add_argument("--shape", required=True, choices=["tiny", "small", "bloom-560m", "bloom-1b7"])
     d.add_argument("--dtype", choices=["bf16", "fp32"], default="bf16")
     d.add_argument("--seed", type=int, default=0)
-    d.add_argument("--corpus", type=Path, help="optional text to train the tokenizer on (.txt, .jsonl or .jsonl.gz with a text field)")
+    d.add_argument("--corpus", type=Path, help="text to train the tokenizer on (.txt, .jsonl or .jsonl.gz with a text field); "
+                                               "with --train, the JSON-lines corpus the model learns (the UDHR)")
+    budget = d.add_mutually_exclusive_group()
+    budget.add_argument("--train", type=float, metavar="SECONDS", help="train the model on --corpus for this wall-clock budget")
+    budget.add_argument("--train-steps", type=int, metavar="N", help="train for N steps instead: the same weights for the same seed and --threads")
+    d.add_argument("--threads", type=int, help="torch compute threads (default: torch's choice)")
+
+    e = sub.add_parser("perplexity", help="held-out perplexity of a checkpoint, and its greedy agreement with a reference")
+    e.add_argument("--checkpoint", required=True, type=Path)
+    e.add_argument("--reference", type=Path, help="a checkpoint of the same model (e.g. the bf16 one beside an int4 one): "
+                                                  "the fraction of positions where both predict the same next token")
+    text = e.add_mutually_exclusive_group()
+    text.add_argument("--corpus", type=Path, help="the corpus the checkpoint was trained on (its training.json names the held-out part)")
+    text.add_argument("--text", type=Path, help="a UTF-8 text file to evaluate instead, whole")
+    e.add_argument("--memory-budget", default="4GiB", help="for each engine loaded (default 4GiB)")
+    e.add_argument("--max-windows", type=int, help="windows of 128 tokens evaluated, spread evenly (default 256; 0: all)")
+    e.add_argument("--batch-size", type=int, default=16, help="windows per forward pass (default 16)")
+    e.add_argument("--json", action="store_true", help="print the figures as JSON")
+    e.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available")
+    e.add_argument("--threads", type=int, help="torch compute threads (default: torch's choice)")
 
     from .plan import add_parser as add_plan_parser  # no torch at import: the plan loads it when it measures
 
@@ -125,6 +144,22 @@ def _generate(args) -> int:
     return 0
 
 
+def _make_demo_checkpoint(args) -> int:
+    if (args.train is not None or args.train_steps is not None) and args.corpus is None:
+        raise EngineError("--train needs --corpus: the UDHR corpus, e.g. ../shared/corpora/udhr/udhr.jsonl.gz")
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    from .demo import make_demo_checkpoint
+
+    out = make_demo_checkpoint(args.out, shape=args.shape, dtype=args.dtype, seed=args.seed, corpus=args.corpus,
+                               train_seconds=args.train, train_steps=args.train_steps, log=print)
+    kind = "trained" if args.train is not None or args.train_steps is not None else "random-weight"
+    print(f"wrote a {kind} {args.shape} demo checkpoint ({args.dtype}) to {out}")
+    return 0
+
+
 def _quantize(args) -> int:
     if args.bits not in (8, 4):
         raise EngineError(f"--bits must be 8 or 4, not {args.bits}")
@@ -148,11 +183,11 @@ def main(argv: list[str] | None = None) -> int:
             from .plan import run as run_plan
 
             return run_plan(args)
-        from .demo import make_demo_checkpoint
+        if args.command == "perplexity":
+            from .evaluate import run as run_perplexity
 
-        out = make_demo_checkpoint(args.out, shape=args.shape, dtype=args.dtype, seed=args.seed, corpus=args.corpus)
-        print(f"wrote a {args.shape} demo checkpoint ({args.dtype}) to {out}")
-        return 0
+            return run_perplexity(args)
+        return _make_demo_checkpoint(args)
     except EngineError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
