@@ -166,7 +166,7 @@ def _quantize(args) -> int:
     from .quantize import quantize_checkpoint
 
     report = quantize_checkpoint(args.checkpoint, args.out, bits=args.bits, group_size=args.group_size,
-                                 max_shard_size=args.max_shard_size)
+                                 max_shard_size=args.max_shard_size, progress=True)
     print(report.summary())
     return 0
 

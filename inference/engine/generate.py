@@ -35,20 +35,20 @@ def cpu_info() -> dict:
     bf16 support, so the kernel's flags decide: avx512_bf16 or amx_bf16 on x86, bf16 on Arm. Without
     them torch emulates bf16 matmuls, tens of times slower than fp32. Benchmarks record this with
     their results."""
-    model, flags = platform.processor() or platform.machine(), set()
+    model, flags = None, set()
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
                 key, _, value = line.partition(":")
                 key = key.strip()
-                if key in ("model name", "Model Name") and model in (platform.processor(), platform.machine()):
+                if key == "model name" and model is None:
                     model = value.strip()
                 elif key in ("flags", "Features"):
                     flags = set(value.split())
                     break  # every core lists the same
     except OSError:
         pass
-    return {"model": model, "flags": [f for f in _CPU_FLAGS if f in flags],
+    return {"model": model or platform.processor() or platform.machine(), "flags": [f for f in _CPU_FLAGS if f in flags],
             "torch_capability": torch.backends.cpu.get_cpu_capability(),
             "native_bf16": bool(flags & {"avx512_bf16", "amx_bf16", "bf16"}),
             "native_fp16": bool(flags & {"avx512_fp16", "amx_fp16", "asimdhp", "fphp"})}

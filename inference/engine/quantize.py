@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from tqdm import tqdm
 
 from .checkpoint import DTYPE_SIZES, Checkpoint, Quantization, TensorEntry
 from .config import format_size, parse_size
@@ -147,8 +148,9 @@ class QuantizeReport:
 
 
 def quantize_checkpoint(src: str | os.PathLike, out: str | os.PathLike, *, bits: int, group_size: int = 64,
-                        max_shard_size: int | str = "2GiB") -> QuantizeReport:
-    """Write an int8 or int4 copy of the checkpoint at src into the empty or new directory out."""
+                        max_shard_size: int | str = "2GiB", progress: bool = False) -> QuantizeReport:
+    """Write an int8 or int4 copy of the checkpoint at src into the empty or new directory out; with
+    progress, a bar of the tensors written on stderr."""
     src, out = Path(src), Path(out)
     if bits not in (8, 4):
         raise EngineError(f"bits must be 8 or 4, not {bits}")
@@ -185,10 +187,11 @@ def quantize_checkpoint(src: str | os.PathLike, out: str | os.PathLike, *, bits:
     n = len(shards)
     names = [f"model-{k + 1:05d}-of-{n:05d}.safetensors" for k in range(n)]
     weight_map = {}
-    for k, shard in enumerate(shards):
-        tensors = [t for unit in shard for t in unit]
-        _write_shard(out / names[k], tensors, quant)
-        weight_map.update({t.name: names[k] for t in tensors})
+    with tqdm(total=sum(len(unit) for unit in units), unit="tensor", disable=not progress, desc="quantize") as bar:
+        for k, shard in enumerate(shards):
+            tensors = [t for unit in shard for t in unit]
+            _write_shard(out / names[k], tensors, quant, bar)
+            weight_map.update({t.name: names[k] for t in tensors})
     total = sum(t.nbytes for unit in units for t in unit)
     index = {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}
     (out / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
@@ -246,7 +249,7 @@ def _assign_shards(units: list[list[_Out]], limit: int) -> list[list[list[_Out]]
     return shards
 
 
-def _write_shard(path: Path, tensors: list[_Out], quant: Quantization) -> None:
+def _write_shard(path: Path, tensors: list[_Out], quant: Quantization, bar) -> None:
     header, pos = {}, 0
     for t in tensors:
         t.offset = pos
@@ -273,6 +276,7 @@ def _write_shard(path: Path, tensors: list[_Out], quant: Quantization) -> None:
                     _copy(src_fds[e.path], e, fd, data + group[0].offset)
                 else:
                     _quantize_tensor(src_fds[e.path], e, fd, data, {t.kind: t for t in group}, quant)
+                bar.update(len(group))
         finally:
             for f in src_fds.values():
                 os.close(f)
