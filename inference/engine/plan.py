@@ -207,6 +207,20 @@ class Compute:
     memory_bandwidth: Figure  # bytes/s: weights and KV cache read by the compute
     block_overhead: Figure  # seconds per block call
     dequant_s_per_param: dict[str, Figure] = field(default_factory=dict)  # format -> seconds per weight
+    # Where measured: seconds of one whole decode block call (matmuls, attention, norms, GELU, per-op costs)
+    # and of the LM head, by batch size; they replace the sums of parts above for decode steps.
+    block_s: tuple[tuple[int, float], ...] = ()
+    head_s: tuple[tuple[int, float], ...] = ()
+
+    @staticmethod
+    def at(points: tuple[tuple[int, float], ...], batch: int) -> float:
+        """Seconds at this batch: linear between measured batches (a call costs a fixed part plus a part
+        per sequence), extrapolated along the last two beyond them."""
+        (b0, t0), (b1, t1) = points[0], points[1]
+        for (b0, t0), (b1, t1) in zip(points, points[1:]):
+            if batch <= b1:
+                break
+        return max(t0, t0 + (batch - b0) * (t1 - t0) / (b1 - b0)) if batch > b0 else t0
 
     def rate(self, rows: int) -> float:
         """FLOP/s at this many rows: interpolated in log2(rows) between measured sizes, clamped outside."""
@@ -242,7 +256,8 @@ class Machine:
                 "h2d_bandwidth": self.h2d_bandwidth.as_dict() if self.h2d_bandwidth else None,
                 "compute": {"device": c.device, "flops_by_rows": [list(p) for p in c.rates], "flops_how": c.rate_how,
                             "memory_bandwidth": c.memory_bandwidth.as_dict(), "block_overhead_s": c.block_overhead.as_dict(),
-                            "dequant_s_per_param": {k: v.as_dict() for k, v in c.dequant_s_per_param.items()}}}
+                            "dequant_s_per_param": {k: v.as_dict() for k, v in c.dequant_s_per_param.items()},
+                            "decode_block_s_by_batch": [list(p) for p in c.block_s], "head_s_by_batch": [list(p) for p in c.head_s]}}
 
 
 def parse_bandwidth(text: str, flag: str) -> float:
@@ -266,9 +281,9 @@ def parse_rate(text, flag: str) -> float:
     return value
 
 
-def _time_call(fn, *, min_s: float = 0.15, min_calls: int = 3, sync=lambda: None, pick=min) -> float:
-    """Seconds per call of fn: by default the fastest of several, the machine's own speed, which other
-    tenants of a shared machine can only slow down."""
+def _time_call(fn, *, min_s: float = 0.15, min_calls: int = 3, sync=lambda: None, pick=statistics.median) -> float:
+    """Seconds per call of fn, the median of several: on a shared machine the engine meets the other
+    tenants as often as the measurement does, so the typical call predicts it, not the fastest."""
     fn()
     sync()
     times = []
@@ -327,7 +342,7 @@ def measure_h2d(device) -> Figure:
 
     host = torch.empty(MEASURE_SAMPLE, dtype=torch.uint8, pin_memory=True)
     dev = torch.empty(MEASURE_SAMPLE, dtype=torch.uint8, device=device)
-    t = _time_call(lambda: dev.copy_(host, non_blocking=True), min_calls=5, sync=torch.cuda.synchronize, pick=statistics.median)
+    t = _time_call(lambda: dev.copy_(host, non_blocking=True), min_calls=5, sync=torch.cuda.synchronize)
     return Figure(MEASURE_SAMPLE / t, f"measured: median of pinned copies of {format_size(MEASURE_SAMPLE)} to the GPU")
 
 
@@ -351,7 +366,7 @@ def _rows_curve(hidden: int, dtype, device, sync, *, model_bytes: int) -> tuple[
             for w in weights:
                 F.linear(x, w)
 
-        t = _time_call(run, sync=sync) / n_weights
+        t = _time_call(run, min_s=0.05, sync=sync) / n_weights
         curve.append((rows, 2 * rows * hidden * n_out / t))
     return tuple(curve), curve[0][1] * itemsize / 2
 
@@ -376,6 +391,57 @@ def _block_overhead(shape: ModelShape, dtype, device, sync) -> float:
     x = torch.randn(1, 1, nh * 8, device=device).to(dtype)
     with torch.inference_mode():
         return _time_call(lambda: bloom.block(w, x, k, v, L - 1, alibi, mask, cfg), min_calls=20, sync=sync)
+
+
+def _decode_block_times(shape: ModelShape, dtype, device, sync, *, context: int) -> tuple[tuple[int, float], ...]:
+    """Seconds per call of the architecture's real block at the model's width, for a decode step of
+    1-64 sequences over `context` positions, cycling through copies of the weights worth more than the
+    last-level cache. Empty when one block's weights are too large to hold a copy here (> 1 GiB)."""
+    import torch
+
+    from .models import bloom
+
+    cfg = shape.config
+    _, shapes = bloom.weight_shapes(cfg)
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    per_copy = sum(math.prod(s) for s in shapes.values()) * itemsize
+    if per_copy > 2**30:
+        return ()
+    copies = max(1, min(8, -(-192 * 2**20 // per_copy)))
+    ws = [{role: torch.randn(s, dtype=dtype, device=device) * 0.02 for role, s in shapes.items()} for _ in range(copies)]
+    nh, hd, L = cfg.n_head, cfg.head_dim, context + 1
+    slopes = bloom.alibi_slopes(nh, device)
+    out = []
+    for batch in (1, 4, 16, 64):
+        k = torch.zeros(batch, nh, L, hd, dtype=dtype, device=device)
+        v = torch.zeros_like(k)
+        alibi, mask = bloom.attention_bias(slopes, torch.ones(batch, L, dtype=torch.bool, device=device), 1, dtype)
+        x = torch.randn(batch, 1, cfg.hidden_size, dtype=dtype, device=device)
+
+        def run():
+            for w in ws:
+                bloom.block(w, x, k, v, L - 1, alibi, mask, cfg)
+
+        with torch.inference_mode():
+            out.append((batch, _time_call(run, min_s=0.2, sync=sync) / copies))
+    return tuple(out)
+
+
+def _head_times(shape: ModelShape, dtype, device, sync) -> tuple[tuple[int, float], ...]:
+    """Seconds of the LM head ([B x C] x [C x V]) for 1-64 sequences, from a slice of at most 256 MiB of
+    vocabulary rows scaled to the whole vocabulary."""
+    import torch
+    import torch.nn.functional as F
+
+    C, V = shape.hidden_size, shape.vocab_size
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    n = min(V, max(1024, 256 * 2**20 // (C * itemsize)))
+    w = torch.randn(n, C, dtype=dtype, device=device)
+    out = []
+    for batch in (1, 4, 16, 64):
+        x = torch.randn(batch, 1, C, dtype=dtype, device=device)
+        out.append((batch, _time_call(lambda: F.linear(x, w).float(), min_s=0.1, sync=sync) * V / n))
+    return tuple(out)
 
 
 def _dequant_cost(fmt: str, hidden: int, dtype, device, sync) -> float:
@@ -447,6 +513,7 @@ def machine_figures(shape: ModelShape, *, memory_budget: int, gpu_memory: int | 
             disk = measure_disk(shape, blocks=tuple(sorted(on_disk)), io=io)
     if gpu_memory is not None:
         device = torch.device("cuda") if cuda else None
+        block_s = head_s = ()
         h2d = Figure(h2d_bandwidth, "given") if h2d_bandwidth else measure_h2d(device)
         sync = torch.cuda.synchronize if cuda else (lambda: None)
         if gpu_tflops:
@@ -462,13 +529,16 @@ def machine_figures(shape: ModelShape, *, memory_budget: int, gpu_memory: int | 
         if cuda:
             overhead = Figure(_block_overhead(shape, dtype, device, sync), "measured: a tiny block on the GPU")
             dequant = {f: Figure(_dequant_cost(f, shape.hidden_size, dtype, device, sync), "measured on the GPU") for f in quant_fmts}
+            if not gpu_tflops:
+                block_s = _decode_block_times(shape, dtype, device, sync, context=prompt_tokens + new_tokens // 2)
+                head_s = _head_times(shape, dtype, device, sync)
         else:
             overhead = Figure(GPU_BLOCK_OVERHEAD_S, "assumed: ~25 kernel launches of ~10 us per block")
             # bytes moved per weight by dequantize_into: codes into an fp32 slice, its passes over it (int8: scale;
             # int4: subtract, scale), the copy into the compute dtype
             per = {"int8": 1 + 4 + 8 + 4 + dtype.itemsize, "int4": 0.5 + 4 + 8 + 8 + 4 + dtype.itemsize}
             dequant = {f: Figure(per[f] / mem_bw.value, "from the GPU memory bandwidth") for f in quant_fmts}
-        compute = Compute("gpu", rates, rate_how, mem_bw, overhead, dequant)
+        compute = Compute("gpu", rates, rate_how, mem_bw, overhead, dequant, block_s, head_s)
     else:
         h2d = None
         cpu_sync = lambda: None  # noqa: E731
@@ -477,11 +547,16 @@ def machine_figures(shape: ModelShape, *, memory_budget: int, gpu_memory: int | 
             rates, rate_how = ((1, cpu_gflops * 1e9),), "given"
         else:
             rates, rate_how = curve, f"measured: [B x C] x [C x 4C] linears in {str(dtype).removeprefix('torch.')}"
+        cpu = torch.device("cpu")
+        # Given a rate, the sums of parts use it; measured, whole block calls do (they see this CPU's
+        # per-op costs, which at decode sizes can outweigh the arithmetic).
+        context = prompt_tokens + new_tokens // 2
         compute = Compute("cpu", rates, rate_how,
                           Figure(gemv_bw, "measured: weight reads of a one-row linear"),
-                          Figure(_block_overhead(shape, dtype, torch.device("cpu"), cpu_sync), "measured: a tiny block"),
-                          {f: Figure(_dequant_cost(f, shape.hidden_size, dtype, torch.device("cpu"), cpu_sync), "measured")
-                           for f in quant_fmts})
+                          Figure(_block_overhead(shape, dtype, cpu, cpu_sync), "measured: a tiny block"),
+                          {f: Figure(_dequant_cost(f, shape.hidden_size, dtype, cpu, cpu_sync), "measured") for f in quant_fmts},
+                          block_s=() if cpu_gflops else _decode_block_times(shape, dtype, cpu, cpu_sync, context=context),
+                          head_s=() if cpu_gflops else _head_times(shape, dtype, cpu, cpu_sync))
     return Machine(memory_budget, gpu_memory, disk, h2d, compute, compute_dtype, terms)
 
 
@@ -605,6 +680,11 @@ def step_time(shape: ModelShape, machine: Machine, tiers: TierPlan, *, rows_per_
         convert = 0.0
     overhead = shape.n_layer * c.block_overhead.value * calls
     head = c.matmul_s(shape.vocab_size * C, B, itemsize)  # the last position of each sequence
+    if rows_per_seq == 1 and c.block_s:
+        # a measured decode block already holds its matmuls, attention and per-op costs
+        matmul, attention, overhead = c.at(c.block_s, B), 0.0, 0.0
+    if c.head_s:
+        head = c.at(c.head_s, B)
     if stored != itemsize:  # the head converts the embeddings a chunk at a time, then reads the chunk
         head += shape.vocab_size * C * (stored + 2 * itemsize) / mem_bw
     compute = shape.n_layer * (matmul + attention + convert) + head + overhead
@@ -702,6 +782,11 @@ def format_report(r: Report) -> str:
     lines.append(f"  {c.device.upper()} memory {_fig(c.memory_bandwidth, 1e9, 'GB/s')}")
     lines.append(f"  computes in {m.compute_dtype}; besides blocks the first tier holds {_gb(m.terms.fixed_bytes)} of embeddings "
                  f"and norms{f' and {_gb(m.terms.scratch_bytes)} of converted weights' if m.terms.scratch_bytes else ''}")
+    if c.block_s:
+        lines.append(f"  a decode block call {', '.join(f'{t * 1e3:.3g} ms at batch {b}' for b, t in c.block_s)} (measured: the real "
+                     f"block at this width, {r.prompt_tokens + r.new_tokens // 2} positions of context)")
+    if c.head_s:
+        lines.append(f"  the LM head {', '.join(f'{t * 1e3:.3g} ms at batch {b}' for b, t in c.head_s)} (measured)")
     lines.append(f"  per-block overhead {c.block_overhead.value * 1e3:.3g} ms ({c.block_overhead.how})")
     for fmt, f in c.dequant_s_per_param.items():
         lines.append(f"  {fmt} dequantization {1 / f.value / 1e9:.3g} G weights/s ({f.how})")

