@@ -61,6 +61,8 @@ def _parser() -> argparse.ArgumentParser:
     budget = d.add_mutually_exclusive_group()
     budget.add_argument("--train", type=float, metavar="SECONDS", help="train the model on --corpus for this wall-clock budget")
     budget.add_argument("--train-steps", type=int, metavar="N", help="train for N steps instead: the same weights for the same seed and --threads")
+    d.add_argument("--languages", default="demo", help="with --train: the corpus's lang tags to learn, comma-separated; "
+                                                     "'all' for every record; default 'demo', 24 languages (demo.DEMO_LANGUAGES)")
     d.add_argument("--threads", type=int, help="torch compute threads (default: torch's choice)")
 
     e = sub.add_parser("perplexity", help="held-out perplexity of a checkpoint, and its greedy agreement with a reference")
@@ -75,6 +77,8 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--batch-size", type=int, default=16, help="windows per forward pass (default 16)")
     e.add_argument("--json", action="store_true", help="print the figures as JSON")
     e.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available")
+    e.add_argument("--compute-dtype", choices=["auto", "bf16", "fp16", "fp32"], default="auto",
+                   help="what both engines compute in (default auto: the checkpoint's dtype where the device computes it natively)")
     e.add_argument("--threads", type=int, help="torch compute threads (default: torch's choice)")
 
     from .plan import add_parser as add_plan_parser  # no torch at import: the plan loads it when it measures
@@ -151,10 +155,15 @@ def _make_demo_checkpoint(args) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    from .demo import make_demo_checkpoint
+    from .demo import DEMO_LANGUAGES, make_demo_checkpoint
 
+    languages = {"demo": list(DEMO_LANGUAGES), "all": None}.get(args.languages)
+    if args.languages not in ("demo", "all"):
+        languages = [tag.strip() for tag in args.languages.split(",") if tag.strip()]
+        if not languages:
+            raise EngineError("--languages needs lang tags such as fr,pt-BR,zh-Hans, or all, or demo")
     out = make_demo_checkpoint(args.out, shape=args.shape, dtype=args.dtype, seed=args.seed, corpus=args.corpus,
-                               train_seconds=args.train, train_steps=args.train_steps, log=print)
+                               train_seconds=args.train, train_steps=args.train_steps, languages=languages, log=print)
     kind = "trained" if args.train is not None or args.train_steps is not None else "random-weight"
     print(f"wrote a {kind} {args.shape} demo checkpoint ({args.dtype}) to {out}")
     return 0

@@ -19,13 +19,17 @@ from .errors import EngineError
 SHAPES = {
     # tiny: 6 heads exercise the ALiBi slopes of a head count that is not a power of 2
     "tiny": {"hidden_size": 96, "n_layer": 6, "n_head": 6, "vocab_size": None, "tokenizer_vocab": 512, "shard": "400KB"},
-    # small: 5.2M parameters, the most that learns visibly from the UDHR in a few minutes on 2 CPU cores
-    # (about 2,000 tokens a second there); several shards still, as a real release has
+    # small: 5.2M parameters, which learns visibly from the UDHR in a few minutes on 2 CPU cores (1,500-2,500
+    # tokens a second there); several shards still, as a real release has
     "small": {"hidden_size": 256, "n_layer": 4, "n_head": 4, "vocab_size": None, "tokenizer_vocab": 8000, "shard": "8MB"},
     "bloom-560m": {"hidden_size": 1024, "n_layer": 24, "n_head": 16, "vocab_size": 250880, "tokenizer_vocab": 8000, "shard": "400MB"},
     "bloom-1b7": {"hidden_size": 2048, "n_layer": 24, "n_head": 16, "vocab_size": 250880, "tokenizer_vocab": 8000, "shard": "500MB"},
 }
 SPECIAL = ["<unk>", "<s>", "</s>", "<pad>"]  # BLOOM's ids 0-3
+# What a trained demo learns by default (the UDHR's `lang` tags): the languages of DEMO_TEXT and ten more,
+# eight scripts, ~24 translations of ~4,000 tokens each, which a small model sees several times in 3 minutes.
+DEMO_LANGUAGES = ("en", "fr", "es", "pt-BR", "ca", "eu", "sw", "yo", "id", "vi", "hi", "bn", "ar", "zh-Hans",
+                  "de-1996", "it", "ru", "ja", "ko", "tr", "pl", "nl", "fa", "sv")
 
 DEMO_TEXT = """\
 All human beings are born free and equal in dignity and rights.
@@ -78,10 +82,10 @@ def train_tokenizer(texts, vocab_size: int):
 
 def make_demo_checkpoint(out: str | Path, *, shape: str, dtype: str = "bf16", seed: int = 0,
                          corpus: str | Path | None = None, train_seconds: float | None = None,
-                         train_steps: int | None = None, log=None) -> Path:
+                         train_steps: int | None = None, languages: list[str] | None = None, log=None) -> Path:
     """Write config.json, sharded model-*.safetensors with their index, tokenizer.json and tokenizer_config.json
-    into out; trained (train_seconds or train_steps, on corpus), training.json too. log: a callable given
-    one line of training progress at a time."""
+    into out; trained (train_seconds or train_steps, on corpus: the records of `languages`, or all), training.json
+    too. log: a callable given one line of training progress at a time."""
     import torch
     from transformers import BloomConfig, BloomForCausalLM
 
@@ -95,7 +99,7 @@ def make_demo_checkpoint(out: str | Path, *, shape: str, dtype: str = "bf16", se
     if trained:
         from .train import read_corpus
 
-        data = read_corpus(corpus)  # before anything is written: a bad corpus leaves out untouched
+        data = read_corpus(corpus, list(languages) if languages else None)  # before anything is written: a bad corpus leaves out untouched
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     # Trained, the tokenizer sees the training text only: held-out text must be as new to it as to the model.

@@ -64,7 +64,8 @@ def held_out_windows(checkpoint: Path, tokenizer, *, corpus: Path | None = None,
     if corpus is None:
         raise EngineError(f"give --corpus: the corpus {checkpoint} was trained on ({record['corpus']['name']}, "
                           "e.g. ../shared/corpora/udhr/udhr.jsonl.gz), whose held-out part its training.json names")
-    data = read_corpus(corpus)
+    languages = record["corpus"].get("languages", "all")
+    data = read_corpus(corpus, None if languages == "all" else languages)
     if data.description["sha256"] != record["corpus"]["sha256"]:
         raise EngineError(f"corpus {corpus} is not the one {checkpoint} was trained on (sha256 {data.description['sha256'][:12]}..., "
                           f"training.json says {record['corpus']['sha256'][:12]}...); give that corpus")
@@ -75,9 +76,10 @@ def held_out_windows(checkpoint: Path, tokenizer, *, corpus: Path | None = None,
 
 
 def perplexity(checkpoint: str | Path, windows, *, memory_budget: int | str = "4GiB", reference: str | Path | None = None,
-               batch_size: int = 16, device: str | None = None) -> dict:
+               batch_size: int = 16, device: str | None = None, compute_dtype: str = "auto") -> dict:
     """Perplexity of checkpoint over windows [N, T] through the engine; with a reference checkpoint, its
-    perplexity too and the greedy next-token agreement between the two."""
+    perplexity too and the greedy next-token agreement between the two. compute_dtype: the engine's
+    (both engines compute in it, so that a difference is the weights')."""
     import torch
     import torch.nn.functional as F
 
@@ -87,10 +89,12 @@ def perplexity(checkpoint: str | Path, windows, *, memory_budget: int | str = "4
         raise EngineError("--batch-size must be at least 1")
     t0 = time.perf_counter()
     N, T = windows.shape
-    engines = [Engine(checkpoint, memory_budget=memory_budget, max_batch_size=batch_size, max_seq_len=T, device=device)]
+    load = {"memory_budget": memory_budget, "max_batch_size": batch_size, "max_seq_len": T, "device": device,
+            "compute_dtype": compute_dtype}
+    engines = [Engine(checkpoint, **load)]
     try:
         if reference is not None:
-            engines.append(Engine(reference, memory_budget=memory_budget, max_batch_size=batch_size, max_seq_len=T, device=device))
+            engines.append(Engine(reference, **load))
             _check_same_vocabulary(engines[0], engines[1], checkpoint, reference)
         nll = [0.0] * len(engines)  # summed in fp64: a long evaluation adds up many fp32 terms
         agree = 0
@@ -105,11 +109,13 @@ def perplexity(checkpoint: str | Path, windows, *, memory_budget: int | str = "4
             if reference is not None:
                 agree += (predicted[0] == predicted[1].to(predicted[0].device)).sum().item()
         tokens = N * (T - 1)
-        result = {"checkpoint": str(checkpoint), "dtype": weights_label(checkpoint, engines[0]), "windows": N, "window_tokens": T,
+        result = {"checkpoint": str(checkpoint), "dtype": weights_label(checkpoint, engines[0]),
+                  "compute_dtype": str(engines[0].dtype).removeprefix("torch."), "windows": N, "window_tokens": T,
                   "tokens": tokens, "nll": nll[0] / tokens, "perplexity": math.exp(nll[0] / tokens)}
         if reference is not None:
             ref_ppl = math.exp(nll[1] / tokens)
-            result["reference"] = {"checkpoint": str(reference), "dtype": weights_label(reference, engines[1]), "nll": nll[1] / tokens,
+            result["reference"] = {"checkpoint": str(reference), "dtype": weights_label(reference, engines[1]),
+                                   "compute_dtype": str(engines[1].dtype).removeprefix("torch."), "nll": nll[1] / tokens,
                                    "perplexity": ref_ppl, "perplexity_change": result["perplexity"] / ref_ppl - 1,
                                    "greedy_agreement": agree / tokens}
     finally:
@@ -144,16 +150,16 @@ def run(args) -> int:
     windows, source = held_out_windows(args.checkpoint, load_tokenizer(args.checkpoint), corpus=args.corpus, text=args.text,
                                        max_windows=args.max_windows, reference=args.reference)
     result = perplexity(args.checkpoint, windows, memory_budget=budget, reference=args.reference,
-                        batch_size=args.batch_size, device=args.device)
+                        batch_size=args.batch_size, device=args.device, compute_dtype=args.compute_dtype)
     result["held_out"] = source
     if args.json:
         print(json.dumps(result, indent=1, ensure_ascii=False))
         return 0
-    print(f"{result['checkpoint']} ({result['dtype']}): perplexity {result['perplexity']:.3f} "
+    print(f"{result['checkpoint']} ({result['dtype']}, computing in {result['compute_dtype']}): perplexity {result['perplexity']:.3f} "
           f"(mean NLL {result['nll']:.4f}) over {result['windows']} windows of {result['window_tokens']} tokens, "
           f"{result['tokens']:,} predicted tokens, in {result['seconds']:.1f} s")
     if "reference" in result:
         ref = result["reference"]
-        print(f"{ref['checkpoint']} ({ref['dtype']}): perplexity {ref['perplexity']:.3f}; change {ref['perplexity_change']:+.2%}; "
-              f"greedy next-token agreement {ref['greedy_agreement']:.2%}")
+        print(f"reference {ref['checkpoint']} ({ref['dtype']}): perplexity {ref['perplexity']:.3f}; the checkpoint's is "
+              f"{ref['perplexity_change']:+.2%} from it; greedy next-token agreement {ref['greedy_agreement']:.2%}")
     return 0

@@ -59,6 +59,7 @@ def test_it_trains_until_the_loss_falls_and_held_out_perplexity_is_far_below_uni
     assert record["corpus"]["records"] == len(lines) and record["corpus"]["documents"] == 40
     assert record["corpus"]["held_out_records"] == sum(held_out(r["id"]) for r in lines) > 0
     assert record["held_out"]["rule"] == record["corpus"]["held_out_rule"] and "crc32(id)" in record["held_out"]["rule"]
+    assert record["corpus"]["languages"] == "all"
 
 
 def test_it_saves_the_files_a_random_demo_has_and_the_engine_generates_text_with_it(trained):
@@ -83,10 +84,13 @@ def test_it_trains_the_same_weights_for_the_same_seed_and_steps(subset, tmp_path
     assert first["final_train_loss"] == second["final_train_loss"] and first["budget"] == {"steps": 3}
 
 
-def test_it_trains_for_a_wall_clock_budget(subset, tmp_path):
-    out = make_demo_checkpoint(tmp_path / "timed", shape="tiny", dtype="bf16", corpus=subset, train_seconds=2)
+def test_it_trains_for_a_wall_clock_budget_on_the_languages_asked_for(subset, tmp_path):
+    lines = [json.loads(line) for line in subset.read_text(encoding="utf-8").splitlines()]
+    two = sorted({r["lang"] for r in lines})[:2]
+    out = make_demo_checkpoint(tmp_path / "timed", shape="tiny", dtype="bf16", corpus=subset, train_seconds=2, languages=two)
     record = json.loads((out / "training.json").read_text())
     assert record["budget"] == {"seconds": 2} and record["steps"] >= 1 and 2 <= record["seconds"] < 10
+    assert record["corpus"]["languages"] == two and record["corpus"]["records"] == sum(r["lang"] in two for r in lines)
     assert record["dtype"] == "bf16" and json.loads((out / "config.json").read_text())["dtype"] == "bfloat16"
 
 
@@ -103,6 +107,8 @@ def test_it_refuses_a_corpus_it_cannot_split_with_one_line_that_says_what_to_do(
         make_demo_checkpoint(tmp_path / "out", shape="tiny", corpus=one, train_steps=1)
     with pytest.raises(EngineError, match="does not exist"):
         make_demo_checkpoint(tmp_path / "out", shape="tiny", corpus=tmp_path / "missing.jsonl.gz", train_seconds=1)
+    with pytest.raises(EngineError, match="no records with lang xx-Nowhere; give tags of its lang field"):
+        make_demo_checkpoint(tmp_path / "out", shape="tiny", corpus=one, train_seconds=1, languages=["xx-Nowhere"])
 
     assert main(["make-demo-checkpoint", str(tmp_path / "out"), "--shape", "small", "--train", "5"]) == 2
     err = capsys.readouterr().err
