@@ -25,10 +25,16 @@ def training_record(checkpoint: Path) -> dict | None:
     path = Path(checkpoint) / "training.json"
     if not path.is_file():
         return None
+    needed = (("corpus", "sha256"), ("corpus", "name"), ("held_out", "seq_len"), ("held_out", "rule"))
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError):
-        raise EngineError(f"{path} is not valid JSON; make the checkpoint again with make-demo-checkpoint --train") from None
+        record = json.loads(path.read_text(encoding="utf-8"))
+        complete = all(record[part][key] for part, key in needed)
+    except (ValueError, UnicodeDecodeError, KeyError, TypeError):
+        complete = False
+    if not complete:
+        raise EngineError(f"{path} does not describe a held-out split (corpus sha256 and name, held_out seq_len and rule); "
+                          "make the checkpoint again with make-demo-checkpoint --train")
+    return record
 
 
 def weights_label(checkpoint: Path, engine) -> str:
@@ -70,7 +76,7 @@ def held_out_windows(checkpoint: Path, tokenizer, *, corpus: Path | None = None,
         raise EngineError(f"corpus {corpus} is not the one {checkpoint} was trained on (sha256 {data.description['sha256'][:12]}..., "
                           f"training.json says {record['corpus']['sha256'][:12]}...); give that corpus")
     held = record["held_out"]
-    limit = held["max_windows"] if max_windows is None else max_windows
+    limit = held.get("max_windows", EVAL_WINDOWS) if max_windows is None else max_windows
     stream = token_stream(tokenizer, data.held_out, eos)
     return eval_windows(stream, seq_len=held["seq_len"], max_windows=limit), {"corpus": record["corpus"]["name"], "rule": held["rule"]}
 
@@ -78,8 +84,8 @@ def held_out_windows(checkpoint: Path, tokenizer, *, corpus: Path | None = None,
 def perplexity(checkpoint: str | Path, windows, *, memory_budget: int | str = "4GiB", reference: str | Path | None = None,
                batch_size: int = 16, device: str | None = None, compute_dtype: str = "auto") -> dict:
     """Perplexity of checkpoint over windows [N, T] through the engine; with a reference checkpoint, its
-    perplexity too and the greedy next-token agreement between the two. compute_dtype: the engine's
-    (both engines compute in it, so that a difference is the weights')."""
+    perplexity too and the greedy next-token agreement between the two. compute_dtype: the engines' ("auto"
+    resolves per checkpoint; name one to have both compute alike, so that a difference is the weights')."""
     import torch
     import torch.nn.functional as F
 

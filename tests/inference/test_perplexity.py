@@ -125,6 +125,10 @@ def test_it_says_what_to_give_when_it_has_no_held_out_text(tiny_checkpoint, trai
     assert "another tokenizer" in error("--checkpoint", str(trained), "--reference", str(tiny_checkpoint), "--corpus", str(subset),
                                         "--max-windows", "2")
     assert "does not exist" in error("--checkpoint", str(tmp_path / "nowhere"), "--corpus", str(subset))
+    broken = tmp_path / "broken"
+    shutil.copytree(trained, broken)
+    (broken / "training.json").write_text('{"corpus": {}}')
+    assert "does not describe a held-out split" in error("--checkpoint", str(broken), "--corpus", str(subset))
     assert "does not exist" in error("--checkpoint", str(trained), "--text", str(tmp_path / "missing.txt"))
     assert "not allowed with argument" in error("--checkpoint", str(trained), "--text", "a.txt", "--corpus", str(subset))
     assert "--max-windows" in error("--checkpoint", str(trained), "--corpus", str(subset), "--max-windows", "-1")
