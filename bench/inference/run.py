@@ -40,7 +40,7 @@ VENV_PYTHON = REPO / ".venv" / "bin" / "python"
 CGROUP = (REPO / ".." / "shared" / "tools" / "in-memory-cgroup").resolve()
 GiB = 2**30
 GOALS = {"capped_b1_vs_streaming_limit": 0.9, "capped_b16_vs_accelerate": 1.4, "warm_b1_vs_transformers": 0.95,
-         "warm_b16_vs_transformers": 1.0, "capped_b1_int8_vs_bf16": 1.7, "capped_b1_int4_vs_bf16": 3.0}
+         "warm_b16_vs_transformers": 1.0, "plan_within_25_percent": 1.0, "capped_b1_int8_vs_bf16": 1.7, "capped_b1_int4_vs_bf16": 3.0}
 # Our engine on the same checkpoint quantized (python -m inference.engine quantize): engine label -> bits.
 QUANTIZED = {"ours-int8": 8, "ours-int4": 4}
 # ours_budget: the cap less what the process needs outside its budget: torch alone is ~0.15 GiB of
@@ -236,6 +236,7 @@ def run_worker(cfg, ckpt: Path, engine: str, batch: int, *, capped: bool, budget
             result["cgroup_peak_bytes"] = int(token.split("=")[1])
         if token.startswith("limit_hits="):
             result["cgroup_limit_hits"] = int(token.split("=")[1])
+    result["engine"] = engine  # the label (ours-int8 runs the "ours" worker on the int8 checkpoint)
     result["wall_s"] = time.perf_counter() - t
     result.update(extra)
     print(f" {result.get('decode_tok_s', 0):.2f} tok/s" if "error" not in result else f" {result['error']}", file=sys.stderr)
@@ -274,8 +275,8 @@ def streaming_limit(r: dict, bandwidth: float) -> float | None:
 
 
 def table(results: list[dict], bandwidth: float) -> str:
-    rows = ["| setting | engine | batch | TTFT s | decode tok/s | vs accelerate | vs transformers | read/step GB | O_DIRECT GB/s | streaming limit tok/s | of limit | cgroup peak GiB | anon RSS GiB | load avg |",
-            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    rows = ["| setting | engine | batch | TTFT s | decode tok/s | vs accelerate | vs transformers | read/step GB | O_DIRECT GB/s | streaming limit tok/s | of limit | plan tok/s | measured / plan | cgroup peak GiB | anon RSS GiB | load avg |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     by = {(r["setting"], r["engine"], r["batch"]): r for r in results}
     for r in results:
         acc = by.get((r["setting"], "accelerate", r["batch"]), {}).get("decode_tok_s")
@@ -286,7 +287,7 @@ def table(results: list[dict], bandwidth: float) -> str:
         setting = f"capped {r['cap_bytes'] / GiB:.2f} GiB" if r.get("cap_bytes") else r["setting"]
         bw = r.get("direct_read_bandwidth")
         if "error" in r:
-            rows.append(f"| {setting} | {r['engine']} | {r['batch']} | {r['error']} |||||| {fmt(bw / 1e9 if bw else None)} ||| "
+            rows.append(f"| {setting} | {r['engine']} | {r['batch']} | {r['error']} |||||| {fmt(bw / 1e9 if bw else None)} ||||| "
                         f"{fmt((r.get('cgroup_peak_bytes') or 0) / GiB)} | - | {fmt(r.get('load_average'))} |")
             continue
         rows.append("| " + " | ".join([
@@ -294,6 +295,7 @@ def table(results: list[dict], bandwidth: float) -> str:
             fmt(tok / acc if acc else None, ".2f", "x"), fmt(tok / tra if tra else None, ".2f", "x"),
             fmt(step / 1e9 if step is not None else None, ".2f"), fmt(bw / 1e9 if bw else None),
             fmt(limit), fmt(tok / limit if limit else None, ".2f"),
+            fmt(r.get("predicted", {}).get("tokens_per_s")), fmt(r.get("measured_vs_predicted")),
             fmt(r["cgroup_peak_bytes"] / GiB if r.get("cgroup_peak_bytes") else None), fmt(r["peak_anon_rss_bytes"] / GiB),
             fmt(r.get("load_average"))]) + " |")
     return "\n".join(rows)
@@ -345,6 +347,22 @@ def main() -> int:
         shutil.rmtree(offload_dir, ignore_errors=True)
 
 
+def predictions(cfg, ckpt: Path, budget: str, disk_bandwidth: float) -> dict:
+    """`python -m inference.engine plan` for this checkpoint and budget, given the disk's measured bandwidth
+    (the compute rates it measures itself): batch -> its prediction (tokens/s, step time, what bounds it)."""
+    cmd = [str(VENV_PYTHON), "-m", "inference.engine", "plan", "--checkpoint", str(ckpt), "--memory-budget", budget,
+           "--disk-bandwidth", f"{disk_bandwidth / 1e9:.3f}GB/s", "--prompt-tokens", str(cfg["prompt"]),
+           "--new-tokens", str(cfg["new"]), "--io", "direct", "--json"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=600)
+    if proc.returncode != 0:
+        print(f"  plan for {ckpt.name} failed: {proc.stderr.strip()[-300:]}", file=sys.stderr)
+        return {}
+    report = json.loads(proc.stdout)
+    return {b["batch"]: {"tokens_per_s": b["tokens_per_s"], "step_s": b["step_s"], "bound": b["bound"],
+                         "prefill_s": report.get("batch_1", {}).get("prefill_s") if b["batch"] == 1 else None}
+            for b in report["batches"] if b.get("fits")}
+
+
 def cpu_info() -> dict:
     """The CPU's model and the flags that decide the compute dtype (inference.engine's own reading)."""
     sys.path.insert(0, str(REPO))
@@ -362,11 +380,22 @@ def measure(args, cfg, checkpoints: dict[str, Path], files: list[Path], offload_
 
     results = []
 
+    plans = {engine: predictions(cfg, path, cfg["ours_budget"], bandwidths[0])
+             for engine, path in checkpoints.items() if engine == "ours" or engine in QUANTIZED}
+
     def add(setting, engine, batch, repeats=1, **kw):
         """The run with the median decode rate of `repeats` (the machine is shared: one run can be unlucky)."""
+        predicted = plans.get(engine, {}).get(batch) if setting == "capped" else None
+        if predicted and "timeout" not in kw:
+            # Five times the plan's time for the run, loading included, within the setting's bounds.
+            expected = cfg["new"] * predicted["step_s"] + 60
+            kw["timeout"] = int(min(cfg["timeout"], max(120, 5 * expected)))
         runs = [run_worker(cfg, checkpoints[engine], engine, batch, offload_dir=offload_dir, **kw) for _ in range(repeats)]
         ok = sorted((r for r in runs if "error" not in r), key=lambda r: r["decode_tok_s"])
         r = ok[(len(ok) - 1) // 2] if ok else runs[0]
+        if predicted:
+            r.update(predicted=predicted, measured_vs_predicted=r["decode_tok_s"] / predicted["tokens_per_s"]
+                     if r.get("decode_tok_s") else None)
         r.update(setting=setting, repeats_decode_tok_s=[x.get("decode_tok_s") for x in runs],
                  repeats_ttft_s=[x.get("ttft_s") for x in runs])
         results.append(r)
@@ -412,6 +441,8 @@ def measure(args, cfg, checkpoints: dict[str, Path], files: list[Path], offload_
         "capped_b1_int8_vs_bf16": ratio(("capped", "ours-int8", 1), ("capped", "ours", 1)),
         "capped_b1_int4_vs_bf16": ratio(("capped", "ours-int4", 1), ("capped", "ours", 1)),
     }
+    checked = [r["measured_vs_predicted"] for r in results if r.get("measured_vs_predicted")]
+    achieved["plan_within_25_percent"] = sum(0.75 <= x <= 1.25 for x in checked) / len(checked) if checked else None
     same = [r for r in results if r["setting"] == "warm" and "tokens" in r and r["batch"] == 1]
     report = {
         "started": started, "host": platform.node(), "cpu_count": os.cpu_count(), "python": platform.python_version(),

@@ -336,3 +336,17 @@ def test_it_audits_a_tokens_use_once_per_path_in_a_window_however_often_a_script
     settings.TOKEN_USE_AUDIT_SECONDS = 0
     node.get(URLS, headers=bearer(raw))
     assert AuditEvent.objects.filter(seq__gt=seq, action="token_used").count() == 3
+
+
+def test_it_keeps_the_last_use_to_the_minute_without_writing_it_on_every_call(cast, published):
+    from datasets_app.tokens import access_token_authenticate
+
+    _, raw = access_token_create(user=cast.granted, name="node", scopes=["read"], days=30)
+    first = access_token_authenticate(raw, scope="read")
+    stamped = AccessToken.objects.get(pk=first.pk).last_used_at
+    again = access_token_authenticate(raw, scope="read")
+    assert AccessToken.objects.get(pk=again.pk).last_used_at == stamped  # within the minute: not written again
+
+    AccessToken.objects.filter(pk=first.pk).update(last_used_at=timezone.now() - timedelta(minutes=2))
+    access_token_authenticate(raw, scope="read")
+    assert AccessToken.objects.get(pk=first.pk).last_used_at > stamped
