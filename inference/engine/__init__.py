@@ -6,7 +6,7 @@ Pure PyTorch, no Django. Library use:
     with Engine("ckpt/", memory_budget="1.5GiB", max_batch_size=16) as engine:
         result = engine.generate(["Hello"], max_new_tokens=32)
 
-CLI: python -m inference.engine generate|make-demo-checkpoint --help
+CLI: python -m inference.engine generate|quantize|plan|perplexity|make-demo-checkpoint --help
 
 Engine and friends load torch on first use, so that importing this package (for EngineError, say)
 stays cheap for processes that never run a model.
