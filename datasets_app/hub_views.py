@@ -100,7 +100,9 @@ def _user(request):
     if getattr(request, "access_token", None) is not None:  # already authenticated (resolve, then _repo)
         return request.user
     try:
-        token = access_token_authenticate(raw, scope="read", request=request)
+        # A snapshot's files are one use of the token in the trail (each file is recorded as a download).
+        use = request.path.split("/resolve/")[0] + "/resolve/" if "/resolve/" in request.path else None
+        token = access_token_authenticate(raw, scope="read", request=request, use=use)
     except TokenError as error:
         raise HubError(error.status, "GatedRepo", f"{error} ({_absolute(request, reverse('token_list'))})",
                        reason=error.code) from None

@@ -67,8 +67,9 @@ def access_token_revoke(*, token: AccessToken, actor, request=None) -> AccessTok
 LAST_USED_RESOLUTION = timedelta(minutes=1)
 
 
-def access_token_authenticate(raw: str, *, scope: str, request=None) -> AccessToken:
-    """The active token for `raw` carrying `scope`; records the use."""
+def access_token_authenticate(raw: str, *, scope: str, request=None, use: str | None = None) -> AccessToken:
+    """The active token for `raw` carrying `scope`; records the use, under `use` (default the request's
+    path) for the audit window."""
     token = AccessToken.objects.select_related("user").filter(token_hash=_digest(raw.strip())).first()
     if token is None:
         raise TokenError(401, "This access token is not valid. Create a new one on your profile's Access tokens page.")
@@ -81,7 +82,7 @@ def access_token_authenticate(raw: str, *, scope: str, request=None) -> AccessTo
     if scope not in token.scopes:
         raise TokenError(403, f"The access token {token.prefix}… lacks the '{scope}' scope. Create a token with it.")
     now = timezone.now()
-    path = request.path if request else ""
+    path = use if use is not None else (request.path if request else "")
     with transaction.atomic():
         # last_used_at is kept to the minute: written on every call, parallel downloads with one token
         # queued on its row's lock (a Hub snapshot of 200 files spent most of its time there).
