@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import math
 import os
 import platform
@@ -740,16 +739,9 @@ def main() -> int:
     finally:
         signal.alarm(0)
         cleanup.run()
-    report["run_seconds"] = round(time.monotonic() - started, 1)
-    # Other work on a shared machine skews every number; this says how busy it was.
-    report["machine"]["load_average_1m"] = {"start": round(load_before[0], 2), "end": round(os.getloadavg()[0], 2)}
-    print(markdown(report))
-    if out:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_suffix(out.suffix + ".tmp")
-        tmp.write_text(json.dumps(report, indent=1) + "\n")
-        tmp.replace(out)
-        print(f"\nwrote {out.relative_to(REPO) if out.is_relative_to(REPO) else out}")
+    from bench.release import write_report
+
+    write_report(report, out, started=started, load_before=load_before, markdown=markdown, repo=REPO)
     return 0
 
 

@@ -117,38 +117,18 @@ def write_release(source: Path, layout: list[tuple[str, int]]) -> dict[str, str]
 
 
 def portal_setup(source: Path) -> dict:
-    """In a process of its own with the portal's settings: a gated dataset (automatic approval) whose published
-    version is `source`, a researcher granted it through the governance services, and a read token."""
+    """The gated dataset whose published version is `source`, granted to a researcher, and a read token."""
     import django
 
     django.setup()
-    from allauth.account.models import EmailAddress
-    from django.contrib.auth import get_user_model
+    from bench.release import granted_release
+    from datasets_app.models import Resource
 
-    from datasets_app.authz import can_download
-    from datasets_app.models import License, LicenseVersion, Resource
-    from datasets_app.publishing import version_publish
-    from datasets_app.services import access_request_submit
-    from datasets_app.tokens import access_token_create
-
-    text = "Benchmark data license: download the shards for measurements only."
-    license = License.objects.create(slug="bench-data", title="Benchmark data license")
-    license_version = LicenseVersion.objects.create(license=license, version="1.0", text=text, sha256=LicenseVersion.digest(text))
-    User = get_user_model()
-    custodian = User.objects.create_superuser("custodian", "custodian@example.org", secrets.token_urlsafe(16))
-    researcher = User.objects.create_user("researcher", "researcher@example.org", secrets.token_urlsafe(16))
-    EmailAddress.objects.create(user=researcher, email=researcher.email, verified=True, primary=True)
-    profile = researcher.profile
-    profile.full_name, profile.affiliation, profile.country, profile.position = "Rosa Researcher", "Example University", "PT", "Researcher"
-    profile.save()
-    namespace, slug = DATASET.split("/")
-    resource = Resource.objects.create(namespace=namespace, slug=slug, kind=Resource.Kind.DATASET, title="Benchmark shards",
-                                       access_policy=Resource.Policy.GATED_AUTO, license_version=license_version, default_grant_days=30)
-    published = version_publish(resource=resource, name=VERSION, source=str(source), actor=custodian)
-    access_request_submit(user=researcher, resource=resource, answers=[], signature=profile.full_name,
-                          intended_use="Measuring downloads through the Hub protocol against wget.")
-    assert can_download(researcher, resource), "the researcher was not granted the dataset"
-    _, raw = access_token_create(user=researcher, name="bench", scopes=["read"], days=1)
+    published, raw = granted_release(
+        repo_id=DATASET, kind=Resource.Kind.DATASET, title="Benchmark shards", version=VERSION, source=source,
+        license_slug="bench-data", license_title="Benchmark data license",
+        license_text="Benchmark data license: download the shards for measurements only.",
+        intended_use="Measuring downloads through the Hub protocol against wget.", scopes=["read"])
     files = {f.path: f.storage_key for f in published.files.all()}
     return {"token": raw, "revision": published.revision, "storage_keys": files}
 
@@ -632,16 +612,9 @@ def main() -> int:
     finally:
         signal.alarm(0)
         cleanup.run()
-    report["run_seconds"] = round(time.monotonic() - started, 1)
-    # Other work on a shared machine skews every number; this says how busy it was.
-    report["machine"]["load_average_1m"] = {"start": round(load_before[0], 2), "end": round(os.getloadavg()[0], 2)}
-    print(markdown(report))
-    if out:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_suffix(out.suffix + ".tmp")
-        tmp.write_text(json.dumps(report, indent=1) + "\n")
-        tmp.replace(out)
-        print(f"\nwrote {out.relative_to(REPO) if out.is_relative_to(REPO) else out}")
+    from bench.release import write_report
+
+    write_report(report, out, started=started, load_before=load_before, markdown=markdown, repo=REPO)
     return 0
 
 

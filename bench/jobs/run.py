@@ -237,38 +237,19 @@ def workloads(cfg: Profile, ckpt: Path) -> dict:
 # -- the portal: database, demo data, gunicorn, a Celery worker in the cgroup ----------------------
 
 def portal_setup(ckpt: Path) -> dict:
-    """Run in a process of its own with the portal's settings: the checkpoint published as a gated version
-    of a resource, a researcher granted it by the release's automatic approval, an inference token."""
+    """The checkpoint published as a gated version of a resource, granted to a researcher by the release's
+    automatic approval, and an inference token."""
     import django
 
     django.setup()
-    from allauth.account.models import EmailAddress
-    from django.contrib.auth import get_user_model
+    from bench.release import granted_release
+    from datasets_app.models import Resource
 
-    from datasets_app.authz import can_download
-    from datasets_app.models import License, LicenseVersion, Resource
-    from datasets_app.publishing import version_publish
-    from datasets_app.services import access_request_submit
-    from datasets_app.tokens import access_token_create
-
-    text = "Benchmark model license: run the model for measurements only."
-    license = License.objects.create(slug="bench-model", title="Benchmark model license")
-    version = LicenseVersion.objects.create(license=license, version="1.0", text=text, sha256=LicenseVersion.digest(text))
-    User = get_user_model()
-    custodian = User.objects.create_superuser("custodian", "custodian@example.org", secrets.token_urlsafe(16))
-    researcher = User.objects.create_user("researcher", "researcher@example.org", secrets.token_urlsafe(16))
-    EmailAddress.objects.create(user=researcher, email=researcher.email, verified=True, primary=True)
-    profile = researcher.profile
-    profile.full_name, profile.affiliation, profile.country, profile.position = "Rosa Researcher", "Example University", "PT", "Researcher"
-    profile.save()
-    namespace, slug = MODEL.split("/")
-    resource = Resource.objects.create(namespace=namespace, slug=slug, kind=Resource.Kind.CHECKPOINT, title="Benchmark checkpoint",
-                                       access_policy=Resource.Policy.GATED_AUTO, license_version=version, default_grant_days=30)
-    published = version_publish(resource=resource, name="v1", source=str(ckpt), actor=custodian)
-    access_request_submit(user=researcher, resource=resource, answers=[], signature=profile.full_name,
-                          intended_use="Measuring the research API against the in-process engine.")
-    assert can_download(researcher, resource), "the researcher was not granted the checkpoint"
-    _, raw = access_token_create(user=researcher, name="bench", scopes=["inference"], days=1)
+    published, raw = granted_release(
+        repo_id=MODEL, kind=Resource.Kind.CHECKPOINT, title="Benchmark checkpoint", version="v1", source=ckpt,
+        license_slug="bench-model", license_title="Benchmark model license",
+        license_text="Benchmark model license: run the model for measurements only.",
+        intended_use="Measuring the research API against the in-process engine.", scopes=["inference"])
     return {"token": raw, "version_id": published.pk, "revision": published.revision}
 
 
