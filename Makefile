@@ -37,14 +37,16 @@ QUEUES := celery,builds,publishing,mail,periodic,inference
 # its own and is told to stop by this shell alone: pool processes signalled directly, beside
 # their parent, leave its shutdown hanging. It stops cold (REMAP_SIGTERM) rather than waiting
 # for a day-long build: tasks are acknowledged late, and builds and publishes are taken over
-# once their heartbeat goes quiet.
+# once their heartbeat goes quiet. Whatever of the worker's session is still there 6 s later (a pool
+# process busy in a model pass) is killed: its jobs go back to the queue when their lease expires.
 # Links in e-mails point at this server unless PORTAL_BASE_URL names another address.
 run: export PORTAL_BASE_URL ?= http://$(HOST):$(PORT)
 run: demo
 	@echo "Portal on http://$(HOST):$(PORT)/  (Ctrl-C stops the site, the worker and the scheduler)"
 	@REMAP_SIGTERM=SIGQUIT setsid $(BIN)/celery -A portal worker -Q $(QUEUES) --loglevel=INFO --concurrency=2 & worker=$$!; \
 	$(BIN)/celery -A portal beat --loglevel=INFO & beat=$$!; \
-	trap 'kill $$worker $$beat 2>/dev/null; wait' INT TERM EXIT; \
+	trap 'kill $$worker $$beat 2>/dev/null; for i in 1 2 3 4 5 6; do kill -0 $$worker 2>/dev/null || break; sleep 1; done; \
+	      kill -KILL -$$worker 2>/dev/null; wait' INT TERM EXIT; \
 	$(BIN)/python manage.py runserver --noreload $(HOST):$(PORT)
 
 test: install-dev
