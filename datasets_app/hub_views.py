@@ -25,7 +25,7 @@ from datetime import timezone as dt_timezone
 from functools import wraps
 
 from django.conf import settings
-from django.db.models import Subquery
+from django.db import connection
 from django.http import HttpResponse, JsonResponse
 from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
@@ -308,7 +308,7 @@ def resolve(request, kind, namespace, slug, revision, path):
         download_refusal_record(request=request, reason=decision.code, status=error.status, resource=repo.resource.repo_id,
                                 link={"kind": "hub", "revision": revision[:64], "file_id": file.pk, "path": path[:200]})
         raise error
-    response = _serve(request, repo.version, file, path)
+    response = _serve(request, repo.sha, file.pk, path)
     if response is None:  # access changed since _repo's check (a concurrent revocation or approval)
         raise HubError(503, "Retry", "Your access changed while this request was checked. Try again.")
     return response
@@ -316,35 +316,53 @@ def resolve(request, kind, namespace, slug, revision, path):
 
 def _resolve_direct(request, kind, namespace, slug, revision, path) -> HttpResponse | None:
     """The usual request (a client fetching a file it may have, at `main` or at the revision id it pinned) in one
-    lookup and the links' statement, which checks access as can_download does: ~6 database round trips instead of
-    ~12, which a snapshot pays on every HEAD and GET. None sends the request the long way (_repo), which names the
-    reason of a refusal, a missing file or revision, and resolves a version's name."""
+    lookup and the links' statement, which checks access as can_download does: 3 database round trips (the token,
+    the file, the statement) instead of ~12, which a snapshot pays on every HEAD and GET. None sends the request
+    the long way (_repo), which names the reason of a refusal, a missing file or revision, and resolves a version's
+    name."""
     _user(request)  # sets request.user (and request.access_token) from the token
-    versions = Version.objects.filter(resource__namespace=namespace, resource__slug=slug, resource__kind=KINDS[kind],
-                                      published_at__isnull=False)
-    if revision != MAIN:  # a revision id, as _repo looks it up first; a name goes the long way
-        versions = versions.filter(revision=revision)
-    newest = versions.order_by("-published_at").values("pk")[:1]
-    file = File.objects.select_related("version").filter(version=Subquery(newest), path=path).first()
-    return None if file is None else _serve(request, file.version, file, path)
+    found = _locate(kind, namespace, slug, revision, path)
+    return None if found is None else _serve(request, found[1], found[0], path)
 
 
-def _serve(request, version: Version, file: File, path: str) -> HttpResponse | None:
+_LOCATE = """
+SELECT f.id, v.revision FROM "{file}" f JOIN "{version}" v ON v.id = f.version_id
+WHERE f.path = %s AND f.version_id = (
+    SELECT pv.id FROM "{version}" pv JOIN "{resource}" r ON r.id = pv.resource_id
+    WHERE r.namespace = %s AND r.slug = %s AND r.kind = %s AND pv.published_at IS NOT NULL {revision}
+    ORDER BY pv.published_at DESC LIMIT 1)
+"""
+_locate_sql: dict[bool, str] = {}
+
+
+def _locate(kind: str, namespace: str, slug: str, revision: str, path: str) -> tuple[int, str] | None:
+    """(file id, version revision) of `path` in the newest published version at `revision` (main, or a revision
+    id: a name goes the long way). Written out once: the ORM spent ~1 ms of Python per request composing it."""
+    pinned = revision != MAIN
+    if pinned not in _locate_sql:
+        tables = {"file": File._meta.db_table, "version": Version._meta.db_table, "resource": Resource._meta.db_table}
+        _locate_sql[pinned] = _LOCATE.format(revision="AND pv.revision = %s" if pinned else "", **tables)
+    with connection.cursor() as cursor:
+        cursor.execute(_locate_sql[pinned], [path, namespace, slug, KINDS[kind]] + ([revision] if pinned else []))
+        return cursor.fetchone()
+
+
+def _serve(request, revision: str, file_id: int, path: str) -> HttpResponse | None:
     """Check and record the request with the signed links' statement, then answer it; None if it was refused."""
     user = request.user
     token = getattr(request, "access_token", None)
     # The signed links' statement: checks access (on the long way, once more after _repo) and records the request
     # (HEAD included).
-    redeemed = download_redeem(file_id=file.pk, path=path, user_id=user.pk or 0, link_grant_id=None,
+    redeemed = download_redeem(file_id=file_id, path=path, user_id=user.pk or 0, link_grant_id=None,
                                token_id=token.pk if token else None, generation=link_generation(user), request=request)
     if redeemed is None:
         return None
-    headers = {"X-Repo-Commit": version.revision, "ETag": f'"{file.sha256}"', "X-Linked-Etag": f'"{file.sha256}"',
-               "X-Linked-Size": str(file.size), "Accept-Ranges": "bytes"}
+    headers = {"X-Repo-Commit": revision, "ETag": f'"{redeemed.sha256}"', "X-Linked-Etag": f'"{redeemed.sha256}"',
+               "X-Linked-Size": str(redeemed.size), "Accept-Ranges": "bytes"}
     if request.method == "HEAD":
         # Never a redirect: a client following it to storage meets a presigned GET that refuses HEAD.
-        response = HttpResponse(content_type=file.content_type, headers=headers)
-        response["Content-Length"] = str(file.size)
+        response = HttpResponse(content_type=redeemed.content_type, headers=headers)
+        response["Content-Length"] = str(redeemed.size)
         return response
     response = serve_redeemed(request, redeemed, presign_ttl=settings.HUB_PRESIGN_TTL)
     for name, value in headers.items():

@@ -70,7 +70,8 @@ LAST_USED_RESOLUTION = timedelta(minutes=1)
 def access_token_authenticate(raw: str, *, scope: str, request=None, use: str | None = None) -> AccessToken:
     """The active token for `raw` carrying `scope`; records the use, under `use` (default the request's
     path) for the audit window."""
-    token = AccessToken.objects.select_related("user").filter(token_hash=_digest(raw.strip())).first()
+    # The account's profile comes along: signed links and Hub downloads read its link generation next.
+    token = AccessToken.objects.select_related("user", "user__profile").filter(token_hash=_digest(raw.strip())).first()
     if token is None:
         raise TokenError(401, "This access token is not valid. Create a new one on your profile's Access tokens page.")
     if token.revoked_at is not None:
@@ -83,15 +84,18 @@ def access_token_authenticate(raw: str, *, scope: str, request=None, use: str | 
         raise TokenError(403, f"The access token {token.prefix}… lacks the '{scope}' scope. Create a token with it.")
     now = timezone.now()
     path = use if use is not None else (request.path if request else "")
-    with transaction.atomic():
-        # last_used_at is kept to the minute: written on every call, parallel downloads with one token
-        # queued on its row's lock (a Hub snapshot of 200 files spent most of its time there).
-        if token.last_used_at is None or now - token.last_used_at >= LAST_USED_RESOLUTION:
-            AccessToken.objects.filter(pk=token.pk).filter(
-                Q(last_used_at__isnull=True) | Q(last_used_at__lte=now - LAST_USED_RESOLUTION)).update(last_used_at=now)
-        if _first_use_in_window(token, scope, path):
-            audit_record(action="token_used", actor=token.user, target=token, request=request,
-                         data={"prefix": token.prefix, "scope": scope, "path": path, "window_s": settings.TOKEN_USE_AUDIT_SECONDS})
+    # last_used_at is kept to the minute: written on every call, parallel downloads with one token
+    # queued on its row's lock (a Hub snapshot of 200 files spent most of its time there).
+    stale = token.last_used_at is None or now - token.last_used_at >= LAST_USED_RESOLUTION
+    first_use = _first_use_in_window(token, scope, path)
+    if stale or first_use:  # most calls write nothing: no transaction (two round trips) for them
+        with transaction.atomic():
+            if stale:
+                AccessToken.objects.filter(pk=token.pk).filter(
+                    Q(last_used_at__isnull=True) | Q(last_used_at__lte=now - LAST_USED_RESOLUTION)).update(last_used_at=now)
+            if first_use:
+                audit_record(action="token_used", actor=token.user, target=token, request=request,
+                             data={"prefix": token.prefix, "scope": scope, "path": path, "window_s": settings.TOKEN_USE_AUDIT_SECONDS})
     return token
 
 

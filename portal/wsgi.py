@@ -1,12 +1,17 @@
 """The WSGI entry point: `gunicorn -c gunicorn.conf.py portal.wsgi`.
 
-Signed-link requests from download tools (wget, curl, aria2c, a download manager
-splitting a file into ranges) take a lean handler: the same URLconf and view, behind
-SecurityMiddleware only. Sessions, CSRF, authentication, messages and allauth's
-middleware have nothing to do on a cookie-less GET of a signed link, yet cost about as
-much per request as the redemption's own Python, and a client fetching a file in 32
-ranges pays them 32 times. A request that carries the session cookie (a browser) goes
-through the full stack, where the view checks the link against the signed-in account.
+Requests from download tools take a lean handler: the same URLconf and views, behind
+SecurityMiddleware only. Those are signed-link requests (wget, curl, aria2c, a download
+manager splitting a file into ranges) and the Hub protocol's (huggingface_hub's HEAD and GET
+of every file, its repo-info, tree and paths-info calls: datasets_app.hub_views, which
+authenticate by `Authorization: Bearer` token alone). Sessions, CSRF, authentication,
+messages and allauth's middleware have nothing to do on such a cookie-less request, yet cost
+about as much per request as the redemption's own Python, and a client fetching a file in 32
+ranges, or a snapshot of 200 files in 400 requests, pays them every time. The lean handler
+sets request.user to the anonymous user (no session cookie, no account) for a token to replace.
+A request that carries the session cookie (a browser) goes through the full stack, where the
+view checks the link against the signed-in account; so does a path that only looks like the
+Hub's but resolves to another view.
 """
 
 import os
@@ -16,13 +21,21 @@ import django
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
 django.setup(set_prefix=False)
 
+import re  # noqa: E402
+
 from django.conf import settings  # noqa: E402  (settings need django.setup() first)
+from django.contrib.auth.models import AnonymousUser  # noqa: E402
 from django.core.handlers.exception import convert_exception_to_response  # noqa: E402
-from django.core.handlers.wsgi import WSGIHandler, get_str_from_wsgi  # noqa: E402
+from django.core.handlers.wsgi import WSGIHandler, get_path_info, get_str_from_wsgi  # noqa: E402
 from django.http.cookie import parse_cookie  # noqa: E402
 from django.middleware.security import SecurityMiddleware  # noqa: E402
+from django.urls import Resolver404, resolve  # noqa: E402
 
 DOWNLOAD_PREFIX = "/d/"
+# The Hub protocol's URL shapes (datasets_app.hub_urls); a path matching one still goes lean only
+# if it resolves to a Hub view (a portal page can share a shape: /review/resources/<ns>/...).
+HUB_PATH = re.compile(r"/api/(?:models|datasets)/|/api/whoami-v2$|/[^/]+/[^/]+/resolve/|/datasets/[^/]+/[^/]+/resolve/")
+HUB_VIEWS = "datasets_app.hub_views"
 
 
 class DownloadHandler(WSGIHandler):
@@ -32,6 +45,7 @@ class DownloadHandler(WSGIHandler):
         self._view_middleware, self._template_response_middleware, self._exception_middleware = [], [], []
 
         def allowed_host_only(request):
+            request.user = AnonymousUser()  # no session cookie: nobody is signed in (a Hub token replaces it)
             request.get_host()  # ALLOWED_HOSTS, which CommonMiddleware checks on every other request: 400 if not
             return self._get_response(request)
 
@@ -48,18 +62,26 @@ class DownloadHandler(WSGIHandler):
 
 
 class PortalApplication:
-    """Routes cookie-less signed-link requests to the lean handler, everything else to Django's."""
+    """Routes cookie-less signed-link and Hub-protocol requests to the lean handler, everything else to Django's."""
 
     def __init__(self):
         self.portal, self.downloads = WSGIHandler(), DownloadHandler()
 
     def is_tool_download(self, environ) -> bool:
+        path = environ.get("PATH_INFO", "")
+        if not path.startswith(DOWNLOAD_PREFIX) and not (HUB_PATH.match(path) and self.is_hub_view(environ)):
+            return False
         # Parsed with the parser that fills request.COOKIES: the view loads the signed-in
         # account whenever it sees the session cookie there, and only the full stack has one.
         # A substring test disagreed with it on `sessionid =x` and sent such a request here (500).
-        if not environ.get("PATH_INFO", "").startswith(DOWNLOAD_PREFIX):
-            return False
         return settings.SESSION_COOKIE_NAME not in parse_cookie(get_str_from_wsgi(environ, "HTTP_COOKIE", ""))
+
+    @staticmethod
+    def is_hub_view(environ) -> bool:
+        try:  # the path as the handler will resolve it
+            return resolve(get_path_info(environ)).func.__module__ == HUB_VIEWS
+        except Resolver404:
+            return False  # the full stack answers with the portal's 404 page
 
     def __call__(self, environ, start_response):
         handler = self.downloads if self.is_tool_download(environ) else self.portal
