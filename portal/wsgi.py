@@ -11,7 +11,8 @@ ranges, or a snapshot of 200 files in 400 requests, pays them every time. The le
 sets request.user to the anonymous user (no session cookie, no account) for a token to replace.
 A request that carries the session cookie (a browser) goes through the full stack, where the
 view checks the link against the signed-in account; so does a path that only looks like the
-Hub's but resolves to another view.
+Hub's but resolves to another view. Both handlers answer HEAD with headers only (gunicorn
+would send a refusal's body).
 """
 
 import os
@@ -38,6 +39,22 @@ HUB_PATH = re.compile(r"/api/(?:models|datasets)/|/api/whoami-v2$|/[^/]+/[^/]+/r
 HUB_VIEWS = "datasets_app.hub_views"
 
 
+def headers_only(request, response):
+    """A HEAD answer without its body. gunicorn sends whatever the application returns, HEAD or not: a refusal's
+    text after the headers would be read as the start of the next response on a kept-alive connection (the Hub
+    clients send a HEAD before every file). Content-Length stays the body's, as for a GET."""
+    if request.method == "HEAD" and not response.streaming and response.content:
+        response.content = b""
+    return response
+
+
+class PortalHandler(WSGIHandler):
+    """Django's WSGI handler, every middleware, HEAD answered with headers only."""
+
+    def get_response(self, request):
+        return headers_only(request, super().get_response(request))
+
+
 class DownloadHandler(WSGIHandler):
     """Django's WSGI handler with SecurityMiddleware as its only middleware."""
 
@@ -58,14 +75,14 @@ class DownloadHandler(WSGIHandler):
         # small ranges and refusals too, and gunicorn would otherwise send them chunked.
         if not response.streaming and not response.has_header("Content-Length"):
             response.headers["Content-Length"] = str(len(response.content))
-        return response
+        return headers_only(request, response)
 
 
 class PortalApplication:
     """Routes cookie-less signed-link and Hub-protocol requests to the lean handler, everything else to Django's."""
 
     def __init__(self):
-        self.portal, self.downloads = WSGIHandler(), DownloadHandler()
+        self.portal, self.downloads = PortalHandler(), DownloadHandler()
 
     def is_tool_download(self, environ) -> bool:
         path = environ.get("PATH_INFO", "")

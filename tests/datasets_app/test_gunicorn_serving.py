@@ -93,3 +93,96 @@ def test_it_finishes_a_download_slower_than_the_worker_timeout(cast, gunicorn, b
     assert result.returncode == 0, result.stderr
     assert time.monotonic() - started > 2
     assert hashlib.sha256(target.read_bytes()).hexdigest() == big_file.sha256
+
+
+# --- The Hub protocol through gunicorn: cookie-less requests take portal.wsgi's lean handler ---------------
+
+
+HUB_FILE = "/datasets/test/corpus-a/resolve/main/README.md"
+
+
+def _headers(head: bytes) -> dict[str, str]:
+    lines = head.decode("latin-1").split("\r\n")[1:]
+    return {name.strip().lower(): value.strip() for name, _, value in (line.partition(":") for line in lines)}
+
+
+def _hub(base: str, method: str, path: str, *, token: str | None = None, cookie: str = "") -> tuple[int, dict, bytes]:
+    extra = (f"Authorization: Bearer {token}\r\n" if token else "") + (f"Cookie: {cookie}\r\n" if cookie else "")
+    head, body = _raw(base, method, path, extra)
+    return int(head.split(b" ", 2)[1]), _headers(head), body
+
+
+def test_it_serves_cookie_less_hub_requests_through_the_lean_handler_and_records_each(cast, published, gunicorn, release_files):
+    from datasets_app.models import DownloadEvent
+    from datasets_app.tokens import access_token_create
+
+    _, token = access_token_create(user=cast.granted, name="cluster", scopes=["read"], days=1)
+    before = DownloadEvent.objects.count()
+    status, headers, body = _hub(gunicorn, "HEAD", HUB_FILE, token=token)
+    readme = published.files.get(path="README.md")
+    assert status == 200 and body == b""  # a body here would corrupt the next response on a kept-alive connection
+    assert headers["content-length"] == str(readme.size) and headers["etag"] == f'"{readme.sha256}"'
+    assert headers["x-repo-commit"] == published.revision
+    # The lean handler has SecurityMiddleware only: no clickjacking header, which the full stack adds.
+    assert "x-frame-options" not in headers and headers["x-content-type-options"] == "nosniff"
+    status, headers, body = _hub(gunicorn, "GET", HUB_FILE, token=token)
+    assert status == 200 and body == release_files["README.md"]
+    assert "x-frame-options" not in headers
+    status, headers, body = _hub(gunicorn, "GET", "/api/datasets/test/corpus-a/tree/main?recursive=1", token=token)
+    assert status == 200 and "x-frame-options" not in headers and b'"README.md"' in body
+    assert DownloadEvent.objects.count() - before == 2  # the HEAD and the GET, each recorded; the listing is none
+    assert set(DownloadEvent.objects.order_by("-id").values_list("method", flat=True)[:2]) == {"HEAD", "GET"}
+
+
+def test_it_refuses_hub_requests_on_the_lean_path_with_the_hub_error_codes(cast, published, gunicorn):
+    from datasets_app.tokens import access_token_create
+
+    _, stranger = access_token_create(user=cast.stranger, name="cluster", scopes=["read"], days=1)
+    _, inference_only = access_token_create(user=cast.granted, name="jobs", scopes=["inference"], days=1)
+    for method in ("HEAD", "GET"):
+        status, headers, body = _hub(gunicorn, method, HUB_FILE)  # no token
+        assert (status, headers["x-error-code"]) == (401, "GatedRepo") and "HF_TOKEN" in headers["x-error-message"]
+        # A HEAD refusal has headers only: a body would be read as the next response on a kept-alive connection.
+        assert "x-frame-options" not in headers and (body == b"" if method == "HEAD" else b"HF_TOKEN" in body)
+        status, headers, body = _hub(gunicorn, method, HUB_FILE, token="rpt_not-a-token")
+        assert (status, headers["x-error-code"]) == (401, "GatedRepo") and "not valid" in headers["x-error-message"]
+        status, headers, body = _hub(gunicorn, method, HUB_FILE, token=inference_only)
+        assert (status, headers["x-error-code"]) == (403, "GatedRepo") and "'read' scope" in headers["x-error-message"]
+        status, headers, body = _hub(gunicorn, method, HUB_FILE, token=stranger)
+        assert (status, headers["x-error-code"]) == (403, "GatedRepo") and "/resources/test/corpus-a/request/" in headers["x-error-message"]
+        status, headers, body = _hub(gunicorn, method, "/datasets/test/no-such/resolve/main/README.md", token=stranger)
+        assert (status, headers["x-error-code"]) == (404, "RepoNotFound")
+        assert body == b"" if method == "HEAD" else b"catalogue" in body
+
+
+def test_it_refuses_a_revoked_token_or_grant_on_the_very_next_hub_request(cast, published, gunicorn):
+    from datasets_app import services
+    from datasets_app.tokens import access_token_create, access_token_revoke
+
+    token, raw = access_token_create(user=cast.granted, name="cluster", scopes=["read"], days=1)
+    assert _hub(gunicorn, "HEAD", HUB_FILE, token=raw)[0] == 200
+    assert _hub(gunicorn, "GET", HUB_FILE, token=raw)[0] == 200
+    access_token_revoke(token=token, actor=cast.granted)
+    for method in ("HEAD", "GET"):
+        status, headers, _ = _hub(gunicorn, method, HUB_FILE, token=raw)
+        assert (status, headers["x-error-code"]) == (401, "GatedRepo") and "was revoked" in headers["x-error-message"]
+    _, raw = access_token_create(user=cast.granted, name="cluster 2", scopes=["read"], days=1)
+    assert _hub(gunicorn, "HEAD", HUB_FILE, token=raw)[0] == 200
+    services.grant_revoke(grant=cast.grants["granted"], revoked_by=cast.admin, reason="Terms breached.")
+    for method in ("HEAD", "GET"):
+        status, headers, _ = _hub(gunicorn, method, HUB_FILE, token=raw)
+        assert (status, headers["x-error-code"]) == (403, "GatedRepo")
+
+
+def test_it_sends_hub_requests_with_the_session_cookie_through_the_full_stack(cast, published, gunicorn):
+    from datasets_app.tokens import access_token_create
+
+    _, raw = access_token_create(user=cast.granted, name="cluster", scopes=["read"], days=1)
+    for cookie in ("sessionid=not-a-session", "sessionid =x"):
+        status, headers, body = _hub(gunicorn, "HEAD", HUB_FILE, token=raw, cookie=cookie)
+        assert status == 200 and body == b"" and headers["x-frame-options"] == "DENY"
+    status, headers, body = _hub(gunicorn, "HEAD", HUB_FILE, cookie="sessionid=not-a-session")
+    assert (status, headers["x-error-code"], headers["x-frame-options"], body) == (401, "GatedRepo", "DENY", b"")
+    # A path shaped like the Hub's that another view answers keeps the full stack too.
+    status, headers, _ = _hub(gunicorn, "GET", "/review/resources/resolve/x/report.csv")
+    assert status == 302 and headers["x-frame-options"] == "DENY"
