@@ -16,7 +16,10 @@ local storage) for every client, taking turns within each repeat:
 The portal runs as the README's deployment section starts it (`gunicorn -c gunicorn.conf.py portal.wsgi`:
 2 x cores + 1 gthread workers of 8 threads, sendfile), on a PostgreSQL database of the run's own, with its
 access log on (as in production) to count requests. Floors: the same wget and aria2c commands against
-nginx serving the same files statically (no portal), and `cp -r` of the stored files (the disk).
+nginx serving the same files statically (no portal); the same snapshot_download call against nginx serving
+a static emulation of the Hub protocol for the version (the portal's repo-info and tree answers saved as
+files, the stored objects under .../resolve/<revision>/<path> with X-Repo-Commit and ETag headers: the
+client's own floor on this machine); and `cp -r` of the stored files (the disk).
 
     python bench/hub/run.py            # full run: 200 files, 400 MiB, 5 repeats; writes bench/results/hub.json
     python bench/hub/run.py --quick    # smoke run: 40 files, 32 MiB, 2 repeats; prints only
@@ -51,13 +54,14 @@ sys.path.insert(0, str(REPO))
 
 from bench.downloads.run import (  # noqa: E402 (the repository first on the path)
     Cleanup, Deadline, ServerMeter, create_database, free_port, machine_info, make_file, manage, portal_env,
-    start_gunicorn, start_nginx,
+    start_gunicorn, start_nginx, stop_process, wait_http,
 )
 
 VENV_PYTHON = REPO / ".venv" / "bin" / "python"
 DATASET = "bench/hub-shards"
 VERSION = "v1"
 GOAL = 0.8  # snapshot_download's throughput over wget -i's, from the issue
+SNAPSHOT_FLOOR = "snapshot_download (nginx static Hub)"
 MB = 1e6  # throughput in decimal MB/s
 # Languages of the configs, most bytes first (the weights fall off as 1/rank, as a web corpus's do).
 CONFIGS = ["en", "zh", "fr", "es", "ar", "pt", "hi", "id", "vi", "ur", "bn", "ca", "eu", "sw", "yo", "wo"]
@@ -214,6 +218,74 @@ def run_client(args: list[str], *, cwd: Path, env: dict, timeout: float) -> Outc
     return Outcome(wall, proc.returncode, peak, usage.ru_utime + usage.ru_stime, stderr_path.read_text(errors="replace")[-2000:], extra)
 
 
+# --- The client's floor: the Hub protocol as static files -------------------------------------------------
+
+# The calls snapshot_download (huggingface_hub 2.4) makes, answered by nginx from files: the repo info and
+# the recursive tree (one page: the portal's own answers, saved once), then a HEAD and a GET per file under
+# /datasets/<repo>/resolve/<revision>/<path>, the stored objects through hard links. The client needs
+# X-Repo-Commit and an ETag on the HEAD (the file's "<sha256>", as the portal sends it; nginx's own is off)
+# and the size, which Content-Length gives. No authorization, no records: what the client reaches when the
+# server costs ~nothing.
+HUB_STATIC_CONF = """\
+{user}worker_processes auto;
+pid {tmp}/nginx.pid;
+error_log {tmp}/nginx-error.log warn;
+daemon off;
+events {{ worker_connections 1024; }}
+http {{
+    default_type application/octet-stream;
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    client_body_temp_path {tmp}/body;
+    proxy_temp_path {tmp}/proxy;
+    fastcgi_temp_path {tmp}/fastcgi;
+    uwsgi_temp_path {tmp}/uwsgi;
+    scgi_temp_path {tmp}/scgi;
+    map $hub_file $hub_etag {{
+{etags}
+    }}
+    server {{
+        listen 127.0.0.1:{port};
+        location = /api/datasets/{repo} {{ default_type application/json; alias {static}/repo-info.json; }}
+        location = /api/datasets/{repo}/revision/main {{ default_type application/json; alias {static}/repo-info.json; }}
+        location ~ ^/api/datasets/{repo}/tree/[^/]+$ {{ default_type application/json; alias {static}/tree.json; }}
+        location ~ ^/datasets/{repo}/resolve/(?:main|{sha})/(?<hub_file>.+)$ {{
+            alias {files}/$hub_file;
+            etag off;
+            add_header X-Repo-Commit {sha};
+            add_header ETag $hub_etag;
+        }}
+    }}
+}}
+"""
+
+
+def start_hub_static(*, port: int, base: str, token: str, revision: str, digests: dict[str, str], files: Path, tmp: Path,
+                     env: dict, cleanup: Cleanup) -> subprocess.Popen:
+    """nginx answering snapshot_download's calls from files; the listings are the portal's answers, fetched once."""
+    prefix = tmp / "hub-static"
+    prefix.mkdir()
+    listings = {"repo-info.json": f"{base}/api/datasets/{DATASET}/revision/main",
+                "tree.json": f"{base}/api/datasets/{DATASET}/tree/{revision}?recursive=True&expand=False"}
+    for name, url in listings.items():
+        fetch_list(url, token, prefix / name, env)
+    listed = {e["path"] for e in json.loads((prefix / "tree.json").read_text()) if e["type"] == "file"}
+    if listed != set(digests):  # a second page (Link) would be lost here
+        raise RuntimeError(f"the portal's tree lists {len(listed)} files in one page, not the version's {len(digests)}")
+    etags = "\n".join(f"        \"{path}\" '\"{digest}\"';" for path, digest in sorted(digests.items()))
+    conf = prefix / "nginx.conf"
+    conf.write_text(HUB_STATIC_CONF.format(
+        user="user root;\n" if os.geteuid() == 0 else "", tmp=prefix, port=port, repo=DATASET, sha=revision,
+        static=prefix, files=files, etags=etags))
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    proc = subprocess.Popen([nginx, "-p", str(prefix), "-c", str(conf), "-e", str(prefix / "nginx-error.log")],
+                            stdout=open(prefix / "nginx-stderr.log", "ab"), stderr=subprocess.STDOUT, start_new_session=True)
+    cleanup.push("stop the static Hub's nginx", lambda: stop_process(proc, sig=signal.SIGTERM))
+    wait_http(f"http://127.0.0.1:{port}/api/datasets/{DATASET}", proc, prefix / "nginx-error.log")
+    return proc
+
+
 # --- Counting requests ------------------------------------------------------------------------------------
 
 # gunicorn's default access format: ... "METHOD PATH HTTP/1.1" STATUS BYTES ...
@@ -303,6 +375,7 @@ class Client:
     env: dict
     metered: list[int]  # server process roots
     db_name: str | None
+    hub_endpoint: str = ""  # snapshot_download's HF_ENDPOINT (a fresh HF_HOME for every run)
     runs: list[dict] = field(default_factory=list)
 
 
@@ -443,28 +516,34 @@ def run(profile: Profile, args, cleanup: Cleanup) -> dict:
     static_urls, static_aria2 = tmp / "static-urls.txt", tmp / "static-urls.aria2.txt"
     static_urls.write_text("".join(f"{static}/{p}\n" for p in expected))
     static_aria2.write_text("".join(f"{static}/{p}\n  out={p}\n  checksum=sha-256={d}\n" for p, d in expected.items()))
+    port_hub_static = free_port()
+    hub_static = start_hub_static(port=port_hub_static, base=base, token=token, revision=portal["revision"], digests=expected,
+                                  files=media / "tree", tmp=tmp, env=lists_env, cleanup=cleanup)
+    hub_static_base = f"http://127.0.0.1:{port_hub_static}"
 
     hub_env = client_env(tmp / "home", endpoint=base, token=token)
     wget = ["wget", "-q", "--no-proxy", "-c", "-x", "-nH", "--cut-dirs=2", "-i"]
     aria2 = ["aria2c", "-q", "-c", "-x", "8", "-j", str(args.max_workers), "-i"]
     portal_roots, nginx_roots = [web.pid], [nginx.pid]
+    snapshot = [args.client_python, "-c", SNAPSHOT, DATASET, "{out}", str(args.max_workers)]
     clients = [
-        Client("snapshot_download", "portal", [args.client_python, "-c", SNAPSHOT, DATASET, "{out}", str(args.max_workers)],
-               hub_env, portal_roots, db_name),
+        Client("snapshot_download", "portal", snapshot, hub_env, portal_roots, db_name, hub_endpoint=base),
         Client("wget -i urls.txt", "portal", wget + [str(urls)], lists_env, portal_roots, db_name),
         Client("aria2c -j 8", "portal", aria2 + [str(aria2_urls)], lists_env, portal_roots, db_name),
         Client("wget -i (nginx static)", "floor", wget + [str(static_urls)], lists_env, nginx_roots, None),
         Client("aria2c -j 8 (nginx static)", "floor", aria2 + [str(static_aria2)], lists_env, nginx_roots, None),
+        # The same call and client settings against the static Hub: the client's own floor on this machine.
+        Client(SNAPSHOT_FLOOR, "floor", snapshot, hub_env, [hub_static.pid], None, hub_endpoint=hub_static_base),
         Client("cp -r (local disk)", "floor", ["cp", "-r", f"{media / 'tree'}/.", "{out}"], lists_env, [], None),
     ]
     # snapshot_download's fresh cache: a new HF_HOME for every run.
     homes = iter(range(10**6))
 
     def fresh_home(client: Client) -> None:
-        if client.name == "snapshot_download":
+        if client.hub_endpoint:
             home = tmp / "home" / f"node-{next(homes)}"
             home.mkdir()
-            client.env = client_env(home, endpoint=base, token=token)
+            client.env = client_env(home, endpoint=client.hub_endpoint, token=token)
 
     timeout = max(120.0, profile.total / 2**20)  # a client slower than 1 MiB/s has failed
     log("warm-up: each portal client once (every gunicorn thread has served, imports are cached)")
@@ -488,6 +567,8 @@ def run(profile: Profile, args, cleanup: Cleanup) -> dict:
     for name, r in results.items():
         r["throughput_vs_wget"] = round(r["mb_per_s"] / wget_r["mb_per_s"], 3)
     ours["throughput_vs_aria2c"] = round(ours["mb_per_s"] / aria_r["mb_per_s"], 3)
+    # What the portal leaves of the client's floor (the same snapshot_download against the static Hub).
+    ours["throughput_vs_client_floor"] = round(ours["mb_per_s"] / results[SNAPSHOT_FLOOR]["mb_per_s"], 3)
     # The call alone (no interpreter start, no import), against wget's whole process.
     ours["call_throughput_vs_wget"] = round(wget_r["wall_s"] / ours["call_s"], 3)
     sizes = sorted(size for _, size in layout)
@@ -539,7 +620,12 @@ def markdown(report: dict) -> str:
         per = f"{r['requests_per_file']:.2f} ({head} / {get} / {listing})" if r["source"] == "portal" else "n/a"
         rows.append(f"| {name} | {r['source']} | {r['wall_s']:.2f} | {r['mb_per_s']:.0f} | {r['throughput_vs_wget']:.2f} | {per} | "
                     f"{r['client_peak_rss_mib']:.0f} | {r['server_peak_rss_mib']:.0f} | {r['client_cpu_s']:.2f} | {r['server_cpu_s']:.2f} | {r['errors']} |")
-    ours = report["clients"]["snapshot_download"]
+    ours, floor = report["clients"]["snapshot_download"], report["clients"].get(SNAPSHOT_FLOOR)
+    if floor:
+        rows += ["", f"The client's floor: snapshot_download against the static Hub (nginx) reaches {floor['mb_per_s']:.0f} MB/s, "
+                     f"{floor['throughput_vs_wget']:.2f}x wget -i through the portal, with {floor['client_cpu_s']:.2f} s of client CPU "
+                     f"(the call alone {floor['call_s']:.2f} s); through the portal it reaches "
+                     f"{ours['throughput_vs_client_floor']:.2f}x of that."]
     rows += ["", f"snapshot_download: the call alone {ours['call_s']:.2f} s (import {ours['import_s']:.2f} s), "
                  f"{ours['call_throughput_vs_wget']:.2f}x wget -i; {ours['throughput_vs_aria2c']:.2f}x aria2c's throughput. "
                  f"Fetching the lists: urls.txt {s['list_fetch_s']['urls.txt'] * 1e3:.0f} ms, "
