@@ -186,3 +186,17 @@ def test_it_sends_hub_requests_with_the_session_cookie_through_the_full_stack(ca
     # A path shaped like the Hub's that another view answers keeps the full stack too.
     status, headers, _ = _hub(gunicorn, "GET", "/review/resources/resolve/x/report.csv")
     assert status == 302 and headers["x-frame-options"] == "DENY"
+
+
+def test_it_routes_only_cookie_less_requests_that_resolve_to_a_hub_view_to_the_lean_handler():
+    from portal.wsgi import PortalApplication
+
+    app = PortalApplication()
+    for path in (HUB_FILE, "/test/model-a/resolve/main/config.json", "/api/datasets/test/corpus-a/tree/main/data",
+                 "/api/models/test/model-a/revision/main", "/api/datasets/test/corpus-a/paths-info/main", "/api/whoami-v2"):
+        assert app.is_tool_download({"PATH_INFO": path}), path
+        assert app.is_tool_download({"PATH_INFO": path, "HTTP_COOKIE": "csrftoken=abc"}), path
+        assert not app.is_tool_download({"PATH_INFO": path, "HTTP_COOKIE": "csrftoken=abc; sessionid=xyz"}), path
+    for path in ("/review/resources/resolve/x/report.csv", "/api/jobs", "/api/v1/models", "/api/datasets/only-one-part",
+                 "/resources/test/corpus-a/", "/accounts/login/"):
+        assert not app.is_tool_download({"PATH_INFO": path}), path
