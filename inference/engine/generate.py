@@ -161,11 +161,16 @@ class Engine:
     compute_dtype: "auto" (see choose_compute_dtype), "bf16", "fp16" or "fp32": what the blocks, the
     activations and the KV cache compute in. Weights stay as stored (in the checkpoint's dtype, or int8 /
     int4 for a quantized checkpoint) and are converted block by block at compute time.
+
+    fused_kernels: for a quantized checkpoint on a CPU computing in bf16, decode steps multiply with the
+    int8/int4 codes directly instead of dequantizing each block; prefills still dequantize (None: wherever
+    they run; False: always dequantize, which reproduces transformers on the dequantized weights bit for
+    bit; True: required). Either way a sequence gets the same tokens whatever else is in its batch.
     """
 
     def __init__(self, checkpoint, *, memory_budget: int | str, max_batch_size: int = 1,
                  max_seq_len: int | None = None, device: str | None = None, n_buffers: int = 2,
-                 io: str = "direct", compute_dtype: str = "auto"):
+                 io: str = "direct", compute_dtype: str = "auto", fused_kernels: bool | None = None):
         if io not in ("direct", "buffered"):
             raise EngineError(f"io must be direct or buffered, not {io!r}")
         if n_buffers < 2:
@@ -213,9 +218,12 @@ class Engine:
         self.globals = load_resident(self.files, global_layout, self.device)
         if self.dtype != self.storage_dtype:
             self.globals.update({role: t.to(self.dtype) for role, t in self.globals.items() if role not in ("wte", "lm_head")})
-        self.weights = ComputeWeights(*block_args, self.device) if convert else None
+        self.weights = ComputeWeights(*block_args, self.device, fused=fused_kernels) if convert else None
         self.blocks: dict[int, dict[str, torch.Tensor]] = {
             i: load_resident(self.files, block_layouts[i], self.device) for i in self.placement.resident}
+        if self.weights is not None:
+            for w in self.blocks.values():
+                self.weights.pack_resident(w)
         streamed = {i: block_layouts[i] for i in self.placement.streamed}
         self.stream = BlockStream(self.files, streamed, n_buffers, self.device) if streamed else None
         self.slopes = self.arch.alibi_slopes(cfg.n_head, self.device)
@@ -283,10 +291,11 @@ class Engine:
         """A block over the batch, a group of sequences at a time when the prefill is large: its
         activations (the MLP's are 4x the hidden size, the attention's grow with T^2) stay bounded
         outside the budget, while the weights are still read once for the whole batch."""
-        if self.weights is not None:
-            w = self.weights(w)  # dequantized / converted to the compute dtype, once per block and pass
         B, T, _ = x.shape
         rows = max(1, PREFILL_TOKENS // T)
+        if self.weights is not None:
+            # dequantized / converted to the compute dtype once per block and pass, or the fused kernels' for a decode step
+            w = self.weights(w, decode=T == 1)
         if B <= rows:
             return self.arch.block(w, x, kv[0], kv[1], start, alibi, mask, self.config)
         nh, out = self.config.n_head, torch.empty_like(x)

@@ -28,9 +28,10 @@ from pathlib import Path
 
 import torch
 
+from . import kernels
 from .checkpoint import DTYPE_SIZES, TensorEntry
 from .config import format_size
-from .errors import BudgetError, CheckpointError
+from .errors import BudgetError, CheckpointError, EngineError
 
 ALIGN = 4096  # O_DIRECT needs file offsets, lengths and buffer addresses aligned to the logical block size
 CHUNK = 16 * 2**20  # one read call; large enough for full disk bandwidth, small enough for page-cache hints
@@ -342,10 +343,9 @@ class ComputeWeights:
     """
 
     def __init__(self, views: dict[str, tuple[int, str, tuple[int, ...]]], quant, quantized: tuple[str, ...],
-                 dtype: torch.dtype, device: torch.device):
-        from .quantize import work_bytes
+                 dtype: torch.dtype, device: torch.device, fused: bool | None = None):
 
-        self.quant, self.quantized = quant, quantized if quant is not None else ()
+        self.quant, self.quantized, self.dtype = quant, quantized if quant is not None else (), dtype
         shapes = self.shapes(views, quant, quantized, dtype)
         total = sum(math.prod(shape) for shape in shapes.values())
         self.buf = torch.empty(total, dtype=dtype, device=device)
@@ -354,10 +354,20 @@ class ComputeWeights:
             self.out[role] = self.buf[pos:pos + math.prod(shape)].view(shape)
             pos += math.prod(shape)
         n_in = max((shapes[r][1] for r in self.quantized), default=0)
-        self.work = (torch.empty(work_bytes(n_in, cuda=device.type == "cuda") // 4, dtype=torch.float32, device=device)
-                     if self.quantized and dtype != torch.float32 else None)
+        q_shapes = {r: shapes[r] for r in self.quantized if r in shapes}
+        self.fused = fused is not False and kernels.fused_supported(quant, q_shapes, dtype, device)
+        if fused and not self.fused:
+            raise EngineError("the fused int8/int4 kernels run on a CPU computing in bf16 (and for int4, groups of "
+                              f"{'/'.join(map(str, kernels.CPU_INT4_GROUPS))} and output sizes a multiple of 64)")
+        self.cpu_int4 = self.fused and quant.bits == 4  # codes held in the CPU kernel's layout, packed in place
+        self.work = (torch.empty(self.work_bytes(n_in, dtype, device.type == "cuda", self.cpu_int4) // 4, dtype=torch.float32, device=device)
+                     if self.quantized and (dtype != torch.float32 or self.cpu_int4) else None)
         self._src: dict | None = None
         self._ready: dict[str, torch.Tensor] = {}
+        self._fused_src: dict | None = None
+        self._fused_ready: dict = {}
+        self._packed_src: dict | None = None
+        self._packed_resident: set[int] = set()  # ids of resident block dicts packed once at load
 
     @staticmethod
     def shapes(views, quant, quantized, dtype) -> dict[str, tuple[int, ...]]:
@@ -375,28 +385,81 @@ class ComputeWeights:
 
     @classmethod
     def nbytes(cls, views, quant, quantized, dtype, *, cuda: bool) -> int:
-        """What the budget reserves for it: the converted block, and the fp32 slice dequantization works in."""
-        from .quantize import work_bytes
-
+        """What the budget reserves for it: the converted block, and the fp32 slice dequantization (and
+        int4 packing for the fused kernels, where they run) works in."""
         shapes = cls.shapes(views, quant, quantized, dtype)
         n = sum(math.prod(s) for s in shapes.values()) * dtype.itemsize
-        q = [shapes[r][1] for r in quantized if quant is not None and r in shapes]
-        return n + (work_bytes(max(q), cuda=cuda) if q and dtype != torch.float32 else 0)
+        q = {r: shapes[r] for r in quantized if quant is not None and r in shapes}
+        if not q:
+            return n
+        device = torch.device("cuda" if cuda else "cpu")
+        cpu_int4 = quant.bits == 4 and kernels.fused_supported(quant, q, dtype, device)
+        if dtype == torch.float32 and not cpu_int4:
+            return n
+        return n + cls.work_bytes(max(s[1] for s in q.values()), dtype, cuda, cpu_int4)
 
-    def __call__(self, w: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    @staticmethod
+    def work_bytes(n_in: int, dtype: torch.dtype, cuda: bool, cpu_int4: bool) -> int:
+        from .quantize import work_bytes
+
+        return max(work_bytes(n_in, cuda=cuda), kernels.work_bytes(n_in) if cpu_int4 else 0)
+
+    def pack_resident(self, w: dict[str, torch.Tensor]) -> None:
+        """Put a resident block's int4 codes into the CPU kernel's layout, once, in place."""
+        if self.cpu_int4:
+            self._pack(w)
+            self._packed_resident.add(id(w))
+
+    def _pack(self, w: dict[str, torch.Tensor]) -> None:
+        for role in self.quantized:
+            kernels.pack_int4_for_cpu_(w[role], self.quant.group_size, self.work)
+
+    def __call__(self, w: dict[str, torch.Tensor], decode: bool = False) -> dict:
+        """The block's weights for a decode step (one new token a sequence: the fused kernels', where
+        they run) or for a prefill (dequantized). By phase, not by the number of rows: a row's result
+        then does not depend on the batch it is in (each kernel's rows are independent of the others)."""
+        if self.cpu_int4 and w is not self._packed_src and id(w) not in self._packed_resident:
+            self._pack(w)  # a streamed block, just read: its codes are packed where they lie
+            self._packed_src = w
+        if self.fused and decode:
+            if w is not self._fused_src:
+                self._convert_others(w)
+                q = self.quant
+                self._fused_ready = {role: self.out.get(role, t) for role, t in w.items() if not self._aux(role)}
+                for role in self.quantized:
+                    if w[role].data_ptr() % kernels.ALIGNMENT == 0:
+                        self._fused_ready[role] = kernels.FusedLinear(w[role], w[f"{role}_scale"], w.get(f"{role}_zero"),
+                                                                      q.group_size if q.bits == 4 else None, self.dtype)
+                    else:  # codes the kernels cannot load (a checkpoint written before they were used): dequantized
+                        self._dequantize(role, w)
+                self._fused_src = w
+            return self._fused_ready
         if w is self._src:
             return self._ready
-        from .quantize import dequantize_into
-
-        q = self.quant
-        for role, out in self.out.items():
-            if role in self.quantized:
-                dequantize_into(out, w[role], w[f"{role}_scale"], w.get(f"{role}_zero"), q.group_size, self.work)
-            else:
-                out.copy_(w[role])
+        for role in self.quantized:
+            self._dequantize(role, w)
+        self._convert_others(w)
         self._ready = {role: self.out.get(role, t) for role, t in w.items() if role in self.out or not self._aux(role)}
         self._src = w
         return self._ready
+
+    def _dequantize(self, role: str, w: dict[str, torch.Tensor]) -> None:
+        from .quantize import dequantize_into
+
+        q, out = self.quant, self.out[role]
+        if self.cpu_int4:
+            kernels.dequantize_cpu_int4_into(out, w[role], w[f"{role}_scale"], w[f"{role}_zero"], q.group_size, self.work)
+        else:
+            dequantize_into(out, w[role], w[f"{role}_scale"], w.get(f"{role}_zero"), q.group_size, self.work)
+
+    def _convert_others(self, w: dict[str, torch.Tensor]) -> None:
+        if w is self._src or w is self._fused_src:
+            return
+        for role, out in self.out.items():
+            if role not in self.quantized:
+                out.copy_(w[role])
+        # the buffers now hold w's: neither cache may answer for another block any more
+        self._src = self._fused_src = None
 
     def _aux(self, role: str) -> bool:
         return role.rsplit("_", 1)[0] in self.quantized and role not in self.quantized

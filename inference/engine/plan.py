@@ -211,6 +211,10 @@ class Compute:
     # and of the LM head, by batch size; they replace the sums of parts above for decode steps.
     block_s: tuple[tuple[int, float], ...] = ()
     head_s: tuple[tuple[int, float], ...] = ()
+    # Decode steps on the fused int8/int4 kernels (kernels.py: a CPU computing in bf16): block_s was
+    # measured on them, nothing is dequantized, and int4 codes read from disk are repacked in place.
+    fused: bool = False
+    pack_s_per_param: Figure | None = None
 
     @staticmethod
     def at(points: tuple[tuple[int, float], ...], batch: int) -> float:
@@ -257,7 +261,8 @@ class Machine:
                 "compute": {"device": c.device, "flops_by_rows": [list(p) for p in c.rates], "flops_how": c.rate_how,
                             "memory_bandwidth": c.memory_bandwidth.as_dict(), "block_overhead_s": c.block_overhead.as_dict(),
                             "dequant_s_per_param": {k: v.as_dict() for k, v in c.dequant_s_per_param.items()},
-                            "decode_block_s_by_batch": [list(p) for p in c.block_s], "head_s_by_batch": [list(p) for p in c.head_s]}}
+                            "decode_block_s_by_batch": [list(p) for p in c.block_s], "head_s_by_batch": [list(p) for p in c.head_s],
+                            "fused_decode": c.fused, "int4_pack_s_per_param": c.pack_s_per_param.as_dict() if c.pack_s_per_param else None}}
 
 
 def parse_bandwidth(text: str, flag: str) -> float:
@@ -396,10 +401,11 @@ def _block_overhead(shape: ModelShape, dtype, device, sync) -> float:
         return _time_call(lambda: bloom.block(w, x, k, v, L - 1, alibi, mask, cfg), min_calls=20, sync=sync)
 
 
-def _decode_block_times(shape: ModelShape, dtype, device, sync, *, context: int) -> tuple[tuple[int, float], ...]:
+def _decode_block_times(shape: ModelShape, dtype, device, sync, *, context: int, fused: bool = False) -> tuple[tuple[int, float], ...]:
     """Seconds per call of the architecture's real block at the model's width, for a decode step of
     1-64 sequences over `context` positions, cycling through copies of the weights worth more than the
-    last-level cache. Empty when one block's weights are too large to hold a copy here (> 1 GiB)."""
+    last-level cache (fused: the matmul weights quantized in the shape's format, on the fused kernels).
+    Empty when one block's weights are too large to hold a copy here (> 1 GiB)."""
     import torch
 
     from .models import bloom
@@ -410,8 +416,12 @@ def _decode_block_times(shape: ModelShape, dtype, device, sync, *, context: int)
     per_copy = sum(math.prod(s) for s in shapes.values()) * itemsize
     if per_copy > 2**30:
         return ()
+    if fused:
+        per_copy = sum(math.prod(s) * (itemsize if r not in bloom.QUANTIZED else 1 if shape.format == "int8" else 0.5)
+                       for r, s in shapes.items())
     copies = max(1, min(8, -(-192 * 2**20 // per_copy)))
-    ws = [{role: torch.randn(s, dtype=dtype, device=device) * 0.02 for role, s in shapes.items()} for _ in range(copies)]
+    ws = [{role: (_fused_weight(shape.format, s, dtype) if fused and role in bloom.QUANTIZED
+                  else torch.randn(s, dtype=dtype, device=device) * 0.02) for role, s in shapes.items()} for _ in range(copies)]
     nh, hd, L = cfg.n_head, cfg.head_dim, context + 1
     slopes = bloom.alibi_slopes(nh, device)
     out = []
@@ -445,6 +455,45 @@ def _head_times(shape: ModelShape, dtype, device, sync) -> tuple[tuple[int, floa
         x = torch.randn(batch, 1, C, dtype=dtype, device=device)
         out.append((batch, _time_call(lambda: F.linear(x, w).float(), min_s=0.1, sync=sync) * V / n))
     return tuple(out)
+
+
+def _fused_runs(shape: ModelShape, dtype) -> bool:
+    """Whether the engine decodes this shape on the fused kernels here (as offload.ComputeWeights decides)."""
+    import torch
+
+    from . import kernels
+    from .checkpoint import Quantization
+    from .models import bloom
+
+    _, shapes = bloom.weight_shapes(shape.config)
+    quant = Quantization.of(8 if shape.format == "int8" else 4, GROUP if shape.format == "int4" else None)
+    return kernels.fused_supported(quant, {r: shapes[r] for r in bloom.QUANTIZED}, dtype, torch.device("cpu"))
+
+
+def _fused_weight(fmt: str, shape: tuple[int, int], dtype):
+    import torch
+
+    from . import kernels
+    from .quantize import quantize_int4, quantize_int8
+
+    w = torch.randn(shape) * 0.02
+    if fmt == "int8":
+        return kernels.FusedLinear(*quantize_int8(w), None, None, dtype)
+    q, scale, zero = quantize_int4(w, GROUP)
+    kernels.pack_int4_for_cpu_(q, GROUP, torch.empty(kernels.work_bytes(shape[1]) // 4))
+    return kernels.FusedLinear(q, scale, zero, GROUP, dtype)
+
+
+def _pack_cost(hidden: int, sync) -> float:
+    """Seconds per weight of repacking int4 codes read from disk for the CPU kernel (kernels.pack_int4_for_cpu_)."""
+    import torch
+
+    from . import kernels
+
+    n_out = min(4 * hidden, max(256, (32 * 2**20) // hidden)) // kernels.CPU_INT4_BLOCK * kernels.CPU_INT4_BLOCK
+    q = torch.randint(0, 256, (n_out, hidden // 2), dtype=torch.uint8)
+    work = torch.empty(max(kernels.work_bytes(hidden), 4 * 2**20) // 4)
+    return _time_call(lambda: kernels.pack_int4_for_cpu_(q, GROUP, work), sync=sync) / (n_out * hidden)
 
 
 def _dequant_cost(fmt: str, hidden: int, dtype, device, sync) -> float:
@@ -554,12 +603,14 @@ def machine_figures(shape: ModelShape, *, memory_budget: int, gpu_memory: int | 
         # Given a rate, the sums of parts use it; measured, whole block calls do (they see this CPU's
         # per-op costs, which at decode sizes can outweigh the arithmetic).
         context = prompt_tokens + new_tokens // 2
+        fused = shape.quantized and not cpu_gflops and _fused_runs(shape, dtype)
         compute = Compute("cpu", rates, rate_how,
                           Figure(gemv_bw, "measured: weight reads of a one-row linear"),
                           Figure(_block_overhead(shape, dtype, cpu, cpu_sync), "measured: a tiny block"),
                           {f: Figure(_dequant_cost(f, shape.hidden_size, dtype, cpu, cpu_sync), "measured") for f in quant_fmts},
-                          block_s=() if cpu_gflops else _decode_block_times(shape, dtype, cpu, cpu_sync, context=context),
-                          head_s=() if cpu_gflops else _head_times(shape, dtype, cpu, cpu_sync))
+                          block_s=() if cpu_gflops else _decode_block_times(shape, dtype, cpu, cpu_sync, context=context, fused=fused),
+                          head_s=() if cpu_gflops else _head_times(shape, dtype, cpu, cpu_sync), fused=fused,
+                          pack_s_per_param=Figure(_pack_cost(shape.hidden_size, cpu_sync), "measured") if fused and shape.format == "int4" else None)
     return Machine(memory_budget, gpu_memory, disk, h2d, compute, compute_dtype, terms)
 
 
@@ -675,7 +726,11 @@ def step_time(shape: ModelShape, machine: Machine, tiers: TierPlan, *, rows_per_
     kv_read = 2 * B * context * C * itemsize
     attention = max(kv_read / c.memory_bandwidth.value, 4 * rows * context * C / c.rate(rows))
     mem_bw, stored = c.memory_bandwidth.value, machine.terms.storage_itemsize
-    if shape.quantized:
+    if shape.quantized and rows_per_seq == 1 and c.fused:
+        # nothing dequantized; int4 codes read from disk are repacked for the kernel (resident ones were at load)
+        pack = c.pack_s_per_param.value if c.pack_s_per_param else 0.0
+        convert = shape.matmul_params_per_block * pack * len(tiers.disk) / shape.n_layer
+    elif shape.quantized:
         convert = shape.matmul_params_per_block * c.dequant_s_per_param[shape.format].value
     elif stored != itemsize:  # e.g. bf16 weights upcast to fp32 on a CPU without native bf16: read, write
         convert = shape.matmul_params_per_block * (stored + itemsize) / mem_bw
@@ -787,12 +842,15 @@ def format_report(r: Report) -> str:
                  f"and norms{f' and {_gb(m.terms.scratch_bytes)} of converted weights' if m.terms.scratch_bytes else ''}")
     if c.block_s:
         lines.append(f"  a decode block call {', '.join(f'{t * 1e3:.3g} ms at batch {b}' for b, t in c.block_s)} (measured: the real "
-                     f"block at this width, {r.prompt_tokens + r.new_tokens // 2} positions of context)")
+                     f"block at this width, {r.prompt_tokens + r.new_tokens // 2} positions of context"
+                     f"{f', on the fused {s.format} kernels: decode steps dequantize nothing' if c.fused else ''})")
     if c.head_s:
         lines.append(f"  the LM head {', '.join(f'{t * 1e3:.3g} ms at batch {b}' for b, t in c.head_s)} (measured)")
     lines.append(f"  per-block overhead {c.block_overhead.value * 1e3:.3g} ms ({c.block_overhead.how})")
     for fmt, f in c.dequant_s_per_param.items():
-        lines.append(f"  {fmt} dequantization {1 / f.value / 1e9:.3g} G weights/s ({f.how})")
+        lines.append(f"  {fmt} dequantization {1 / f.value / 1e9:.3g} G weights/s ({f.how}{', prefills' if c.fused else ''})")
+    if c.pack_s_per_param:
+        lines.append(f"  int4 repacking of blocks read from disk {1 / c.pack_s_per_param.value / 1e9:.3g} G weights/s ({c.pack_s_per_param.how})")
     tiers = ("gpu", "host", "disk") if gpu else ("host", "disk")
     lines.append("minimum per tier at batch 1: " + ", ".join(
         f"{t} {_gb(r.minimum[t])}" + (" (the checkpoint)" if t == "disk" else " (pinned read ring)" if t == "host" and gpu else "")

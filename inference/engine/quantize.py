@@ -231,7 +231,8 @@ def _plan(ckpt: Checkpoint, quant: Quantization, roles: tuple[str, ...]) -> tupl
             unit.append(_Out(qnames[f"{role}_scale"], stored[f"{role}_scale"], shapes[f"{role}_scale"], entry, "scale"))
             if quant.bits == 4:
                 unit.append(_Out(qnames[f"{role}_zero"], "U8", shapes[f"{role}_zero"], entry, "zero"))
-        blocks.append(unit)
+        # the codes first: with the data section aligned, they start 64-byte aligned, as the fused kernels need
+        blocks.append(sorted(unit, key=lambda t: t.kind != "q"))
     units += blocks + [[_Out(n, tensors[n].dtype, tensors[n].shape, tensors[n])] for n in last]
     return units, blocks
 
@@ -257,7 +258,7 @@ def _write_shard(path: Path, tensors: list[_Out], quant: Quantization, bar) -> N
         pos += t.nbytes
     header["__metadata__"] = {"format": "pt", "quantization": quant.method}
     head = json.dumps(header, separators=(",", ":")).encode()
-    head += b" " * (-len(head) % 8)  # safetensors pads its header to 8 bytes
+    head += b" " * (-(8 + len(head)) % 64)  # safetensors pads to 8 bytes; 64 aligns the data for the fused kernels
     data = 8 + len(head)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:

@@ -12,6 +12,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from ..kernels import linear  # dense, or fused on quantized weights
+
 MODEL_TYPE = "bloom"
 QUANTIZED = ("qkv_w", "proj_w", "fc1_w", "fc2_w")  # the block roles quantize.py compresses: the matmul weights
 HEAD_CHUNK_BYTES = 32 * 2**20  # embedding rows converted at once when the head computes in another dtype
@@ -96,7 +98,7 @@ def block(w: dict, x: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor
     L = start + T
     h = F.layer_norm(x, (C,), w["ln1_w"], w["ln1_b"], eps)
     residual = h if cfg.apply_residual_connection_post_layernorm else x
-    qkv = F.linear(h, w["qkv_w"], w["qkv_b"]).view(B, T, nh, 3, hd)  # heads interleave q, k, v per head
+    qkv = linear(h, w["qkv_w"], w["qkv_b"]).view(B, T, nh, 3, hd)  # heads interleave q, k, v per head
     k_cache[:, :, start:L] = qkv[..., 1, :].transpose(1, 2)
     v_cache[:, :, start:L] = qkv[..., 2, :].transpose(1, 2)
     q = qkv[..., 0, :].transpose(1, 2).reshape(B * nh, T, hd)  # [B*nh, T, hd]
@@ -106,11 +108,11 @@ def block(w: dict, x: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor
     scores = scores.view(B, nh, T, L) + mask
     probs = F.softmax(scores, dim=-1, dtype=torch.float32).to(x.dtype).view(B * nh, T, L)
     attn = torch.bmm(probs, v).view(B, nh, T, hd).permute(0, 2, 1, 3).reshape(B, T, C)
-    x = F.linear(attn, w["proj_w"], w["proj_b"]) + residual
+    x = linear(attn, w["proj_w"], w["proj_b"]) + residual
     h = F.layer_norm(x, (C,), w["ln2_w"], w["ln2_b"], eps)
     residual = h if cfg.apply_residual_connection_post_layernorm else x
-    h = _gelu(F.linear(h, w["fc1_w"], w["fc1_b"]))
-    return F.linear(h, w["fc2_w"], w["fc2_b"]) + residual
+    h = _gelu(linear(h, w["fc1_w"], w["fc1_b"]))
+    return linear(h, w["fc2_w"], w["fc2_b"]) + residual
 
 
 def _gelu(x: torch.Tensor) -> torch.Tensor:
