@@ -339,14 +339,15 @@ def start_gunicorn(*, name: str, env: dict, port: int, workers: int, tmp: Path, 
     return proc
 
 
-NGINX_CONF = """\
+# The start of every nginx.conf the benchmarks write (this one, bench/hub's static Hub): run in the
+# foreground from a prefix in the temp dir, static files by sendfile, no access log.
+NGINX_PROLOGUE = """\
 {user}worker_processes auto;
 pid {tmp}/nginx.pid;
 error_log {tmp}/nginx-error.log warn;
 daemon off;
 events {{ worker_connections 1024; }}
 http {{
-    include {mime_types};
     default_type application/octet-stream;
     access_log off;
     sendfile on;
@@ -356,6 +357,10 @@ http {{
     fastcgi_temp_path {tmp}/nginx-fastcgi;
     uwsgi_temp_path {tmp}/nginx-uwsgi;
     scgi_temp_path {tmp}/nginx-scgi;
+"""
+
+NGINX_CONF = NGINX_PROLOGUE + """\
+    include {mime_types};
     # Kept-alive upstream connections: no TCP handshake with gunicorn per request.
     upstream portal {{ server 127.0.0.1:{upstream}; keepalive 32; }}
     upstream floor {{ server 127.0.0.1:{floor}; keepalive 32; }}

@@ -53,7 +53,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 from bench.downloads.run import (  # noqa: E402 (the repository first on the path)
-    Cleanup, Deadline, ServerMeter, create_database, free_port, machine_info, make_file, manage, portal_env,
+    NGINX_PROLOGUE, Cleanup, Deadline, ServerMeter, create_database, free_port, machine_info, make_file, manage, portal_env,
     start_gunicorn, start_nginx, stop_process, wait_http,
 )
 
@@ -226,22 +226,7 @@ def run_client(args: list[str], *, cwd: Path, env: dict, timeout: float) -> Outc
 # X-Repo-Commit and an ETag on the HEAD (the file's "<sha256>", as the portal sends it; nginx's own is off)
 # and the size, which Content-Length gives. No authorization, no records: what the client reaches when the
 # server costs ~nothing.
-HUB_STATIC_CONF = """\
-{user}worker_processes auto;
-pid {tmp}/nginx.pid;
-error_log {tmp}/nginx-error.log warn;
-daemon off;
-events {{ worker_connections 1024; }}
-http {{
-    default_type application/octet-stream;
-    access_log off;
-    sendfile on;
-    tcp_nopush on;
-    client_body_temp_path {tmp}/body;
-    proxy_temp_path {tmp}/proxy;
-    fastcgi_temp_path {tmp}/fastcgi;
-    uwsgi_temp_path {tmp}/uwsgi;
-    scgi_temp_path {tmp}/scgi;
+HUB_STATIC_CONF = NGINX_PROLOGUE + """\
     map $hub_file $hub_etag {{
 {etags}
     }}
