@@ -632,7 +632,8 @@ def main() -> int:
     p.add_argument("--workload", help=argparse.SUPPRESS)
     p.add_argument("--setup", type=Path, help=argparse.SUPPRESS)
     args = p.parse_args()
-    if Path(sys.executable).resolve() != VENV_PYTHON.resolve() and VENV_PYTHON.exists():
+    # by the environment, not the binary: the venv's python is a link to the interpreter it was made from
+    if Path(sys.prefix).resolve() != VENV_PYTHON.parents[1].resolve() and VENV_PYTHON.exists():
         os.execv(str(VENV_PYTHON), [str(VENV_PYTHON), __file__, *sys.argv[1:]])
     if args.side:
         print(json.dumps(side(args)))

@@ -178,7 +178,8 @@ def main() -> None:
         worker = worker_ours if args.worker == "ours" else worker_baseline
         print(json.dumps(worker(Path(args.source), Path(args.into), Path(args.work))))
         return
-    if Path(sys.executable).resolve() != VENV_PYTHON.resolve() and VENV_PYTHON.exists():
+    # by the environment, not the binary: the venv's python is a link to the interpreter it was made from
+    if Path(sys.prefix).resolve() != VENV_PYTHON.parents[1].resolve() and VENV_PYTHON.exists():
         os.execv(str(VENV_PYTHON), [str(VENV_PYTHON), __file__] + sys.argv[1:])
 
     size = int((1 / 16 if args.quick else args.size_gib) * GIB)
