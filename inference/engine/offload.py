@@ -360,7 +360,7 @@ class ComputeWeights:
             raise EngineError("the fused int8/int4 kernels run on a CPU computing in bf16 (and for int4, groups of "
                               f"{'/'.join(map(str, kernels.CPU_INT4_GROUPS))} and output sizes a multiple of 64)")
         self.cpu_int4 = self.fused and quant.bits == 4  # codes held in the CPU kernel's layout, packed in place
-        self.work = (torch.empty(self.work_bytes(n_in, dtype, device.type == "cuda", self.cpu_int4) // 4, dtype=torch.float32, device=device)
+        self.work = (torch.empty(self.work_bytes(n_in, device.type == "cuda", self.cpu_int4) // 4, dtype=torch.float32, device=device)
                      if self.quantized and (dtype != torch.float32 or self.cpu_int4) else None)
         self._src: dict | None = None
         self._ready: dict[str, torch.Tensor] = {}
@@ -396,10 +396,10 @@ class ComputeWeights:
         cpu_int4 = quant.bits == 4 and kernels.fused_supported(quant, q, dtype, device)
         if dtype == torch.float32 and not cpu_int4:
             return n
-        return n + cls.work_bytes(max(s[1] for s in q.values()), dtype, cuda, cpu_int4)
+        return n + cls.work_bytes(max(s[1] for s in q.values()), cuda, cpu_int4)
 
     @staticmethod
-    def work_bytes(n_in: int, dtype: torch.dtype, cuda: bool, cpu_int4: bool) -> int:
+    def work_bytes(n_in: int, cuda: bool, cpu_int4: bool) -> int:
         from .quantize import work_bytes
 
         return max(work_bytes(n_in, cuda=cuda), kernels.work_bytes(n_in) if cpu_int4 else 0)
