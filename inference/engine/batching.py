@@ -241,8 +241,11 @@ class ContinuousBatch:
         A, W = len(self.rows), self.write
         self.shifts["right" if d > 0 else "left"] += 1
         lo = max(0, -d)  # right: everything; left: only what is not dropped off the front (unused slots)
+        nh, L, hd = self.kv.shape[3:]
         for i in range(self.kv.shape[0]):  # one layer at a time: the copy's temporary stays small
-            self.kv[i, :, :A, :, lo + d:W + d] = self.kv[i, :, :A, :, lo:W].clone()
+            k_t = self.kv[i, 0, :A].view(A, nh, hd, L)  # the keys are held transposed (models/bloom.py block)
+            k_t[..., lo + d:W + d] = k_t[..., lo:W].clone()
+            self.kv[i, 1, :A, :, lo + d:W + d] = self.kv[i, 1, :A, :, lo:W].clone()
         moved = self.valid[:A, lo:W].clone()
         self.valid[:A] = False
         self.valid[:A, lo + d:W + d] = moved

@@ -273,7 +273,10 @@ class Engine:
         cfg, arch = self.config, self.arch
         T = ids.shape[1]
         x = arch.embed(self.globals, ids, cfg.layer_norm_epsilon)  # [B, T, C]
-        alibi, mask = arch.attention_bias(self.slopes, valid[:, :start + T], T, self.dtype)
+        # A decode step attends over the whole cache (its slots past start+1 masked), which the matmuls
+        # read where it lies; a prefill over its own slots.
+        keys = kv.shape[-2] if T == 1 else start + T
+        alibi, mask = arch.attention_bias(self.slopes, valid[:, :start + T], T, self.dtype, keys=keys)
         for i in range(cfg.n_layer):
             w = self.blocks.get(i)
             if w is not None:
@@ -305,9 +308,10 @@ class Engine:
         return out
 
     def _kv(self, batch: int, seq_len: int) -> torch.Tensor:
-        # [n_layer, 2 (k, v), B, nh, L, hd], allocated once per generation: decoding never grows or copies it
+        # [n_layer, 2 (k, v), B, nh, L, hd], allocated once per generation: decoding never grows or copies it.
+        # Zeros: a decode step multiplies the slots not written yet too (by probabilities of exactly 0).
         c = self.config
-        return torch.empty(c.n_layer, 2, batch, c.n_head, seq_len, c.head_dim, dtype=self.dtype, device=self.device)
+        return torch.zeros(c.n_layer, 2, batch, c.n_head, seq_len, c.head_dim, dtype=self.dtype, device=self.device)
 
     @torch.inference_mode()
     def logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
