@@ -105,7 +105,8 @@ def _group(engine: Engine, ids: torch.Tensor, valid: torch.Tensor, kv: torch.Ten
     # ids: [B, T] at cache slots [start, start+T); valid: [B, start+T]
     T = ids.shape[1]
     x = engine.arch.embed(engine.globals, ids, engine.config.layer_norm_epsilon)
-    alibi, mask = engine.arch.attention_bias(engine.slopes, valid[:, :start + T], T, engine.dtype)
+    keys = engine.arch.attention_keys(start + T, T, kv.shape[-2])
+    alibi, mask = engine.arch.attention_bias(engine.slopes, valid[:, :start + T], T, engine.dtype, keys=keys)
     return {"x": x, "kv": kv, "start": start, "alibi": alibi, "mask": mask}
 
 

@@ -273,9 +273,7 @@ class Engine:
         cfg, arch = self.config, self.arch
         T = ids.shape[1]
         x = arch.embed(self.globals, ids, cfg.layer_norm_epsilon)  # [B, T, C]
-        # A decode step attends over the whole cache (its slots past start+1 masked), which the matmuls
-        # read where it lies; a prefill over its own slots.
-        keys = kv.shape[-2] if T == 1 else start + T
+        keys = arch.attention_keys(start + T, T, kv.shape[-2])  # a decode step: the whole cache, its unused slots masked
         alibi, mask = arch.attention_bias(self.slopes, valid[:, :start + T], T, self.dtype, keys=keys)
         for i in range(cfg.n_layer):
             w = self.blocks.get(i)

@@ -64,6 +64,19 @@ def test_it_generates_the_greedy_tokens_of_transformers(engine, reference_model,
     assert (stats.streamed_blocks == 0) == (stats.bytes_read_per_decode_step == 0)
 
 
+def test_it_decodes_alike_over_a_slice_of_the_cache_and_over_all_of_it(engine, reference_model):
+    from inference.engine.models import bloom
+
+    n = 40  # a short prompt, many new tokens: the first steps attend over the slots in use, the last over the whole cache
+    input_ids, mask = left_pad(engine, PROMPTS[1:2])
+    T0 = input_ids.shape[1]
+    assert bloom.attention_keys(T0 + 1, 1, T0 + n) == T0 + 1 and bloom.attention_keys(T0 + n - 1, 1, T0 + n) == T0 + n
+    ref_tokens, ref_logits = reference_generate(reference_model, input_ids, mask, n)
+    result = engine.generate(PROMPTS[1:2], max_new_tokens=n, stop_tokens=[], return_logits=True)
+    assert [c.token_ids for c in result.completions] == ref_tokens.tolist()
+    assert (torch.stack(result.step_logits, 1) - ref_logits).abs().max().item() < 1e-4
+
+
 def test_it_completes_each_prompt_of_a_batch_as_it_would_alone(engine):
     together = engine.generate(PROMPTS, max_new_tokens=6, stop_tokens=[])
     alone = [engine.generate([p], max_new_tokens=6, stop_tokens=[]).completions[0] for p in PROMPTS]

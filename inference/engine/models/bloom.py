@@ -63,6 +63,13 @@ def alibi_slopes(n_head: int, device) -> torch.Tensor:
     return slopes
 
 
+def attention_keys(L: int, T: int, capacity: int) -> int:
+    """How many key slots a step of T queries ending at slot L attends over, in a cache of `capacity`
+    slots: a decode step takes the whole cache, whose products read it where it lies, unless it is more
+    than 3x the slots in use (over a slice each slot costs about 3.5x: the slice is copied first)."""
+    return capacity if T == 1 and capacity <= 3 * L else L
+
+
 def attention_bias(slopes: torch.Tensor, valid: torch.Tensor, T: int, dtype,
                    keys: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """ALiBi bias and additive mask for the last T query slots of L = valid.shape[1], shared by every block,
