@@ -201,12 +201,14 @@ class Engine:
             scratch += min(V, max(1, self.arch.HEAD_CHUNK_BYTES // (C * self.dtype.itemsize))) * C * self.dtype.itemsize
         convert = block_layouts and (ckpt.quantization is not None or self.dtype != self.storage_dtype)
         block_args = (block_layouts[0].views, ckpt.quantization, self.arch.QUANTIZED, self.dtype) if convert else None
+        extra = 0
         if convert:
             scratch += ComputeWeights.nbytes(*block_args, cuda=self.device.type == "cuda")
+            extra = ComputeWeights.resident_extra_bytes(*block_args, cuda=self.device.type == "cuda", fused=fused_kernels)
         self.placement = plan_placement(
             budget=budget, fixed_bytes=fixed, kv_cache_bytes=self.kv_cache_bytes(max_batch_size, self.max_seq_len),
             block_bytes=tuple(lay.nbytes for lay in block_layouts), n_buffers=n_buffers,
-            batch=max_batch_size, seq_len=self.max_seq_len, scratch_bytes=scratch)
+            batch=max_batch_size, seq_len=self.max_seq_len, scratch_bytes=scratch, resident_extra_bytes=extra)
         if self.placement.streamed:
             # Under a budget that streams, memory beyond the plan is what a cap kills the process for. With
             # every block resident there is no such plan to keep to, and the fixed threshold would cost:

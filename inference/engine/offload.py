@@ -179,11 +179,12 @@ class Placement:
     resident: tuple[int, ...]
     streamed: tuple[int, ...]
     scratch_bytes: int = 0  # a block's weights in the compute dtype, when stored otherwise (ComputeWeights)
+    resident_extra_bytes: int = 0  # what each resident block holds beyond its stored bytes (ComputeWeights)
 
     @property
     def planned_bytes(self) -> int:
         return (self.fixed_bytes + self.kv_cache_bytes + self.n_buffers * self.buffer_bytes + self.scratch_bytes
-                + sum(self.block_bytes[i] for i in self.resident))
+                + sum(self.block_bytes[i] + self.resident_extra_bytes for i in self.resident))
 
     @property
     def streamed_bytes(self) -> int:
@@ -198,10 +199,13 @@ def minimum_budget(*, fixed_bytes: int, kv_cache_bytes: int, block_bytes: tuple[
 
 
 def plan_placement(*, budget: int, fixed_bytes: int, kv_cache_bytes: int, block_bytes: tuple[int, ...],
-                   n_buffers: int, batch: int, seq_len: int, scratch_bytes: int = 0) -> Placement:
-    n = len(block_bytes)
-    if fixed_bytes + kv_cache_bytes + scratch_bytes + sum(block_bytes) <= budget:
-        return Placement(budget, fixed_bytes, kv_cache_bytes, block_bytes, 0, 0, tuple(range(n)), (), scratch_bytes)
+                   n_buffers: int, batch: int, seq_len: int, scratch_bytes: int = 0,
+                   resident_extra_bytes: int = 0) -> Placement:
+    """resident_extra_bytes: what a block costs resident beyond its stored bytes (the int4 kernel's
+    scale table, built once for a resident block where a streamed one rebuilds it every pass)."""
+    n, extra = len(block_bytes), resident_extra_bytes
+    if fixed_bytes + kv_cache_bytes + scratch_bytes + sum(block_bytes) + n * extra <= budget:
+        return Placement(budget, fixed_bytes, kv_cache_bytes, block_bytes, 0, 0, tuple(range(n)), (), scratch_bytes, extra)
     need = minimum_budget(fixed_bytes=fixed_bytes, kv_cache_bytes=kv_cache_bytes, block_bytes=block_bytes, n_buffers=n_buffers,
                           scratch_bytes=scratch_bytes)
     if budget < need:
@@ -215,9 +219,9 @@ def plan_placement(*, budget: int, fixed_bytes: int, kv_cache_bytes: int, block_
     room = budget - fixed_bytes - kv_cache_bytes - scratch_bytes - n_buffers * buf
     n_res = 0
     for b in sorted(block_bytes):
-        if b > room:
+        if b + extra > room:
             break
-        room -= b
+        room -= b + extra
         n_res += 1
     n_res = min(n_res, n - 1)
     s = n - n_res
@@ -225,7 +229,7 @@ def plan_placement(*, budget: int, fixed_bytes: int, kv_cache_bytes: int, block_
     # resident blocks compute, and no long run of resident compute leaves it idle with a full ring.
     streamed = tuple(sorted({(j * n) // s for j in range(s)}))
     resident = tuple(i for i in range(n) if i not in streamed)
-    return Placement(budget, fixed_bytes, kv_cache_bytes, block_bytes, n_buffers, buf, resident, streamed, scratch_bytes)
+    return Placement(budget, fixed_bytes, kv_cache_bytes, block_bytes, n_buffers, buf, resident, streamed, scratch_bytes, extra)
 
 
 @dataclass
@@ -368,6 +372,7 @@ class ComputeWeights:
         self._fused_ready: dict = {}
         self._packed_src: dict | None = None
         self._packed_resident: set[int] = set()  # ids of resident block dicts packed once at load
+        self._resident_fused: dict[int, dict] = {}  # id of a resident block dict -> its FusedLinears, built once
 
     @staticmethod
     def shapes(views, quant, quantized, dtype) -> dict[str, tuple[int, ...]]:
@@ -404,11 +409,33 @@ class ComputeWeights:
 
         return max(work_bytes(n_in, cuda=cuda), kernels.work_bytes(n_in) if cpu_int4 else 0)
 
+    @classmethod
+    def resident_extra_bytes(cls, views, quant, quantized, dtype, *, cuda: bool, fused: bool | None = None) -> int:
+        """What a resident block holds beyond its stored bytes: for the CPU's int4 kernel, its scale and
+        offset table ([groups, out, 2] in the compute dtype, 1/8 of the codes), built once at load
+        (rebuilt every pass it costs ~1.5 ms a block of bloom-1b7, a third of a batch-1 step)."""
+        shapes = cls.shapes(views, quant, quantized, dtype)
+        q = {r: shapes[r] for r in quantized if quant is not None and r in shapes}
+        device = torch.device("cuda" if cuda else "cpu")
+        if fused is False or not q or quant.bits != 4 or not kernels.fused_supported(quant, q, dtype, device):
+            return 0
+        return sum(n * (k // quant.group_size) * 2 * dtype.itemsize for n, k in q.values())
+
     def pack_resident(self, w: dict[str, torch.Tensor]) -> None:
-        """Put a resident block's int4 codes into the CPU kernel's layout, once, in place."""
+        """Put a resident block's int4 codes into the CPU kernel's layout, once, in place, and build its
+        fused matmuls (for int4, their scale tables: what resident_extra_bytes counts)."""
         if self.cpu_int4:
             self._pack(w)
             self._packed_resident.add(id(w))
+        if self.fused:
+            self._resident_fused[id(w)] = self._fused_linears(w)
+
+    def _fused_linears(self, w: dict[str, torch.Tensor]) -> dict:
+        """role -> FusedLinear for the quantized weights whose codes the kernels can load (aligned)."""
+        q = self.quant
+        return {role: kernels.FusedLinear(w[role], w[f"{role}_scale"], w.get(f"{role}_zero"),
+                                          q.group_size if q.bits == 4 else None, self.dtype)
+                for role in self.quantized if w[role].data_ptr() % kernels.ALIGNMENT == 0}
 
     def _pack(self, w: dict[str, torch.Tensor]) -> None:
         for role in self.quantized:
@@ -424,13 +451,12 @@ class ComputeWeights:
         if self.fused and decode:
             if w is not self._fused_src:
                 self._convert_others(w)
-                q = self.quant
                 self._fused_ready = {role: self.out.get(role, t) for role, t in w.items() if not self._aux(role)}
+                linears = self._resident_fused.get(id(w))
+                linears = self._fused_linears(w) if linears is None else linears
+                self._fused_ready.update(linears)
                 for role in self.quantized:
-                    if w[role].data_ptr() % kernels.ALIGNMENT == 0:
-                        self._fused_ready[role] = kernels.FusedLinear(w[role], w[f"{role}_scale"], w.get(f"{role}_zero"),
-                                                                      q.group_size if q.bits == 4 else None, self.dtype)
-                    else:  # codes the kernels cannot load (a checkpoint written before they were used): dequantized
+                    if role not in linears:  # codes the kernels cannot load (a checkpoint written before they were used): dequantized
                         self._dequantize(role, w)
                 self._fused_src = w
             return self._fused_ready

@@ -159,6 +159,7 @@ class MemoryTerms:
     scratch_bytes: int  # one block's weights converted (dequantized), the head's conversion chunk
     compute_itemsize: int  # activations, KV cache, converted weights
     storage_itemsize: int  # of the stored embeddings, norms, biases (and unquantized weights)
+    resident_extra_bytes: int = 0  # a resident block's bytes beyond its stored ones (the CPU int4 kernel's table)
 
 
 def memory_terms(shape: ModelShape, compute_dtype: str, *, cuda: bool) -> MemoryTerms:
@@ -175,9 +176,11 @@ def memory_terms(shape: ModelShape, compute_dtype: str, *, cuda: bool) -> Memory
         fixed += sum(math.prod(s) for role, (_, _, s) in shape.global_views.items()
                      if role not in ("wte", "lm_head")) * dtype.itemsize
         scratch += min(V, max(1, bloom.HEAD_CHUNK_BYTES // (C * dtype.itemsize))) * C * dtype.itemsize
+    extra = 0
     if shape.quantized or dtype != stored:
         scratch += ComputeWeights.nbytes(shape.block_views, shape.quantization, bloom.QUANTIZED, dtype, cuda=cuda)
-    return MemoryTerms(fixed, scratch, dtype.itemsize, stored.itemsize)
+        extra = ComputeWeights.resident_extra_bytes(shape.block_views, shape.quantization, bloom.QUANTIZED, dtype, cuda=cuda)
+    return MemoryTerms(fixed, scratch, dtype.itemsize, stored.itemsize, extra)
 
 
 def kv_cache_bytes(shape: ModelShape, itemsize: int, batch: int, seq_len: int) -> int:
@@ -666,7 +669,8 @@ def place(shape: ModelShape, machine: Machine, batch: int, seq_len: int) -> Tier
             f"{format_size(N_BUFFERS * max(shape.block_bytes))}; give at least {flag} {-(-need // 2**20)}MiB "
             "(or a smaller batch / fewer tokens)")
     first = plan_placement(budget=first_budget, fixed_bytes=t.fixed_bytes, kv_cache_bytes=kv, block_bytes=shape.block_bytes,
-                           n_buffers=N_BUFFERS, batch=batch, seq_len=seq_len, scratch_bytes=t.scratch_bytes)
+                           n_buffers=N_BUFFERS, batch=batch, seq_len=seq_len, scratch_bytes=t.scratch_bytes,
+                           resident_extra_bytes=t.resident_extra_bytes)
     if not gpu:
         return TierPlan(batch, seq_len, kv, (), first.resident, first.streamed, 0, first.planned_bytes, 0,
                         first.n_buffers, first.buffer_bytes)

@@ -297,6 +297,38 @@ def test_it_decodes_with_the_fused_kernels_resident_and_streamed(quantized, name
         assert (first[1] - fused[1]).abs().max() <= 0.05 * first[1].abs().max()
 
 
+def test_it_builds_resident_int4_blocks_kernel_tables_once_and_budgets_them(quantized, monkeypatch):
+    """The int4 kernel's scale table (1/8 of the codes) is built at load for a resident block and counted
+    in its budget; a streamed block's is rebuilt every pass, in the conversion scratch."""
+    path, built = quantized["small-int4"], []
+    original = kernels.FusedLinear.__init__
+
+    def counted(self, *args):
+        built.append(args[0].shape)
+        original(self, *args)
+
+    monkeypatch.setattr(kernels.FusedLinear, "__init__", counted)
+    kw = dict(max_batch_size=4, max_seq_len=64, compute_dtype="bf16")
+    with Engine(path, memory_budget="1GiB", **kw) as probe:
+        block = max(probe.placement.block_bytes)
+    half = streaming_budget(path, **kw) + 2 * block  # room for one block and its table, not two
+    for budget in ("1GiB", half):
+        built.clear()
+        with Engine(path, memory_budget=budget, **kw) as engine:
+            p, C = engine.placement, engine.config.hidden_size
+            table = 12 * C * C // 64 * 2 * 2  # a value and an offset per group of 64, in bf16
+            assert p.resident_extra_bytes == table
+            assert p.planned_bytes == (p.fixed_bytes + p.kv_cache_bytes + p.n_buffers * p.buffer_bytes + p.scratch_bytes
+                                       + sum(p.block_bytes[i] + table for i in p.resident))
+            assert p.planned_bytes <= p.budget and len(built) == 4 * len(p.resident) and p.resident
+            assert len(p.resident) == (1 if budget == half else 4)
+            built.clear()
+            engine.generate(PROMPTS, max_new_tokens=4, stop_tokens=[])
+            assert len(built) == 4 * len(p.streamed) * 3  # 3 decode steps; the resident blocks' were kept
+    with Engine(path, memory_budget="1GiB", fused_kernels=False, **kw) as engine:
+        assert engine.placement.resident_extra_bytes == 0
+
+
 def test_it_dequantizes_codes_the_kernels_cannot_load(quantized, tmp_path):
     """A checkpoint whose data section is not 64-byte aligned (written before the kernels were used, or
     by hand): its blocks dequantize, giving exactly the dequantizing path's tokens."""
