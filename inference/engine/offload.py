@@ -413,7 +413,7 @@ class ComputeWeights:
     def resident_extra_bytes(cls, views, quant, quantized, dtype, *, cuda: bool, fused: bool | None = None) -> int:
         """What a resident block holds beyond its stored bytes: for the CPU's int4 kernel, its scale and
         offset table ([groups, out, 2] in the compute dtype, 1/8 of the codes), built once at load
-        (rebuilt every pass it costs ~1.5 ms a block of bloom-1b7, a third of a batch-1 step)."""
+        (rebuilt every pass it cost 1.3-3.8 ms a block of bloom-1b7, a third to a half of a batch-1 step)."""
         shapes = cls.shapes(views, quant, quantized, dtype)
         q = {r: shapes[r] for r in quantized if quant is not None and r in shapes}
         device = torch.device("cuda" if cuda else "cpu")
