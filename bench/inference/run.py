@@ -369,6 +369,17 @@ def predictions(cfg, ckpt: Path, budget: str) -> dict:
             for b in report["batches"] if b.get("fits")}
 
 
+def attach_prediction(r: dict, predicted: dict) -> None:
+    r.update(predicted=predicted, measured_vs_predicted=r["decode_tok_s"] / predicted["tokens_per_s"]
+             if r.get("decode_tok_s") else None)
+
+
+def plan_within_25_percent(results: list[dict]) -> tuple[float | None, int]:
+    """The share of runs with a prediction that came within 25% of it, and how many had one."""
+    checked = [r["measured_vs_predicted"] for r in results if r.get("measured_vs_predicted")]
+    return (sum(0.75 <= x <= 1.25 for x in checked) / len(checked) if checked else None), len(checked)
+
+
 def replan(cfg, checkpoints: dict[str, Path], out: Path) -> int:
     """The plan's predictions again for the capped runs of `out` (measurements kept), e.g. after a change
     to how the plan or the benchmark measures; the report says when they were made."""
@@ -378,15 +389,13 @@ def replan(cfg, checkpoints: dict[str, Path], out: Path) -> int:
     for r in report["results"]:
         predicted = plans.get(r["engine"], {}).get(r["batch"]) if r["setting"] == "capped" else None
         if predicted:
-            r.update(predicted=predicted, measured_vs_predicted=r["decode_tok_s"] / predicted["tokens_per_s"]
-                     if r.get("decode_tok_s") else None)
+            attach_prediction(r, predicted)
             print(f"  {r['engine']} b{r['batch']}: measured {fmt(r.get('decode_tok_s'))}, plan {predicted['tokens_per_s']:.2f} "
                   f"tok/s ({predicted['bound']}), ratio {fmt(r.get('measured_vs_predicted'))}")
-    checked = [r["measured_vs_predicted"] for r in report["results"] if r.get("measured_vs_predicted")]
-    report["achieved"]["plan_within_25_percent"] = sum(0.75 <= x <= 1.25 for x in checked) / len(checked) if checked else None
+    report["achieved"]["plan_within_25_percent"], n = plan_within_25_percent(report["results"])
     report["plan_recomputed"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     out.write_text(json.dumps(report, indent=1) + "\n")
-    print(f"plan within 25%: {fmt(report['achieved']['plan_within_25_percent'])} of {len(checked)}; wrote {out}")
+    print(f"plan within 25%: {fmt(report['achieved']['plan_within_25_percent'])} of {n}; wrote {out}")
     return 0
 
 
@@ -421,8 +430,7 @@ def measure(args, cfg, checkpoints: dict[str, Path], files: list[Path], offload_
         ok = sorted((r for r in runs if "error" not in r), key=lambda r: r["decode_tok_s"])
         r = ok[(len(ok) - 1) // 2] if ok else runs[0]
         if predicted:
-            r.update(predicted=predicted, measured_vs_predicted=r["decode_tok_s"] / predicted["tokens_per_s"]
-                     if r.get("decode_tok_s") else None)
+            attach_prediction(r, predicted)
         r.update(setting=setting, repeats_decode_tok_s=[x.get("decode_tok_s") for x in runs],
                  repeats_ttft_s=[x.get("ttft_s") for x in runs])
         results.append(r)
@@ -468,8 +476,7 @@ def measure(args, cfg, checkpoints: dict[str, Path], files: list[Path], offload_
         "capped_b1_int8_vs_bf16": ratio(("capped", "ours-int8", 1), ("capped", "ours", 1)),
         "capped_b1_int4_vs_bf16": ratio(("capped", "ours-int4", 1), ("capped", "ours", 1)),
     }
-    checked = [r["measured_vs_predicted"] for r in results if r.get("measured_vs_predicted")]
-    achieved["plan_within_25_percent"] = sum(0.75 <= x <= 1.25 for x in checked) / len(checked) if checked else None
+    achieved["plan_within_25_percent"] = plan_within_25_percent(results)[0]
     same = [r for r in results if r["setting"] == "warm" and "tokens" in r and r["batch"] == 1]
     report = {
         "started": started, "host": platform.node(), "cpu_count": os.cpu_count(), "python": platform.python_version(),

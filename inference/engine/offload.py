@@ -389,16 +389,21 @@ class ComputeWeights:
         return out
 
     @classmethod
+    def _quantized_shapes(cls, views, quant, quantized, dtype, cuda: bool) -> tuple[dict, dict, bool]:
+        """Every converted role's shape, the quantized ones', and whether the CPU int4 kernel runs them."""
+        shapes = cls.shapes(views, quant, quantized, dtype)
+        q = {r: shapes[r] for r in quantized if quant is not None and r in shapes}
+        device = torch.device("cuda" if cuda else "cpu")
+        return shapes, q, bool(q) and quant.bits == 4 and kernels.fused_supported(quant, q, dtype, device)
+
+    @classmethod
     def nbytes(cls, views, quant, quantized, dtype, *, cuda: bool) -> int:
         """What the budget reserves for it: the converted block, and the fp32 slice dequantization (and
         int4 packing for the fused kernels, where they run) works in."""
-        shapes = cls.shapes(views, quant, quantized, dtype)
+        shapes, q, cpu_int4 = cls._quantized_shapes(views, quant, quantized, dtype, cuda)
         n = sum(math.prod(s) for s in shapes.values()) * dtype.itemsize
-        q = {r: shapes[r] for r in quantized if quant is not None and r in shapes}
         if not q:
             return n
-        device = torch.device("cuda" if cuda else "cpu")
-        cpu_int4 = quant.bits == 4 and kernels.fused_supported(quant, q, dtype, device)
         if dtype == torch.float32 and not cpu_int4:
             return n
         return n + cls.work_bytes(max(s[1] for s in q.values()), cuda, cpu_int4)
@@ -414,10 +419,8 @@ class ComputeWeights:
         """What a resident block holds beyond its stored bytes: for the CPU's int4 kernel, its scale and
         offset table ([groups, out, 2] in the compute dtype, 1/8 of the codes), built once at load
         (rebuilt every pass it cost 1.3-3.8 ms a block of bloom-1b7, a third to a half of a batch-1 step)."""
-        shapes = cls.shapes(views, quant, quantized, dtype)
-        q = {r: shapes[r] for r in quantized if quant is not None and r in shapes}
-        device = torch.device("cuda" if cuda else "cpu")
-        if fused is False or not q or quant.bits != 4 or not kernels.fused_supported(quant, q, dtype, device):
+        _, q, cpu_int4 = cls._quantized_shapes(views, quant, quantized, dtype, cuda)
+        if fused is False or not cpu_int4:
             return 0
         return sum(n * (k // quant.group_size) * 2 * dtype.itemsize for n, k in q.values())
 
