@@ -13,6 +13,11 @@ with O_DIRECT, which gives the streaming limit: bytes streamed per decode step /
 
     python bench/inference/run.py           # full run, writes bench/results/inference.json
     python bench/inference/run.py --quick   # smoke run: bloom-560m shape, 32 in, 8 out; prints only
+    python bench/inference/run.py --emulate-avx2   # as on an AVX2-only CPU: writes inference-avx2-emulated.json
+
+On a CPU without bf16 arithmetic (AVX2 only) every engine computes in fp32: ours upcasts block by block
+from the bf16 checkpoint (the bytes streamed stay the same), the baselines load the model in fp32 (what
+transformers offers there: in bf16 its matmuls are emulated, tens of times slower).
 
 Each measurement runs in a fresh process (`run.py --worker ...`), which prints one JSON line.
 """
@@ -47,6 +52,11 @@ QUANTIZED = {"ours-int8": 8, "ours-int4": 4}
 # anonymous memory, then activations, logits and library code pages, 0.25-0.3 GiB in all at batch 32.
 # Batch 32 needs 2.09 GiB at least (embeddings 0.96 GiB, its KV cache 0.94 GiB, two read buffers).
 FULL = {"shape": "bloom-1b7", "prompt": 128, "new": 32, "limit": int(2.5 * GiB), "ours_budget": "2.1GiB", "curve": [1, 4, 16, 32], "batches": [1, 16], "timeout": 600}
+# --emulate-avx2: torch's own kernels (ATen), oneDNN (its bf16 matmuls) and MKL (its fp32 GEMM) held to
+# AVX2, as on an AVX2-only EPYC: bf16 matmuls fall to oneDNN's emulation (0.3 GFLOP/s for 16x2048 by
+# 2048x2048 on an AMX Xeon so capped, against 340 natively and 117 in fp32), which the engine reads as
+# a CPU without bf16 (inference.engine.generate.cpu_info).
+AVX2_ENV = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}
 QUICK = {"shape": "bloom-560m", "prompt": 32, "new": 8, "limit": int(1.5 * GiB), "ours_budget": "1.0GiB", "curve": [1, 4], "batches": [1, 4], "timeout": 300}
 
 
@@ -126,7 +136,11 @@ def worker(args) -> dict:
     else:
         from transformers import BloomForCausalLM, LogitsProcessor, LogitsProcessorList
 
-        kwargs = {"dtype": torch.bfloat16}
+        from inference.engine.generate import cpu_info as engine_cpu_info
+
+        # bf16 where the CPU computes in it; fp32 where it only emulates it (what a user of transformers does there)
+        dtype = torch.bfloat16 if engine_cpu_info()["native_bf16"] else torch.float32
+        kwargs = {"dtype": dtype}
         if args.worker == "accelerate":
             offload = tempfile.mkdtemp(prefix="offload-", dir=args.offload_dir)
             kwargs.update(device_map="auto", max_memory={"cpu": args.budget}, offload_folder=offload)
@@ -150,6 +164,7 @@ def worker(args) -> dict:
         io1 = io_read_bytes()
         out = timings(times, args.batch)
         out["tokens"] = seq[:, args.prompt:].tolist()
+        out["compute_dtype"] = str(dtype).removeprefix("torch.")
     out.update(engine=args.worker, batch=args.batch, load_s=load_s,
                io_read_bytes_per_decode_step=(io1 - io0) / out["decode_steps"], **sampler.stop())
     return out
@@ -274,9 +289,12 @@ def streaming_limit(r: dict, bandwidth: float) -> float | None:
     return r["batch"] * bw / step if r.get("cap_bytes") and step else None
 
 
+DTYPE_SHORT = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}
+
+
 def table(results: list[dict], bandwidth: float) -> str:
-    rows = ["| setting | engine | batch | TTFT s | decode tok/s | vs accelerate | vs transformers | read/step GB | O_DIRECT GB/s | streaming limit tok/s | of limit | plan tok/s | measured / plan | cgroup peak GiB | anon RSS GiB | load avg |",
-            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    rows = ["| setting | engine | computes in | batch | TTFT s | decode tok/s | vs accelerate | vs transformers | read/step GB | O_DIRECT GB/s | streaming limit tok/s | of limit | plan tok/s | measured / plan | cgroup peak GiB | anon RSS GiB | load avg |",
+            "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     by = {(r["setting"], r["engine"], r["batch"]): r for r in results}
     for r in results:
         acc = by.get((r["setting"], "accelerate", r["batch"]), {}).get("decode_tok_s")
@@ -287,11 +305,11 @@ def table(results: list[dict], bandwidth: float) -> str:
         setting = f"capped {r['cap_bytes'] / GiB:.2f} GiB" if r.get("cap_bytes") else r["setting"]
         bw = r.get("direct_read_bandwidth")
         if "error" in r:
-            rows.append(f"| {setting} | {r['engine']} | {r['batch']} | {r['error']} |||||| {fmt(bw / 1e9 if bw else None)} ||||| "
+            rows.append(f"| {setting} | {r['engine']} | {DTYPE_SHORT.get(r.get('compute_dtype'), '-')} | {r['batch']} | {r['error']} |||||| {fmt(bw / 1e9 if bw else None)} ||||| "
                         f"{fmt((r.get('cgroup_peak_bytes') or 0) / GiB)} | - | {fmt(r.get('load_average'))} |")
             continue
         rows.append("| " + " | ".join([
-            setting, r["engine"], str(r["batch"]), fmt(r["ttft_s"]), fmt(tok),
+            setting, r["engine"], DTYPE_SHORT.get(r.get("compute_dtype"), "-"), str(r["batch"]), fmt(r["ttft_s"]), fmt(tok),
             fmt(tok / acc if acc else None, ".2f", "x"), fmt(tok / tra if tra else None, ".2f", "x"),
             fmt(step / 1e9 if step is not None else None, ".2f"), fmt(bw / 1e9 if bw else None),
             fmt(limit), fmt(tok / limit if limit else None, ".2f"),
@@ -308,9 +326,11 @@ def main() -> int:
                    "the run with the median decode rate is reported, the lower middle one for an even count "
                    "(the capped baselines run once: each takes minutes)")
     p.add_argument("--checkpoint", type=Path, help="default: build one in the temp dir (reused between runs)")
-    p.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "inference.json")
+    p.add_argument("--out", type=Path)
     p.add_argument("--worker", choices=["ours", "accelerate", "transformers"], help=argparse.SUPPRESS)
     p.add_argument("--no-quantized", action="store_true", help="leave out the int8 and int4 runs")
+    p.add_argument("--emulate-avx2", action="store_true", help="hold torch, oneDNN and MKL to AVX2 instructions, as on an "
+                   "AVX2-only CPU (every engine then computes in fp32); default --out bench/results/inference-avx2-emulated.json")
     p.add_argument("--replan", action="store_true", help="only recompute the plan's predictions for the capped runs "
                    "already in --out, and rewrite it")
     p.add_argument("--batch", type=int, help=argparse.SUPPRESS)
@@ -320,6 +340,9 @@ def main() -> int:
     p.add_argument("--io", default="direct", help=argparse.SUPPRESS)
     p.add_argument("--offload-dir", type=Path, help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.emulate_avx2:
+        os.environ.update(AVX2_ENV)  # before torch loads, here and in every worker (they inherit it)
+    args.out = args.out or REPO / "bench" / "results" / ("inference-avx2-emulated.json" if args.emulate_avx2 else "inference.json")
     # by the environment, not the binary: the venv's python is a link to the interpreter it was made from
     if Path(sys.prefix).resolve() != VENV_PYTHON.parents[1].resolve() and VENV_PYTHON.exists():
         os.execv(str(VENV_PYTHON), [str(VENV_PYTHON), __file__, *sys.argv[1:]])
@@ -480,7 +503,7 @@ def measure(args, cfg, checkpoints: dict[str, Path], files: list[Path], offload_
     same = [r for r in results if r["setting"] == "warm" and "tokens" in r and r["batch"] == 1]
     report = {
         "started": started, "host": platform.node(), "cpu_count": os.cpu_count(), "python": platform.python_version(),
-        "cpu": cpu_info(),
+        "cpu": cpu_info(), "emulated": {"isa": "avx2", "environment": AVX2_ENV} if args.emulate_avx2 else None,
         "config": {k: v for k, v in cfg.items()}, "checkpoint": ckpt.name,  # its name only: where it lay is a path of the measuring machine
         "checkpoint_bytes": sum(f.stat().st_size for f in files),
         "load_average_start": load_start, "load_average_end": os.getloadavg(),

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import math
+import os
 import platform
 import time
 from dataclasses import asdict, dataclass, field
@@ -18,7 +19,7 @@ import torch
 from .checkpoint import Checkpoint, load_tokenizer
 from .config import format_size, parse_size
 from .errors import EngineError, PromptError
-from .offload import BlockStream, ComputeWeights, Files, Layout, TORCH_DTYPES, load_resident, plan_placement
+from .offload import BlockStream, ComputeWeights, Files, Layout, TORCH_DTYPES, converted_at_load, load_resident, plan_placement
 
 PREFILL_TOKENS = 512  # tokens per block call in a prefill: bounds activations outside the budget; matmuls stay large
 COMPUTE_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
@@ -33,8 +34,9 @@ def cpu_info() -> dict:
 
     torch.backends.cpu.get_cpu_capability() names the vector width only (AVX2, AVX512, SVE256...), not
     bf16 support, so the kernel's flags decide: avx512_bf16 or amx_bf16 on x86, bf16 on Arm. Without
-    them torch emulates bf16 matmuls, tens of times slower than fp32. Benchmarks record this with
-    their results."""
+    them torch emulates bf16 matmuls, tens of times slower than fp32. A cap on oneDNN's instructions
+    (ONEDNN_MAX_CPU_ISA=AVX2, as bench/inference --emulate-avx2 sets) counts as their absence: torch's
+    bf16 matmuls are then emulated here too. Benchmarks record this with their results."""
     model, flags = None, set()
     try:
         with open("/proc/cpuinfo") as f:
@@ -48,10 +50,25 @@ def cpu_info() -> dict:
                     break  # every core lists the same
     except OSError:
         pass
+    isa = _onednn_max_isa()
     return {"model": model or platform.processor() or platform.machine(), "flags": [f for f in _CPU_FLAGS if f in flags],
-            "torch_capability": torch.backends.cpu.get_cpu_capability(),
-            "native_bf16": bool(flags & {"avx512_bf16", "amx_bf16", "bf16"}),
-            "native_fp16": bool(flags & {"avx512_fp16", "amx_fp16", "asimdhp", "fphp"})}
+            "torch_capability": torch.backends.cpu.get_cpu_capability(), "onednn_max_isa": isa,
+            "native_bf16": bool(flags & {"avx512_bf16", "amx_bf16", "bf16"}) and (isa is None or isa in _ONEDNN_BF16_ISAS),
+            "native_fp16": bool(flags & {"avx512_fp16", "amx_fp16", "asimdhp", "fphp"}) and (isa is None or isa in _ONEDNN_FP16_ISAS)}
+
+
+# oneDNN's ISA names (ONEDNN_MAX_CPU_ISA) under which it still uses bf16 / fp16 instructions; a cap
+# below them (AVX2, AVX512_CORE...) makes torch's half-precision matmuls emulated, as on a CPU without them.
+_ONEDNN_FP16_ISAS = {"ALL", "DEFAULT", "AVX512_CORE_FP16", "AVX512_CORE_AMX_FP16", "AVX10_1_512", "AVX10_1_512_AMX",
+                     "AVX10_1_512_AMX_FP16", "AVX10_2_512", "AVX10_2_512_AMX_2"}
+_ONEDNN_BF16_ISAS = _ONEDNN_FP16_ISAS | {"AVX512_CORE_BF16", "AVX512_CORE_AMX"}
+
+
+def _onednn_max_isa() -> str | None:
+    """The cap on the instructions oneDNN (torch's CPU matmul library for bf16) may use, where one is set:
+    ONEDNN_MAX_CPU_ISA, or DNNL_MAX_CPU_ISA, its older name. None where neither is set."""
+    value = os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA")
+    return value.strip().upper() if value and value.strip() else None
 
 
 def choose_compute_dtype(requested: str, device: torch.device, stored: torch.dtype) -> torch.dtype:
@@ -160,7 +177,9 @@ class Engine:
 
     compute_dtype: "auto" (see choose_compute_dtype), "bf16", "fp16" or "fp32": what the blocks, the
     activations and the KV cache compute in. Weights stay as stored (in the checkpoint's dtype, or int8 /
-    int4 for a quantized checkpoint) and are converted block by block at compute time.
+    int4 for a quantized checkpoint) and are converted block by block at compute time; except where a
+    float checkpoint fits the budget whole in the compute dtype (offload.converted_at_load): it is then
+    converted once, at load.
 
     fused_kernels: for a quantized checkpoint on a CPU computing in bf16, decode steps multiply with the
     int8/int4 codes directly instead of dequantizing each block; prefills still dequantize (None: wherever
@@ -192,22 +211,30 @@ class Engine:
 
         global_layout = Layout.of(ckpt.entries(ckpt.global_names))
         block_layouts = [Layout.of(ckpt.entries(names)) for names in ckpt.block_names]
+        kv_bytes = self.kv_cache_bytes(max_batch_size, self.max_seq_len)
         fixed, scratch = global_layout.nbytes, 0
-        if self.dtype != self.storage_dtype:
+        whole = converted_at_load(
+            budget=budget, kv_cache_bytes=kv_bytes, global_views=global_layout.views, block_views=[lay.views for lay in block_layouts],
+            stored_global_bytes=global_layout.nbytes, stored_block_bytes=tuple(lay.nbytes for lay in block_layouts),
+            dtype=self.dtype, quantized=ckpt.quantization is not None) if self.dtype != self.storage_dtype else None
+        self.converted_at_load = whole is not None
+        if whole:
+            fixed = whole[0]
+        elif self.dtype != self.storage_dtype:
             # the norms get a compute-dtype copy; the embeddings stay, the head converts them a chunk at a time
             C, V = cfg.hidden_size, cfg.vocab_size
             fixed += sum(math.prod(shape) for role, (_, _, shape) in global_layout.views.items()
                          if role not in ("wte", "lm_head")) * self.dtype.itemsize
             scratch += min(V, max(1, self.arch.HEAD_CHUNK_BYTES // (C * self.dtype.itemsize))) * C * self.dtype.itemsize
-        convert = block_layouts and (ckpt.quantization is not None or self.dtype != self.storage_dtype)
+        convert = block_layouts and not whole and (ckpt.quantization is not None or self.dtype != self.storage_dtype)
         block_args = (block_layouts[0].views, ckpt.quantization, self.arch.QUANTIZED, self.dtype) if convert else None
         extra = 0
         if convert:
             scratch += ComputeWeights.nbytes(*block_args, cuda=self.device.type == "cuda")
             extra = ComputeWeights.resident_extra_bytes(*block_args, cuda=self.device.type == "cuda", fused=fused_kernels)
         self.placement = plan_placement(
-            budget=budget, fixed_bytes=fixed, kv_cache_bytes=self.kv_cache_bytes(max_batch_size, self.max_seq_len),
-            block_bytes=tuple(lay.nbytes for lay in block_layouts), n_buffers=n_buffers,
+            budget=budget, fixed_bytes=fixed, kv_cache_bytes=kv_bytes,
+            block_bytes=whole[1] if whole else tuple(lay.nbytes for lay in block_layouts), n_buffers=n_buffers,
             batch=max_batch_size, seq_len=self.max_seq_len, scratch_bytes=scratch, resident_extra_bytes=extra)
         if self.placement.streamed:
             # Under a budget that streams, memory beyond the plan is what a cap kills the process for. With
@@ -219,10 +246,11 @@ class Engine:
         self.files = Files(direct=io == "direct")
         self.globals = load_resident(self.files, global_layout, self.device)
         if self.dtype != self.storage_dtype:
-            self.globals.update({role: t.to(self.dtype) for role, t in self.globals.items() if role not in ("wte", "lm_head")})
+            self.globals.update({role: t.to(self.dtype) for role, t in self.globals.items()
+                                 if whole or role not in ("wte", "lm_head")})
         self.weights = ComputeWeights(*block_args, self.device, fused=fused_kernels) if convert else None
         self.blocks: dict[int, dict[str, torch.Tensor]] = {
-            i: load_resident(self.files, block_layouts[i], self.device) for i in self.placement.resident}
+            i: self._converted(load_resident(self.files, block_layouts[i], self.device)) for i in self.placement.resident}
         if self.weights is not None:
             for w in self.blocks.values():
                 self.weights.pack_resident(w)
@@ -230,6 +258,10 @@ class Engine:
         self.stream = BlockStream(self.files, streamed, n_buffers, self.device) if streamed else None
         self.slopes = self.arch.alibi_slopes(cfg.n_head, self.device)
         self.load_s = time.perf_counter() - t0
+
+    def _converted(self, w: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """A resident block as it computes: in the compute dtype when the model was converted at load."""
+        return {role: t.to(self.dtype) for role, t in w.items()} if self.converted_at_load else w
 
     def kv_cache_bytes(self, batch: int, seq_len: int) -> int:
         c = self.config

@@ -191,6 +191,24 @@ class Placement:
         return sum(self.block_bytes[i] for i in self.streamed)
 
 
+def converted_at_load(*, budget: int, kv_cache_bytes: int, global_views: dict, block_views: list[dict],
+                      stored_global_bytes: int, stored_block_bytes: tuple[int, ...], dtype: torch.dtype,
+                      quantized: bool) -> tuple[int, tuple[int, ...]] | None:
+    """Where a float checkpoint computes in another dtype (bf16 weights computed in fp32 on a CPU without
+    native bf16) and the whole model fits the budget in the compute dtype, it is converted once at load:
+    the warm path then converts nothing per pass (neither blocks nor the LM head), as transformers
+    holding the model in fp32 does. Returns the converted (global bytes, block bytes), or None where it
+    does not fit (or the checkpoint is quantized: its point is the memory it saves), and blocks are
+    converted one at a time at compute time instead. The budget also holds the stored copy being
+    converted while loading (the embeddings, the largest single load)."""
+    if quantized:
+        return None
+    size = lambda views: sum(math.prod(shape) for _, _, shape in views.values()) * dtype.itemsize  # noqa: E731
+    fixed, blocks = size(global_views), tuple(size(v) for v in block_views)
+    transient = max(stored_global_bytes, max(stored_block_bytes, default=0))
+    return (fixed, blocks) if fixed + kv_cache_bytes + sum(blocks) + transient <= budget else None
+
+
 def minimum_budget(*, fixed_bytes: int, kv_cache_bytes: int, block_bytes: tuple[int, ...], n_buffers: int,
                    scratch_bytes: int = 0) -> int:
     if not block_bytes:

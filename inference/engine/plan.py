@@ -214,6 +214,9 @@ class Compute:
     # and of the LM head, by batch size; they replace the sums of parts above for decode steps.
     block_s: tuple[tuple[int, float], ...] = ()
     head_s: tuple[tuple[int, float], ...] = ()
+    # Where the embeddings are stored in another dtype than the compute's: the LM head as the engine runs
+    # it then, converting a chunk of vocabulary rows at a time (the chunk stays in cache for its matmul).
+    head_converting_s: tuple[tuple[int, float], ...] = ()
     # Decode steps on the fused int8/int4 kernels (kernels.py: a CPU computing in bf16): block_s was
     # measured on them, nothing is dequantized, and int4 codes read from disk are repacked in place.
     fused: bool = False
@@ -265,6 +268,7 @@ class Machine:
                             "memory_bandwidth": c.memory_bandwidth.as_dict(), "block_overhead_s": c.block_overhead.as_dict(),
                             "dequant_s_per_param": {k: v.as_dict() for k, v in c.dequant_s_per_param.items()},
                             "decode_block_s_by_batch": [list(p) for p in c.block_s], "head_s_by_batch": [list(p) for p in c.head_s],
+                            "head_converting_s_by_batch": [list(p) for p in c.head_converting_s],
                             "fused_decode": c.fused, "int4_pack_s_per_param": c.pack_s_per_param.as_dict() if c.pack_s_per_param else None}}
 
 
@@ -443,20 +447,24 @@ def _decode_block_times(shape: ModelShape, dtype, device, sync, *, context: int,
     return tuple(out)
 
 
-def _head_times(shape: ModelShape, dtype, device, sync) -> tuple[tuple[int, float], ...]:
+def _head_times(shape: ModelShape, dtype, device, sync, stored=None) -> tuple[tuple[int, float], ...]:
     """Seconds of the LM head ([B x C] x [C x V]) for 1-64 sequences, from a slice of at most 256 MiB of
-    vocabulary rows scaled to the whole vocabulary."""
+    vocabulary rows scaled to the whole vocabulary. stored: the embeddings' dtype where it differs from
+    the compute's: the architecture's own head then, which converts them a chunk at a time."""
     import torch
-    import torch.nn.functional as F
+
+    from .models import bloom
 
     C, V = shape.hidden_size, shape.vocab_size
     itemsize = torch.empty((), dtype=dtype).element_size()
     n = min(V, max(1024, 256 * 2**20 // (C * itemsize)))
-    w = torch.randn(n, C, dtype=dtype, device=device)
+    g = {"ln_f_w": torch.ones(C, dtype=dtype, device=device), "ln_f_b": torch.zeros(C, dtype=dtype, device=device),
+         "wte": (torch.randn(n, C, device=device) * 0.02).to(stored or dtype)}
     out = []
-    for batch in (1, 4, 16, 64):
-        x = torch.randn(batch, 1, C, dtype=dtype, device=device)
-        out.append((batch, _time_call(lambda: F.linear(x, w).float(), min_s=0.1, sync=sync) * V / n))
+    with torch.inference_mode():
+        for batch in (1, 4, 16, 64):
+            x = torch.randn(batch, 1, C, dtype=dtype, device=device)
+            out.append((batch, _time_call(lambda: bloom.head(g, x, 1e-5), min_s=0.1, sync=sync) * V / n))
     return tuple(out)
 
 
@@ -540,8 +548,8 @@ def machine_figures(shape: ModelShape, *, memory_budget: int, gpu_memory: int | 
                               f"give {', '.join(missing)} too (e.g. --h2d-bandwidth 25GB/s --gpu-tflops 150 "
                               "--gpu-memory-bandwidth 1TB/s)")
     # the engine's choice: the stored dtype on a GPU; on a CPU, fp32 where it lacks native bf16 / fp16
-    dtype = choose_compute_dtype("auto", torch.device("cuda" if gpu_memory is not None else "cpu"),
-                                 TORCH_DTYPES[shape.storage_dtype])
+    stored = TORCH_DTYPES[shape.storage_dtype]
+    dtype = choose_compute_dtype("auto", torch.device("cuda" if gpu_memory is not None else "cpu"), stored)
     compute_dtype = str(dtype).removeprefix("torch.")
     terms = memory_terms(shape, compute_dtype, cuda=gpu_memory is not None)
     model_bytes = shape.n_layer * shape.matmul_params_per_block * dtype.itemsize
@@ -613,6 +621,7 @@ def machine_figures(shape: ModelShape, *, memory_budget: int, gpu_memory: int | 
                           {f: Figure(_dequant_cost(f, shape.hidden_size, dtype, cpu, cpu_sync), "measured") for f in quant_fmts},
                           block_s=() if cpu_gflops else _decode_block_times(shape, dtype, cpu, cpu_sync, context=context, fused=fused),
                           head_s=() if cpu_gflops else _head_times(shape, dtype, cpu, cpu_sync), fused=fused,
+                          head_converting_s=() if cpu_gflops or stored == dtype else _head_times(shape, dtype, cpu, cpu_sync, stored),
                           pack_s_per_param=Figure(_pack_cost(shape.hidden_size, cpu_sync), "measured") if fused and shape.format == "int4" else None)
     return Machine(memory_budget, gpu_memory, disk, h2d, compute, compute_dtype, terms)
 
@@ -633,6 +642,7 @@ class TierPlan:
     n_buffers_gpu: int
     n_buffers_host: int
     buffer_bytes: int
+    converted_at_load: bool = False  # the whole model held in the compute dtype (offload.converted_at_load)
 
 
 def minimum_per_tier(shape: ModelShape, machine: Machine, batch: int, seq_len: int) -> dict[str, int]:
@@ -653,13 +663,23 @@ def minimum_per_tier(shape: ModelShape, machine: Machine, batch: int, seq_len: i
 def place(shape: ModelShape, machine: Machine, batch: int, seq_len: int) -> TierPlan:
     """offload.plan_placement on the first tier (GPU, or host memory without one), then on host memory
     for the blocks the GPU streams; BudgetError names the flag to raise and its minimum."""
-    from .offload import plan_placement
+    import torch
+
+    from .offload import converted_at_load, plan_placement
 
     t = machine.terms
     kv = kv_cache_bytes(shape, t.compute_itemsize, batch, seq_len)
     gpu = machine.gpu_memory is not None
     tier, flag = ("gpu", "--gpu-memory") if gpu else ("host", "--memory-budget")
     first_budget = machine.gpu_memory if gpu else machine.memory_budget
+    whole = converted_at_load(
+        budget=first_budget, kv_cache_bytes=kv, global_views=shape.global_views, block_views=[shape.block_views] * shape.n_layer,
+        stored_global_bytes=shape.fixed_bytes, stored_block_bytes=shape.block_bytes, dtype=getattr(torch, machine.compute_dtype),
+        quantized=shape.quantized) if t.compute_itemsize != t.storage_itemsize else None
+    if whole:
+        every, planned = tuple(range(shape.n_layer)), whole[0] + kv + sum(whole[1])
+        return TierPlan(batch, seq_len, kv, every if gpu else (), () if gpu else every, (), planned if gpu else 0,
+                        0 if gpu else planned, 0, 0, 0, converted_at_load=True)
     need = minimum_per_tier(shape, machine, batch, seq_len)[tier]
     if first_budget < need:
         scratch = f", converted weights {format_size(t.scratch_bytes)}" if t.scratch_bytes else ""
@@ -736,7 +756,7 @@ def step_time(shape: ModelShape, machine: Machine, tiers: TierPlan, *, rows_per_
         convert = shape.matmul_params_per_block * pack * len(tiers.disk) / shape.n_layer
     elif shape.quantized:
         convert = shape.matmul_params_per_block * c.dequant_s_per_param[shape.format].value
-    elif stored != itemsize:  # e.g. bf16 weights upcast to fp32 on a CPU without native bf16: read, write
+    elif stored != itemsize and not tiers.converted_at_load:  # e.g. bf16 weights upcast to fp32 on a CPU without native bf16: read, write
         convert = shape.matmul_params_per_block * (stored + itemsize) / mem_bw
     else:
         convert = 0.0
@@ -747,7 +767,9 @@ def step_time(shape: ModelShape, machine: Machine, tiers: TierPlan, *, rows_per_
         matmul, attention, overhead = c.at(c.block_s, B), 0.0, 0.0
     if c.head_s:
         head = c.at(c.head_s, B)
-    if stored != itemsize:  # the head converts the embeddings a chunk at a time, then reads the chunk
+    if stored != itemsize and not tiers.converted_at_load and c.head_converting_s:
+        head = c.at(c.head_converting_s, B)  # measured as the engine runs it: converting the embeddings a chunk at a time
+    elif stored != itemsize and not tiers.converted_at_load:  # the same from the memory bandwidth: convert, then read the chunk
         head += shape.vocab_size * C * (stored + 2 * itemsize) / mem_bw
     compute = shape.n_layer * (matmul + attention + convert) + head + overhead
     disk_s = disk_bytes / machine.disk_bandwidth.value if disk_bytes else 0.0
@@ -850,6 +872,8 @@ def format_report(r: Report) -> str:
                      f"{f', on the fused {s.format} kernels: decode steps dequantize nothing' if c.fused else ''})")
     if c.head_s:
         lines.append(f"  the LM head {', '.join(f'{t * 1e3:.3g} ms at batch {b}' for b, t in c.head_s)} (measured)")
+    if c.head_converting_s:
+        lines.append(f"  the LM head converting the stored embeddings {', '.join(f'{t * 1e3:.3g} ms at batch {b}' for b, t in c.head_converting_s)} (measured)")
     lines.append(f"  per-block overhead {c.block_overhead.value * 1e3:.3g} ms ({c.block_overhead.how})")
     for fmt, f in c.dequant_s_per_param.items():
         lines.append(f"  {fmt} dequantization {1 / f.value / 1e9:.3g} G weights/s ({f.how}{', prefills' if c.fused else ''})")

@@ -3,6 +3,7 @@ prediction checked against the engine running on this machine."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 
@@ -11,7 +12,7 @@ import pytest
 from inference.engine.cli import main
 from inference.engine.errors import BudgetError
 from inference.engine.plan import (Compute, Figure, Machine, kv_cache_bytes, machine_figures, memory_terms,
-                                   minimum_per_tier, named_shape, place, plan, shape_of_checkpoint)
+                                   minimum_per_tier, named_shape, place, plan, shape_of_checkpoint, step_time)
 
 GB = 10**9
 
@@ -83,6 +84,51 @@ def test_it_places_blocks_as_the_engine_does_without_a_gpu(tiny_checkpoint, budg
         with Engine(tiny_checkpoint, memory_budget=budget, max_batch_size=4, max_seq_len=128) as engine:
             assert (tiers.host, tiers.disk) == (engine.placement.resident, engine.placement.streamed), name
         assert len(tiers.host) == n_resident and tiers.host_bytes == engine.placement.planned_bytes
+
+
+@pytest.fixture(scope="module")
+def tiny_bf16(tmp_path_factory):
+    from inference.engine.demo import make_demo_checkpoint
+
+    return make_demo_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny-bf16", shape="tiny", dtype="bf16", seed=1)
+
+
+def test_it_plans_a_model_held_whole_in_the_compute_dtype_as_the_engine_does(tiny_bf16):
+    from inference.engine import Engine
+
+    s = shape_of_checkpoint(tiny_bf16)
+    for budget in (2**30, None):
+        with Engine(tiny_bf16, memory_budget=budget or "1GiB", max_batch_size=2, max_seq_len=64, compute_dtype="fp32") as engine:
+            if budget is None:  # just short of holding it whole in fp32: blocks convert per pass
+                p = engine.placement
+                budget = p.fixed_bytes + p.kv_cache_bytes + sum(p.block_bytes) - 1
+                engine.close()
+                engine = Engine(tiny_bf16, memory_budget=budget, max_batch_size=2, max_seq_len=64, compute_dtype="fp32")
+            tiers = place(s, given_machine(s, gpu=None, host=budget, dtype="float32"), 2, 64)
+            assert tiers.converted_at_load == engine.converted_at_load
+            assert (tiers.host, tiers.disk, tiers.host_bytes) == (engine.placement.resident, engine.placement.streamed,
+                                                                  engine.placement.planned_bytes)
+            engine.close()
+    whole = place(s, given_machine(s, gpu=None, host=2**30, dtype="float32"), 2, 64)
+    per_pass = place(s, given_machine(s, gpu=None, host=whole.host_bytes, dtype="float32"), 2, 64)
+    assert whole.converted_at_load and not per_pass.converted_at_load
+    m = given_machine(s, gpu=None, host=2**30, dtype="float32")
+    steps = [step_time(s, m, t, rows_per_seq=1, context=64) for t in (whole, per_pass)]
+    assert steps[0].convert_s == 0 < steps[1].convert_s and steps[0].compute_s < steps[1].compute_s
+
+
+def test_it_measures_the_head_converting_stored_embeddings_where_the_cpu_computes_in_fp32(monkeypatch, tiny_bf16):
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")  # as on an AVX2-only CPU: bf16 weights computed in fp32
+    s = shape_of_checkpoint(tiny_bf16)
+    m = machine_figures(s, memory_budget=2**30)
+    assert m.compute_dtype == "float32" and [b for b, _ in m.compute.head_converting_s] == [1, 4, 16, 64]
+    whole = place(s, m, 1, 64)
+    assert whole.converted_at_load  # 1 GiB holds this model in fp32: its head converts nothing
+    steps = [step_time(s, m, dataclasses.replace(whole, converted_at_load=c), rows_per_seq=1, context=64) for c in (True, False)]
+    head = m.compute.head_converting_s[0][1]
+    assert steps[1].compute_s - steps[0].compute_s == pytest.approx(head - m.compute.head_s[0][1] + steps[1].convert_s)
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA")
+    assert machine_figures(s, memory_budget=2**30).compute.head_converting_s == ()  # nothing to convert
 
 
 def test_it_fills_the_gpu_then_pinned_host_memory_then_leaves_the_rest_on_disk():

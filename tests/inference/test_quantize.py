@@ -99,7 +99,11 @@ def left_pad(engine, prompts):
 def streaming_budget(path, **kw) -> int:
     """The smallest budget that holds the engine's fixed part and buffers: every block streams."""
     with Engine(path, memory_budget="4GiB", **kw) as probe:
-        p = probe.placement
+        p, whole = probe.placement, probe.converted_at_load
+    if whole:  # held in the compute dtype from the load on; just short of that, blocks convert one at a time
+        with Engine(path, memory_budget=p.fixed_bytes + p.kv_cache_bytes + sum(p.block_bytes) - 1, **kw) as probe:
+            p = probe.placement
+            assert not probe.converted_at_load
     return p.fixed_bytes + p.kv_cache_bytes + p.scratch_bytes + 2 * max(p.block_bytes)
 
 
@@ -425,6 +429,34 @@ def test_it_computes_a_bf16_checkpoint_in_fp32_as_transformers_does_on_the_upcas
     assert reads["bf16"] == reads["fp32"]  # the same bytes streamed, whatever the compute
 
 
+def test_it_converts_a_model_that_fits_whole_in_the_compute_dtype_once_at_load(small_bf16, quantized):
+    """The warm path on a CPU without native bf16: a budget that holds the model in fp32 holds it so,
+    converted at load, as transformers does; just below it, blocks convert one at a time per pass (the
+    bytes planned stay within the budget either way), and both give the same tokens and logits."""
+    kw = dict(max_batch_size=3, max_seq_len=64, compute_dtype="fp32")
+    with Engine(small_bf16, memory_budget="1GiB", **kw) as whole:
+        assert whole.converted_at_load and whole.weights is None and not whole.placement.streamed
+        assert {t.dtype for w in whole.blocks.values() for t in w.values()} == {torch.float32}
+        assert {t.dtype for t in whole.globals.values()} == {torch.float32}  # the LM head too: nothing converts per pass
+        p = whole.placement
+        fp32_bytes = sum(t.numel() * 4 for w in whole.blocks.values() for t in w.values())
+        assert sum(p.block_bytes) == fp32_bytes and p.fixed_bytes == sum(t.numel() * 4 for t in whole.globals.values())
+        needed = p.fixed_bytes + p.kv_cache_bytes + sum(p.block_bytes)
+        a = whole.generate(PROMPTS, max_new_tokens=8, stop_tokens=[], return_logits=True)
+    # the stored copy being converted must fit beside it too (the embeddings here, the largest single load)
+    with Engine(small_bf16, memory_budget=needed + p.fixed_bytes // 2, **kw) as per_pass:
+        assert not per_pass.converted_at_load and per_pass.weights is not None
+        assert per_pass.placement.planned_bytes <= needed + p.fixed_bytes // 2
+        assert {t.dtype for w in per_pass.blocks.values() for t in w.values()} == {torch.bfloat16}
+        b = per_pass.generate(PROMPTS, max_new_tokens=8, stop_tokens=[], return_logits=True)
+    assert [c.token_ids for c in a.completions] == [c.token_ids for c in b.completions]
+    assert (torch.stack(a.step_logits) - torch.stack(b.step_logits)).abs().max().item() < 1e-5
+    with Engine(small_bf16, memory_budget="1GiB", max_batch_size=3, max_seq_len=64, compute_dtype="bf16") as same:
+        assert not same.converted_at_load  # nothing to convert
+    with Engine(quantized["small-int8"], memory_budget="1GiB", **kw) as q8:
+        assert not q8.converted_at_load and q8.weights is not None  # a quantized checkpoint stays compressed
+
+
 @pytest.mark.parametrize("native, expected", [(True, torch.bfloat16), (False, torch.float32)])
 def test_it_picks_the_compute_dtype_by_what_the_cpu_does_natively(monkeypatch, tiny_checkpoint, small_bf16, native, expected):
     info = {**generate.cpu_info(), "native_bf16": native}
@@ -435,13 +467,34 @@ def test_it_picks_the_compute_dtype_by_what_the_cpu_does_natively(monkeypatch, t
         assert engine.dtype == torch.float32  # auto never lowers an fp32 checkpoint's precision
 
 
-def test_it_reports_the_cpu_model_and_flags():
+def test_it_reports_the_cpu_model_and_flags(monkeypatch):
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
     info = generate.cpu_info()
+    assert info["onednn_max_isa"] is None
     assert info["model"] and isinstance(info["flags"], list) and isinstance(info["native_bf16"], bool)
     assert info["torch_capability"] == torch.backends.cpu.get_cpu_capability()
     if Path("/proc/cpuinfo").is_file():
         flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith(("flags", "Features")))
         assert info["native_bf16"] == any(f in flags.split() for f in ("avx512_bf16", "amx_bf16", "bf16"))
+
+
+@pytest.mark.parametrize("variable, isa, bf16_allowed", [
+    ("ONEDNN_MAX_CPU_ISA", "AVX2", False), ("ONEDNN_MAX_CPU_ISA", "avx512_core", False),
+    ("DNNL_MAX_CPU_ISA", "AVX512_CORE_VNNI", False), ("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_AMX", True),
+    ("ONEDNN_MAX_CPU_ISA", "ALL", True)])
+def test_a_cap_on_onednn_instructions_counts_as_a_cpu_without_them(monkeypatch, small_bf16, variable, isa, bf16_allowed):
+    """ONEDNN_MAX_CPU_ISA=AVX2 makes torch's bf16 matmuls emulated (bench/inference --emulate-avx2): the
+    engine must then compute in fp32, as on an AVX2-only CPU, whatever /proc/cpuinfo says."""
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    monkeypatch.setenv(variable, isa)
+    info = generate.cpu_info()
+    assert info["onednn_max_isa"] == isa.upper()
+    flags_have_bf16 = bool(set(info["flags"]) & {"avx512_bf16", "amx_bf16", "bf16"})
+    assert info["native_bf16"] == (flags_have_bf16 and bf16_allowed)
+    with Engine(small_bf16, memory_budget="1GiB", device="cpu") as engine:
+        assert engine.dtype == (torch.bfloat16 if info["native_bf16"] else torch.float32)
+        assert engine.storage_dtype == torch.bfloat16
 
 
 # -- the command -------------------------------------------------------------------------------------
