@@ -687,7 +687,8 @@ def main() -> int:
     if not args.quick:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(report, indent=1, default=str) + "\n")
-        print(f"wrote {args.out.relative_to(REPO)}")
+        out = args.out.resolve()
+        print(f"wrote {out.relative_to(REPO) if out.is_relative_to(REPO) else out}")
     return 0
 
 
